@@ -1,0 +1,11 @@
+"""ann_core: the single-machine engine of sparkann (no Spark).
+
+``Network`` computes forward passes, losses and gradients of feed-forward networks over one
+flat weight vector, calling BLAS GEMM directly on a preallocated workspace.
+"""
+from ann_core._blas import backend, find_mkl, set_backend
+from ann_core._network import ACTIVATIONS, LOSSES, Network
+from ann_core.threads import blas_threads, set_blas_threads
+
+__all__ = ["ACTIVATIONS", "LOSSES", "Network", "backend", "blas_threads", "find_mkl",
+           "set_backend", "set_blas_threads"]

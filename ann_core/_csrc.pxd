@@ -1,0 +1,52 @@
+# cython: language_level=3
+"""Declarations of the C99 core (csrc/)."""
+from libc.stdint cimport int64_t
+
+cdef extern from "ann_status.h" nogil:
+    enum:
+        ANN_OK
+        ANN_ERR_NOMEM
+        ANN_ERR_ARG
+        ANN_ERR_LABEL
+    const char *ann_strerror(int status)
+
+cdef extern from "ann_arena.h" nogil:
+    ctypedef struct ann_arena_t:
+        unsigned char *base
+        size_t capacity
+        size_t used
+    size_t ann_arena_aligned_size(size_t bytes)
+    int ann_arena_init(ann_arena_t *arena, size_t capacity)
+    int ann_arena_alloc(ann_arena_t *arena, size_t bytes, void **out)
+    void ann_arena_reset(ann_arena_t *arena)
+    void ann_arena_free(ann_arena_t *arena)
+
+cdef extern from "ann_kernels.h" nogil:
+    enum:
+        ANN_ACT_IDENTITY
+        ANN_ACT_SIGMOID
+        ANN_ACT_TANH
+        ANN_ACT_RELU
+        ANN_ACT_LEAKY_RELU
+        ANN_ACT_SOFTPLUS
+        ANN_LOSS_SOFTMAX_XENT
+        ANN_LOSS_SIGMOID_XENT
+        ANN_LOSS_SQUARED_ERROR
+    int ann_bias_fill_s(size_t rows, size_t cols, const float *b, float *Y)
+    int ann_bias_fill_d(size_t rows, size_t cols, const double *b, double *Y)
+    int ann_bias_grad_s(size_t rows, size_t cols, const float *D, float *gb)
+    int ann_bias_grad_d(size_t rows, size_t cols, const double *D, double *gb)
+    int ann_act_forward_s(int kind, float alpha, size_t n, float *y)
+    int ann_act_forward_d(int kind, double alpha, size_t n, double *y)
+    int ann_act_backward_s(int kind, float alpha, size_t n, const float *y, float *delta)
+    int ann_act_backward_d(int kind, double alpha, size_t n, const double *y, double *delta)
+    int ann_loss_output_s(int kind, size_t rows, size_t cols, float *Z)
+    int ann_loss_output_d(int kind, size_t rows, size_t cols, double *Z)
+    int ann_loss_s(int kind, size_t rows, size_t cols, float *Z, const int64_t *labels,
+                   const float *T, float *delta, double *loss_sum)
+    int ann_loss_d(int kind, size_t rows, size_t cols, double *Z, const int64_t *labels,
+                   const double *T, double *delta, double *loss_sum)
+    int ann_all_finite_s(size_t n, const float *x, size_t *first_bad)
+    int ann_all_finite_d(size_t n, const double *x, size_t *first_bad)
+    unsigned long ann_fpu_enter()
+    void ann_fpu_leave(unsigned long saved)

@@ -1,0 +1,544 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The network engine: forward pass, loss and gradient of a feed-forward network.
+
+A ``Network`` holds no weights. It is a compiled topology plus a workspace (one arena with the
+activations and deltas of one block of rows), laid out once for a block size and a dtype.
+Every call takes the flat weight vector; ``loss_grad`` adds into a flat gradient vector.
+Batches of any length are processed ``block_size`` rows at a time through the workspace, so a
+call allocates nothing.
+"""
+import os
+
+import numpy as np
+
+cimport cython
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+from libc.math cimport isfinite
+
+from ann_core._blas cimport gemm_s, gemm_d
+from ann_core._csrc cimport *
+
+ACTIVATIONS = {"identity": ANN_ACT_IDENTITY, "sigmoid": ANN_ACT_SIGMOID, "tanh": ANN_ACT_TANH,
+               "relu": ANN_ACT_RELU, "leaky_relu": ANN_ACT_LEAKY_RELU,
+               "softplus": ANN_ACT_SOFTPLUS}
+LOSSES = {"softmax_cross_entropy": ANN_LOSS_SOFTMAX_XENT,
+          "sigmoid_cross_entropy": ANN_LOSS_SIGMOID_XENT,
+          "squared_error": ANN_LOSS_SQUARED_ERROR}
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+cdef struct stage_t:
+    bint is_python     # a layer written in Python (else dense: y = x @ W + b)
+    int n_in
+    int n_out
+    Py_ssize_t w_off   # offset of W (then b), or of the Python layer's parameters
+    Py_ssize_t n_params
+    int act            # native activation applied in place to the output, -1 for none
+    double alpha       # slope of leaky_relu for negative inputs
+    char *out          # workspace rows x n_out: the stage's output, after the activation
+
+
+cdef inline void _gemm(bint dbl, bint ta, bint tb, int m, int n, int k, const char *A, int lda,
+                       const char *B, int ldb, double beta, char *C, int ldc) noexcept nogil:
+    if dbl:
+        gemm_d(ta, tb, m, n, k, 1.0, <const double *>A, lda, <const double *>B, ldb, beta,
+               <double *>C, ldc)
+    else:
+        gemm_s(ta, tb, m, n, k, 1.0, <const float *>A, lda, <const float *>B, ldb,
+               <float>beta, <float *>C, ldc)
+
+
+cdef inline int _all_finite(bint dbl, size_t n, const char *x, size_t *bad) noexcept nogil:
+    if dbl:
+        return ann_all_finite_d(n, <const double *>x, bad)
+    return ann_all_finite_s(n, <const float *>x, bad)
+
+
+cdef char *_data(object array, bint writable) except NULL:
+    """Pointer to the data of a C-contiguous buffer; the caller keeps `array` alive."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
+    cdef char *p = <char *>view.buf
+    PyBuffer_Release(&view)
+    if p == NULL:
+        raise ValueError("array has no data pointer")
+    return p
+
+
+def _describe(a):
+    if not isinstance(a, np.ndarray):
+        return f"{type(a).__name__}"
+    order = "C-contiguous" if a.flags.c_contiguous else "non-contiguous"
+    return f"{a.dtype} array of shape {a.shape} ({order})"
+
+
+def _available_memory():
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+cdef class Network:
+    """A compiled feed-forward topology and its workspace.
+
+    Parameters
+    ----------
+    n_in : int
+        Number of input features.
+    layers : list of tuple
+        The stages from input to output, ending with the loss:
+        ``("dense", n_out)``, ``("activation", name)`` or ``("activation", "leaky_relu", alpha)``
+        (applied in place to the output of the stage before it), ``("python", layer)`` (an object
+        with ``n_out``, ``n_params``, ``forward(params, x, out)`` and
+        ``backward(params, x, out, d_out, d_in, grad)``, see ``sparkann.layers``), and last
+        ``("loss", name)`` with name in ``LOSSES``.
+    dtype : {"float32", "float64"}
+    block_size : int
+        Rows computed at a time; the workspace holds one block.
+
+    Weight layout: for each dense stage in order, ``W`` (n_in, n_out) row-major then ``b``
+    (n_out,), which is the order of Spark MLlib's MultilayerPerceptronClassifier weights.
+    """
+    cdef readonly int n_in, n_out, block_size, n_stages
+    cdef readonly Py_ssize_t n_weights
+    cdef readonly object dtype
+    cdef readonly str loss
+    cdef readonly size_t workspace_bytes
+    cdef readonly bint has_python_layers
+    cdef bint dbl
+    cdef size_t isz
+    cdef int loss_kind
+    cdef stage_t *stages
+    cdef ann_arena_t arena
+    cdef char *delta_a
+    cdef char *delta_b
+    cdef char *loss_buf
+    cdef list py_layers
+    cdef list _layout
+
+    def __cinit__(self):
+        self.stages = NULL
+        self.arena.base = NULL
+
+    def __init__(self, int n_in, layers, dtype="float32", int block_size=128):
+        if n_in <= 0:
+            raise ValueError(f"n_in must be a positive integer, received {n_in}")
+        if block_size <= 0:
+            raise ValueError(f"block_size must be a positive integer, received {block_size}")
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+        self.dtype = DTYPES[str(dtype)]
+        self.dbl = self.dtype == np.float64
+        self.isz = self.dtype.itemsize
+        self.block_size = block_size
+        self.n_in = n_in
+        self._compile(list(layers))
+        self._allocate()
+
+    def __dealloc__(self):
+        ann_arena_free(&self.arena)
+        PyMem_Free(self.stages)
+
+    @cython.wraparound(True)
+    cdef _compile(self, list layers):
+        if not layers or not (isinstance(layers[-1], tuple) and layers[-1][0] == "loss"):
+            raise ValueError("layers must end with ('loss', name); received "
+                             f"{layers[-1] if layers else 'an empty list'!r}")
+        loss = layers[-1][1] if len(layers[-1]) > 1 else None
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, received {loss!r}")
+        self.loss = loss
+        self.loss_kind = LOSSES[loss]
+        body = layers[:-1]
+        n_stages = sum(1 for spec in body if spec[0] in ("dense", "python"))
+        if n_stages == 0:
+            raise ValueError("the network needs at least one ('dense', n_out) or "
+                             "('python', layer) stage before the loss")
+        self.stages = <stage_t *>PyMem_Malloc(n_stages * sizeof(stage_t))
+        if self.stages == NULL:
+            raise MemoryError()
+        self.py_layers = []
+        self._layout = []
+        cdef int width = self.n_in, i = -1
+        cdef Py_ssize_t offset = 0
+        for position, spec in enumerate(body):
+            if not isinstance(spec, tuple) or not spec:
+                raise ValueError(f"layer {position}: expected a tuple such as ('dense', 10), "
+                                 f"received {spec!r}")
+            kind = spec[0]
+            if kind == "activation":
+                if i < 0 or self.stages[i].act >= 0:
+                    raise ValueError(f"layer {position}: an activation must follow a dense or "
+                                     "Python layer (use a Python layer for anything else)")
+                name = spec[1] if len(spec) > 1 else None
+                if name not in ACTIVATIONS:
+                    raise ValueError(f"layer {position}: activation must be one of "
+                                     f"{sorted(ACTIVATIONS)}, received {name!r}")
+                alpha = float(spec[2]) if len(spec) > 2 else 0.01
+                if name == "leaky_relu" and not (0.0 <= alpha < 1.0):
+                    raise ValueError(f"layer {position}: leaky_relu slope must be in [0, 1), "
+                                     f"received {alpha}")
+                self.stages[i].act = ACTIVATIONS[name]
+                self.stages[i].alpha = alpha
+                continue
+            i += 1
+            self.stages[i].n_in = width
+            self.stages[i].w_off = offset
+            self.stages[i].act = -1
+            self.stages[i].alpha = 0.0
+            self.stages[i].out = NULL
+            if kind == "dense":
+                n_out = spec[1] if len(spec) > 1 else None
+                if not isinstance(n_out, (int, np.integer)) or n_out <= 0:
+                    raise ValueError(f"layer {position}: dense size must be a positive "
+                                     f"integer, received {n_out!r}")
+                self.stages[i].is_python = False
+                self.stages[i].n_out = n_out
+                self.stages[i].n_params = width * n_out + n_out
+                self._layout.append((f"dense{i}.W", offset, (width, int(n_out))))
+                self._layout.append((f"dense{i}.b", offset + width * n_out, (int(n_out),)))
+                self.py_layers.append(None)
+            elif kind == "python":
+                layer = spec[1]
+                n_out, n_params = int(layer.n_out), int(layer.n_params)
+                if n_out <= 0 or n_params < 0:
+                    raise ValueError(f"layer {position}: Python layer {layer!r} has n_out="
+                                     f"{n_out}, n_params={n_params}")
+                self.stages[i].is_python = True
+                self.stages[i].n_out = n_out
+                self.stages[i].n_params = n_params
+                self._layout.append((f"python{i}.params", offset, (n_params,)))
+                self.py_layers.append(layer)
+            else:
+                raise ValueError(f"layer {position}: unknown kind {kind!r}; expected 'dense', "
+                                 "'activation', 'python' or a final 'loss'")
+            offset += self.stages[i].n_params
+            width = self.stages[i].n_out
+            self.n_stages = i + 1
+        self.n_out = width
+        self.n_weights = offset
+        self.has_python_layers = any(layer is not None for layer in self.py_layers)
+        if self.loss_kind == ANN_LOSS_SOFTMAX_XENT and self.n_out < 2:
+            raise ValueError(f"softmax_cross_entropy needs at least 2 outputs, the network "
+                             f"has {self.n_out}")
+
+    cdef _allocate(self):
+        cdef size_t rows = self.block_size, total = 0, widest = 0
+        cdef int i
+        for i in range(self.n_stages):
+            total += ann_arena_aligned_size(rows * self.stages[i].n_out * self.isz)
+            widest = max(widest, <size_t>self.stages[i].n_out)
+        total += 2 * ann_arena_aligned_size(rows * widest * self.isz)
+        total += ann_arena_aligned_size(rows * self.n_out * self.isz)
+        self.workspace_bytes = total
+        available = _available_memory()
+        if available is not None and total > available:
+            raise MemoryError(f"the workspace for block_size={self.block_size} needs "
+                              f"{total / 2**20:.1f} MiB, but only {available / 2**20:.1f} MiB "
+                              "of memory is available: use a smaller block_size")
+        if ann_arena_init(&self.arena, total) != ANN_OK:
+            raise MemoryError(f"cannot allocate the {total / 2**20:.1f} MiB workspace")
+        for i in range(self.n_stages):
+            ann_arena_alloc(&self.arena, rows * self.stages[i].n_out * self.isz,
+                            <void **>&self.stages[i].out)
+        ann_arena_alloc(&self.arena, rows * widest * self.isz, <void **>&self.delta_a)
+        ann_arena_alloc(&self.arena, rows * widest * self.isz, <void **>&self.delta_b)
+        ann_arena_alloc(&self.arena, rows * self.n_out * self.isz, <void **>&self.loss_buf)
+
+    @property
+    def layout(self):
+        """List of ``(name, offset, shape)``: where each parameter lives in the flat vector."""
+        return list(self._layout)
+
+    @property
+    def sizes(self):
+        """Widths from input to output, e.g. ``[784, 256, 10]``."""
+        return [self.n_in] + [self.stages[i].n_out for i in range(self.n_stages)]
+
+    def flops_per_example(self):
+        """(nominal, actual) floating-point operations of one example's forward + backward.
+
+        Nominal is 6 x weights; actual leaves out the gradient with respect to the input,
+        which is never computed.
+        """
+        cdef int i
+        nominal = 6 * self.n_weights
+        actual = nominal - 2 * (self.stages[0].n_in * self.stages[0].n_out
+                                if not self.stages[0].is_python else 0)
+        return nominal, actual
+
+    # ---------------------------------------------------------------- validation (GIL held)
+
+    cdef char *_check_vector(self, object a, str name, bint writable) except NULL:
+        if (not isinstance(a, np.ndarray) or a.dtype != self.dtype or a.ndim != 1
+                or a.shape[0] != self.n_weights or not a.flags.c_contiguous
+                or (writable and not a.flags.writeable)):
+            raise ValueError(f"{name}: expected a C-contiguous{' writable' if writable else ''} "
+                             f"{self.dtype} array of shape ({self.n_weights},), received "
+                             f"{_describe(a)}")
+        return _data(a, writable)
+
+    cdef char *_check_matrix(self, object a, str name, Py_ssize_t rows, int cols,
+                             bint writable) except NULL:
+        if (not isinstance(a, np.ndarray) or a.dtype != self.dtype or a.ndim != 2
+                or a.shape[1] != cols or (rows >= 0 and a.shape[0] != rows)
+                or not a.flags.c_contiguous or (writable and not a.flags.writeable)):
+            expected = f"({rows if rows >= 0 else 'n'}, {cols})"
+            raise ValueError(f"{name}: expected a C-contiguous{' writable' if writable else ''} "
+                             f"{self.dtype} array of shape {expected}, received {_describe(a)}")
+        return _data(a, writable)
+
+    cdef _check_weights_finite(self, char *w):
+        cdef size_t bad = 0
+        if not _all_finite(self.dbl, self.n_weights, w, &bad):
+            raise ValueError(f"weights: element {bad} ({self._weight_name(bad)}) is not finite")
+
+    def _weight_name(self, size_t index):
+        for name, offset, shape in reversed(self._layout):
+            if index >= offset:
+                return f"{name}[{np.unravel_index(index - offset, shape)}]".replace("(", "").replace(")", "")
+        return "?"
+
+    cdef _check_matrix_finite(self, object a, str name):
+        cdef size_t bad = 0
+        cdef char *p = _data(a, False)
+        if a.size and not _all_finite(self.dbl, a.size, p, &bad):
+            row, col = divmod(bad, a.shape[1])
+            raise ValueError(f"{name}: row {row}, column {col} is {a[row, col]}, "
+                             "expected a finite number")
+
+    # ------------------------------------------------------------------- compute (no GIL)
+
+    cdef int _forward_block(self, const char *w, const char *x, int m) except -1 nogil:
+        """Every stage's output for the m rows at x."""
+        cdef int i
+        cdef stage_t *s
+        cdef const char *prev = x
+        for i in range(self.n_stages):
+            s = &self.stages[i]
+            if s.is_python:
+                with gil:
+                    self.py_layers[i].forward(self._params(w, s), self._view(prev, m, s.n_in),
+                                              self._view(s.out, m, s.n_out))
+            else:
+                # out = prev @ W + b
+                if self.dbl:
+                    ann_bias_fill_d(m, s.n_out, <const double *>w + s.w_off + s.n_in * s.n_out,
+                                    <double *>s.out)
+                else:
+                    ann_bias_fill_s(m, s.n_out, <const float *>w + s.w_off + s.n_in * s.n_out,
+                                    <float *>s.out)
+                _gemm(self.dbl, False, False, m, s.n_out, s.n_in, prev, s.n_in,
+                      w + s.w_off * self.isz, s.n_out, 1.0, s.out, s.n_out)
+            if s.act >= 0:
+                if self.dbl:
+                    ann_act_forward_d(s.act, s.alpha, <size_t>m * s.n_out, <double *>s.out)
+                else:
+                    ann_act_forward_s(s.act, <float>s.alpha, <size_t>m * s.n_out, <float *>s.out)
+            prev = s.out
+        return 0
+
+    cdef int _backward_block(self, const char *w, const char *x, int m, char *grad) except -1 nogil:
+        """Add the gradient of the block to grad; self.delta_a holds d loss / d output."""
+        cdef int i
+        cdef stage_t *s
+        cdef const char *prev
+        cdef char *delta = self.delta_a
+        cdef char *delta_prev = self.delta_b
+        cdef char *swap
+        for i in range(self.n_stages - 1, -1, -1):
+            s = &self.stages[i]
+            prev = x if i == 0 else self.stages[i - 1].out
+            if s.act >= 0:
+                if self.dbl:
+                    ann_act_backward_d(s.act, s.alpha, <size_t>m * s.n_out,
+                                       <const double *>s.out, <double *>delta)
+                else:
+                    ann_act_backward_s(s.act, <float>s.alpha, <size_t>m * s.n_out,
+                                       <const float *>s.out, <float *>delta)
+            if s.is_python:
+                with gil:
+                    self.py_layers[i].backward(
+                        self._params(w, s), self._view(prev, m, s.n_in), self._view(s.out, m, s.n_out),
+                        self._view(delta, m, s.n_out),
+                        self._view(delta_prev, m, s.n_in) if i > 0 else None,
+                        self._params(grad, s))
+            else:
+                # gW += prev.T @ delta;  gb += delta.sum(0);  delta_prev = delta @ W.T
+                _gemm(self.dbl, True, False, s.n_in, s.n_out, m, prev, s.n_in, delta, s.n_out,
+                      1.0, grad + s.w_off * self.isz, s.n_out)
+                if self.dbl:
+                    ann_bias_grad_d(m, s.n_out, <const double *>delta,
+                                    <double *>grad + s.w_off + s.n_in * s.n_out)
+                else:
+                    ann_bias_grad_s(m, s.n_out, <const float *>delta,
+                                    <float *>grad + s.w_off + s.n_in * s.n_out)
+                if i > 0:  # the first layer needs no delta: d loss / d data is never computed
+                    _gemm(self.dbl, False, True, m, s.n_in, s.n_out, delta, s.n_out,
+                          w + s.w_off * self.isz, s.n_out, 0.0, delta_prev, s.n_in)
+            swap = delta
+            delta = delta_prev
+            delta_prev = swap
+        return 0
+
+    cdef object _view(self, const char *p, int rows, int cols):
+        if self.dbl:
+            return np.asarray(<double[:rows, :cols]> <double *>p)
+        return np.asarray(<float[:rows, :cols]> <float *>p)
+
+    cdef object _params(self, const char *w, stage_t *s):
+        if s.n_params == 0:
+            return np.empty(0, self.dtype)
+        if self.dbl:
+            return np.asarray(<double[:s.n_params]> (<double *>w + s.w_off))
+        return np.asarray(<float[:s.n_params]> (<float *>w + s.w_off))
+
+    # ----------------------------------------------------------------------- public calls
+
+    def forward(self, weights, X, out=None, bint raw=False):
+        """Outputs of the network for the rows of X.
+
+        Parameters
+        ----------
+        weights : ndarray (n_weights,)
+        X : ndarray (n, n_in), C-contiguous, of the network's dtype
+        out : ndarray (n, n_out), optional; written and returned
+        raw : bool
+            If True, return the last stage's output before the loss's output function (the
+            logits of a softmax or sigmoid output).
+
+        Returns
+        -------
+        ndarray (n, n_out): probabilities (softmax / sigmoid losses) or values (squared error).
+        """
+        cdef char *w = self._check_vector(weights, "weights", False)
+        cdef char *x = self._check_matrix(X, "X", -1, self.n_in, False)
+        cdef Py_ssize_t n = X.shape[0], r0
+        if out is None:
+            out = np.empty((n, self.n_out), self.dtype)
+        cdef char *o = self._check_matrix(out, "out", n, self.n_out, True)
+        self._check_weights_finite(w)
+        self._check_matrix_finite(X, "X")
+        cdef int m, n_out = self.n_out
+        cdef char *last = self.stages[self.n_stages - 1].out
+        cdef size_t row_bytes_in = self.n_in * self.isz, row_bytes_out = n_out * self.isz
+        cdef unsigned long fpu
+        with nogil:
+            fpu = ann_fpu_enter()
+            try:
+                r0 = 0
+                while r0 < n:
+                    m = <int>min(<Py_ssize_t>self.block_size, n - r0)
+                    self._forward_block(w, x + r0 * row_bytes_in, m)
+                    memcpy(o + r0 * row_bytes_out, last, m * row_bytes_out)
+                    if not raw:
+                        if self.dbl:
+                            ann_loss_output_d(self.loss_kind, m, n_out,
+                                              <double *>(o + r0 * row_bytes_out))
+                        else:
+                            ann_loss_output_s(self.loss_kind, m, n_out,
+                                              <float *>(o + r0 * row_bytes_out))
+                    r0 += m
+            finally:
+                ann_fpu_leave(fpu)
+        return out
+
+    def loss_grad(self, weights, X, y, grad, bint zero=False):
+        """Loss summed over the rows of X, and its gradient added into ``grad``.
+
+        Parameters
+        ----------
+        weights : ndarray (n_weights,)
+        X : ndarray (n, n_in), C-contiguous, of the network's dtype
+        y : ndarray
+            int64 class indices of shape (n,) in [0, n_out), or targets of shape (n, n_out) of
+            the network's dtype.
+        grad : ndarray (n_weights,)
+            The gradient of the summed loss is added to it (set ``zero=True`` to clear it
+            first), so blocks and partitions sum for free.
+
+        Returns
+        -------
+        (loss_sum, n_rows) : (float, int)
+        """
+        cdef char *w = self._check_vector(weights, "weights", False)
+        cdef char *x = self._check_matrix(X, "X", -1, self.n_in, False)
+        cdef Py_ssize_t n = X.shape[0], r0
+        cdef char *g = self._check_vector(grad, "grad", True)
+        cdef const int64_t *labels = NULL
+        cdef char *T = NULL
+        if isinstance(y, np.ndarray) and y.ndim == 1:
+            if y.dtype != np.int64 or y.shape[0] != n or not y.flags.c_contiguous:
+                raise ValueError(f"y: expected C-contiguous int64 class indices of shape ({n},),"
+                                 f" received {_describe(y)}")
+            labels = <const int64_t *>_data(y, False)
+        elif isinstance(y, np.ndarray) and y.ndim == 2:
+            T = self._check_matrix(y, "y", n, self.n_out, False)
+        else:
+            raise ValueError(f"y: expected int64 class indices of shape ({n},) or {self.dtype} "
+                             f"targets of shape ({n}, {self.n_out}), received {_describe(y)}")
+        self._check_weights_finite(w)
+        if labels != NULL:
+            self._check_labels(y, labels, n)
+        if zero:
+            memset(g, 0, self.n_weights * self.isz)
+        cdef double loss = 0.0
+        cdef int m, status = ANN_OK, n_out = self.n_out
+        cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
+        cdef char *last = self.stages[self.n_stages - 1].out
+        cdef unsigned long fpu
+        with nogil:
+            fpu = ann_fpu_enter()
+            try:
+                r0 = 0
+                while r0 < n and status == ANN_OK:
+                    m = <int>min(<Py_ssize_t>self.block_size, n - r0)
+                    self._forward_block(w, x + r0 * row_in, m)
+                    memcpy(self.loss_buf, last, m * row_out)
+                    if self.dbl:
+                        status = ann_loss_d(self.loss_kind, m, n_out, <double *>self.loss_buf,
+                                            labels + r0 if labels != NULL else NULL,
+                                            <double *>(T + r0 * row_out) if T != NULL else NULL,
+                                            <double *>self.delta_a, &loss)
+                    else:
+                        status = ann_loss_s(self.loss_kind, m, n_out, <float *>self.loss_buf,
+                                            labels + r0 if labels != NULL else NULL,
+                                            <float *>(T + r0 * row_out) if T != NULL else NULL,
+                                            <float *>self.delta_a, &loss)
+                    if status == ANN_OK:
+                        self._backward_block(w, x + r0 * row_in, m, g)
+                    r0 += m
+            finally:
+                ann_fpu_leave(fpu)
+        if status != ANN_OK:
+            raise ValueError(f"loss kernel failed: {ann_strerror(status).decode()}")
+        cdef size_t bad = 0
+        if not isfinite(loss) or not _all_finite(self.dbl, self.n_weights, g, &bad):
+            self._diagnose_non_finite(X, y)
+        return loss, n
+
+    cdef _check_labels(self, object y, const int64_t *labels, Py_ssize_t n):
+        cdef Py_ssize_t i, bad = -1
+        cdef int64_t k = self.n_out
+        with nogil:
+            for i in range(n):
+                if labels[i] < 0 or labels[i] >= k:
+                    bad = i
+                    break
+        if bad >= 0:
+            raise ValueError(f"y: row {bad} has class index {labels[bad]}, expected an integer "
+                             f"in [0, {k})")
+
+    def _diagnose_non_finite(self, X, y):
+        self._check_matrix_finite(X, "X")
+        if y.ndim == 2:
+            self._check_matrix_finite(y, "y")
+        raise FloatingPointError(
+            "the loss or gradient is not finite although the weights and data are: the "
+            "computation overflowed (training diverged: try a smaller learning rate), or grad "
+            "already held non-finite values")

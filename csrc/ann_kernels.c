@@ -1,0 +1,118 @@
+/* Element-wise kernels. The type-generic bodies live in ann_kernels_impl.h and are
+ * compiled twice, once for float and once for double. */
+#include <math.h>
+#include <float.h>
+#include <string.h>
+#include <stdint.h>
+
+#include "ann_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+/* exp(x) for float: Cody-Waite range reduction and the Cephes polynomial (about 1 ulp).
+ * Written without calls or branches so that the compiler vectorises the loops that use it;
+ * NaN propagates, and inputs are clamped to the range where the result is finite. */
+static inline float ann_exp_s(float x)
+{
+    const float hi = 88.3762626647949f, lo = -87.3365447504f;
+    float n, r, p, scale;
+    int32_t bits;
+    x = x > hi ? hi : x;
+    x = x < lo ? lo : x;
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick (round to nearest, no libm call). */
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    bits = ((int32_t)n + 127) << 23;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* exp(x) for double: the same reduction, Taylor series to degree 13 on |r| <= ln(2)/2
+ * (truncation below 2e-16 relative). */
+static inline double ann_exp_d(double x)
+{
+    const double hi = 709.0, lo = -708.0;
+    double n, r, p, scale;
+    int64_t bits;
+    x = x > hi ? hi : x;
+    x = x < lo ? lo : x;
+    n = (x * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
+    r = x - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6;
+    p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r * r + r + 1.0;
+    bits = (int64_t)((int32_t)n + 1023) << 52; /* via int32: vectorises on SSE2 */
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+#define R float
+#define X s
+#define EXP ann_exp_s
+#define LOG1P log1pf
+#define EXPM1 expm1f
+#define LOG logf
+#define TINY FLT_MIN
+#include "ann_kernels_impl.h"
+#undef R
+#undef X
+#undef EXP
+#undef LOG1P
+#undef EXPM1
+#undef LOG
+#undef TINY
+
+#define R double
+#define X d
+#define EXP ann_exp_d
+#define LOG1P log1p
+#define EXPM1 expm1
+#define LOG log
+#define TINY DBL_MIN
+#include "ann_kernels_impl.h"
+
+unsigned long ann_fpu_enter(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    return saved;
+#elif defined(__aarch64__)
+    unsigned long saved;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved | (1ul << 24)));
+    return saved;
+#else
+    return 0;
+#endif
+}
+
+void ann_fpu_leave(unsigned long saved)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr((unsigned int)saved);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved));
+#else
+    (void)saved;
+#endif
+}
