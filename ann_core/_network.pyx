@@ -523,6 +523,17 @@ cdef class Network:
         Returns
         -------
         (loss_sum, n_rows) : (float, int)
+
+        Raises
+        ------
+        ValueError
+            Wrong shapes, dtypes or layouts, class indices out of range, non-finite weights
+            (all checked before anything is added to ``grad``), or non-finite values in X or
+            in the targets: those are found after the computation, from its result, so that
+            no pass over the data is spent on them, and ``grad`` then holds unspecified values.
+        FloatingPointError
+            The loss or gradient is not finite although weights and data are (overflow), or
+            ``grad`` already held non-finite values.
         """
         cdef char *w = self._check_vector(weights, "weights", False)
         cdef char *x = self._check_matrix(X, "X", -1, self.n_in, False)
