@@ -6,7 +6,7 @@ from setuptools import Extension, setup
 
 CSRC = ["csrc/ann_arena.c", "csrc/ann_kernels.c"]
 # Portable by default; SPARKANN_NATIVE=1 builds for this machine's CPU only.
-FLAGS = ["-O3", "-fno-trapping-math", "-std=c99"]
+FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-std=c99"]
 if os.environ.get("SPARKANN_NATIVE") == "1":
     FLAGS.append("-march=native")
 
