@@ -469,6 +469,12 @@ class _MLPBase:
             self._partial_classes = classes
         return self._fit(X, y, incremental=True)
 
+    def save(self, path):
+        """Save the fitted model to the directory ``path`` (see :mod:`sparkann.persist`)."""
+        from sparkann.persist import save
+
+        return save(self, path)
+
     @property
     def coefs_(self):
         """Per dense layer weight matrices (n_in, n_out): views into ``weights_``."""
