@@ -194,3 +194,14 @@ def test_history_records_time_and_serialises():
     assert d["loss"] == [1.0, 0.5] and math.isnan(d["val_loss"][0]) and d["val_metric"][1] == 0.9
     assert len(h) == 2 and 0 <= d["seconds"][0] <= d["seconds"][1]
     assert History.from_dict(d).loss == [1.0, 0.5]
+
+
+def test_mean_objective_divides_by_rows_and_adds_masked_l2():
+    w = np.array([1.0, 2.0, -3.0])
+    grad = np.array([3.0, 6.0, 9.0])
+    mask = np.array([True, False, True])
+    J = optim.mean_objective(12.0, grad, 3, w, alpha=0.5, l2_mask=mask)
+    assert J == pytest.approx(4.0 + 0.25 * (1 + 9))
+    np.testing.assert_allclose(grad, [1.0 + 0.5, 2.0, 3.0 - 1.5])
+    with pytest.raises(ValueError, match="at least one row"):
+        optim.mean_objective(0.0, grad, 0, w)

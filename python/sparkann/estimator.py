@@ -18,7 +18,8 @@ import numbers
 import numpy as np
 
 from sparkann import layers as L
-from sparkann.optim import SGD, Adam, DivergenceError, EarlyStopping, History, gd, lbfgs
+from sparkann.optim import (SGD, Adam, DivergenceError, EarlyStopping, History, gd, lbfgs,
+                            mean_objective)
 from sparkann.topology import Topology
 
 try:  # scikit-learn is an optional dependency
@@ -273,13 +274,7 @@ class _MLPBase:
     def _objective(self, w, X, y, grad):
         """Mean loss + L2 penalty over (X, y) at w; the gradient is written into grad."""
         loss_sum, n = self._net().loss_grad(w, X, y, grad, zero=True)
-        grad /= n
-        loss = loss_sum / n
-        if self.alpha:
-            wm = w[self._l2_mask]
-            loss += 0.5 * self.alpha * float(np.dot(wm.astype(np.float64), wm))
-            grad += (self.alpha * w) * self._l2_mask
-        return loss
+        return mean_objective(loss_sum, grad, n, w, self.alpha, self._l2_mask)
 
     def _validation(self, w, X_val, y_val):
         if X_val is None:

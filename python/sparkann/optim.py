@@ -24,6 +24,29 @@ class DivergenceError(FloatingPointError):
         self.iteration = iteration
 
 
+def mean_objective(loss_sum, grad_sum, n_rows, w, alpha=0.0, l2_mask=None):
+    """The training objective from summed per-row losses and gradients.
+
+    ``J = loss_sum / n_rows + alpha / 2 * ||w[l2_mask]||^2``; ``grad_sum`` is turned in place
+    into the gradient of ``J``. The single-machine estimators and the Spark estimator both use
+    this, so the two minimise the same function (``l2_mask`` from ``Topology.l2_mask()``:
+    the dense weight matrices, not the biases).
+
+    Returns
+    -------
+    float : J
+    """
+    if n_rows <= 0:
+        raise ValueError(f"the objective needs at least one row, received n_rows={n_rows}")
+    grad_sum /= n_rows
+    loss = float(loss_sum) / n_rows
+    if alpha:
+        wm = w[l2_mask] if l2_mask is not None else w
+        loss += 0.5 * alpha * float(np.dot(wm.astype(np.float64), wm))
+        grad_sum += (alpha * w) * (l2_mask if l2_mask is not None else 1)
+    return loss
+
+
 # ---------------------------------------------------------------------------- schedules
 
 class Schedule:
