@@ -20,7 +20,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 
-from ann_core._blas cimport gemm_s, gemm_d
+from ann_core._blas cimport gemm_s, gemm_d, prepare_threads
 from ann_core._csrc cimport *
 
 ACTIVATIONS = {"identity": ANN_ACT_IDENTITY, "sigmoid": ANN_ACT_SIGMOID, "tanh": ANN_ACT_TANH,
@@ -488,6 +488,7 @@ cdef class Network:
         cdef unsigned long fpu
         with nogil:
             fpu = ann_fpu_enter()
+            prepare_threads()
             try:
                 r0 = 0
                 while r0 < n:
@@ -563,6 +564,7 @@ cdef class Network:
         cdef unsigned long fpu
         with nogil:
             fpu = ann_fpu_enter()
+            prepare_threads()
             try:
                 r0 = 0
                 while r0 < n and status == ANN_OK:
