@@ -92,7 +92,9 @@ class DistributedLossGrad:
         The engine's dtype; weights are cast to it before broadcasting.
     block_size : int
     reg_param : float
-        L2 penalty: ``0.5 * reg_param * ||w||^2`` is added to the mean loss.
+        L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss.
+    l2_mask : ndarray or None
+        Which weights the penalty applies to (``Topology.l2_mask()``: not biases); all if None.
     depth : int
         ``treeAggregate`` depth.
 
@@ -102,12 +104,14 @@ class DistributedLossGrad:
     per-block means instead; both agree whenever every block is full.
     """
 
-    def __init__(self, blocks, topology, dtype, block_size, reg_param=0.0, depth=2):
+    def __init__(self, blocks, topology, dtype, block_size, reg_param=0.0, l2_mask=None,
+                 depth=2):
         self.blocks = blocks
         self.topology = topology
         self.dtype = np.dtype(dtype).name
         self.block_size = block_size
         self.reg_param = float(reg_param)
+        self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
         self.depth = depth
         self.sc = blocks.rdd.context
         self.threads = task_cpus(self.sc)
@@ -143,6 +147,8 @@ class DistributedLossGrad:
         grad /= rows
         if self.reg_param:
             w = np.asarray(weights, np.float64)
+            if self.l2_mask is not None:
+                w = w * self.l2_mask
             loss += 0.5 * self.reg_param * float(w @ w)
             grad += self.reg_param * w
         return loss, grad
