@@ -8,6 +8,7 @@ BLAS would be one more way to fill the same table.
 import glob
 import os
 import sys
+import warnings
 
 from posix.dlfcn cimport dlopen, dlsym, dlerror, RTLD_NOW, RTLD_LOCAL
 from scipy.linalg.cython_blas cimport sgemm as scipy_sgemm, dgemm as scipy_dgemm
@@ -117,9 +118,16 @@ def set_backend(name="auto"):
                              "install it with `pip install sparkann[mkl]` or set "
                              "SPARKANN_MKL_LIBRARY to its path")
         return set_backend("openblas")
-    # GNU OpenMP threads in MKL sleep when idle, so they do not fight OpenBLAS's threads.
+    # GNU OpenMP threads spin only briefly before they sleep, so an idle MKL pool does not
+    # take the cores from OpenBLAS's threads (Intel's OpenMP spins for 200 ms by default).
     os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
-    _load_mkl(path)
+    try:
+        _load_mkl(path)
+    except OSError as error:
+        if name == "mkl":
+            raise
+        warnings.warn(f"MKL found but not usable, using OpenBLAS: {error}", RuntimeWarning)
+        return set_backend("openblas")
     _state.update(name="mkl", library=path)
     return "mkl"
 
@@ -127,3 +135,35 @@ def set_backend(name="auto"):
 def backend():
     """Name and library file of the BLAS backend in use: ``{"name": ..., "library": ...}``."""
     return dict(_state)
+
+
+def gemm(A, B, C, double beta=0.0):
+    """C := A @ B + beta * C with the backend in use (float32 or float64, C-contiguous).
+
+    For tests and for measuring the GEMM rate of the backend; the engine calls the table directly.
+    """
+    import numpy as np
+    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ndim == 2 for a in (A, B, C)):
+        raise ValueError("gemm: A, B and C must be 2-D C-contiguous arrays")
+    if not (A.dtype == B.dtype == C.dtype) or A.dtype not in (np.float32, np.float64):
+        raise ValueError(f"gemm: expected one dtype, float32 or float64, received "
+                         f"{A.dtype}, {B.dtype}, {C.dtype}")
+    if A.shape[1] != B.shape[0] or C.shape != (A.shape[0], B.shape[1]) or not C.flags.writeable:
+        raise ValueError(f"gemm: shapes {A.shape} @ {B.shape} -> {C.shape} do not match")
+    cdef int m = A.shape[0], k = A.shape[1], n = B.shape[1]
+    if m == 0 or n == 0:
+        return C
+    if k == 0:
+        C *= beta
+        return C
+    cdef float[:, ::1] fa, fb, fc
+    cdef double[:, ::1] da, db, dc
+    if A.dtype == np.float32:
+        fa, fb, fc = A, B, C
+        with nogil:
+            gemm_s(False, False, m, n, k, 1.0, &fa[0, 0], k, &fb[0, 0], n, <float>beta, &fc[0, 0], n)
+    else:
+        da, db, dc = A, B, C
+        with nogil:
+            gemm_d(False, False, m, n, k, 1.0, &da[0, 0], k, &db[0, 0], n, beta, &dc[0, 0], n)
+    return C
