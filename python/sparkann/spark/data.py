@@ -86,7 +86,7 @@ def _vectors_to_dense(col, n, dtype, what, row0):
     wrong = np.flatnonzero(sparse & (sizes != n))
     if wrong.size:
         bad = int(wrong[0])
-        _fail(f"{what}: row {row0 + bad} is a sparse vector of size {sizes[bad]}, expected {n}")
+        _fail(f"{what}: row {row0 + bad} is a sparse vector of size {int(sizes[bad])}, expected {n}")
     offsets = np.asarray(values.offsets)
     lengths = np.diff(offsets)
     wrong = np.flatnonzero(~sparse & (lengths != n))
@@ -126,7 +126,7 @@ def _labels(col, dtype, kind, n_out, what, row0):
         wrong = np.flatnonzero((labels != raw) | (raw < 0) | (raw >= n_out))
         if wrong.size:
             bad = int(wrong[0])
-            _fail(f"{what}: row {row0 + bad} is {raw[bad]!r}, expected an integer class "
+            _fail(f"{what}: row {row0 + bad} is {float(raw[bad])!r}, expected an integer class "
                   f"index in [0, {n_out})")
         return labels
     if kind == "scalar":
@@ -143,7 +143,7 @@ def _check_finite(block, what, row0):
         bad = np.argwhere(~finite)[0]
         row = int(bad[0])
         where = f" at index {int(bad[1])}" if block.ndim == 2 else ""
-        _fail(f"{what}: row {row0 + row} holds {block[tuple(bad)]!r}{where}; values must "
+        _fail(f"{what}: row {row0 + row} holds {float(block[tuple(bad)])!r}{where}; values must "
               f"be finite")
 
 
@@ -307,3 +307,48 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         raise ValueError(f"the DataFrame has no rows to train on (columns {features_col!r}, "
                          f"{label_col!r})")
     return CachedBlocks(rdd, counts[0], counts[1], n_features)
+
+
+def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col="label",
+                         num_partitions=None, vectors=True):
+    """A DataFrame of ``X`` rows (and labels ``y``) built through Arrow, without Python rows.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    X : ndarray (n, d)
+    y : ndarray (n,) or (n, k), optional
+    features_col, label_col : str
+    num_partitions : int, optional
+        Repartition to this many partitions (default: the session's default parallelism).
+    vectors : bool
+        True: features as Spark ML dense vectors (VectorUDT); False: ``array<double>``.
+    """
+    import pyarrow as pa
+    from pyspark.ml.functions import array_to_vector
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows, features), received shape {X.shape}")
+    n, d = X.shape
+
+    def as_list(a, width):
+        offsets = pa.array(np.arange(0, a.size + 1, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(a.ravel()))
+
+    columns, names = [as_list(X, d)], [features_col]
+    if y is not None:
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} rows, X has {n}")
+        columns.append(pa.array(y) if y.ndim == 1 else as_list(np.ascontiguousarray(y),
+                                                                 y.shape[1]))
+        names.append(label_col)
+    # Arrow's 32-bit list offsets limit a batch; split the table into chunks of rows.
+    table = pa.Table.from_batches([pa.RecordBatch.from_arrays(columns, names=names)])
+    df = spark.createDataFrame(table)
+    df = df.repartition(num_partitions or spark.sparkContext.defaultParallelism)
+    if vectors:
+        df = df.withColumn(features_col, array_to_vector(features_col))
+        if y is not None and y.ndim == 2:
+            df = df.withColumn(label_col, array_to_vector(label_col))
+    return df
