@@ -13,7 +13,6 @@ shape raises :class:`ModelFileError` (a ``ValueError``) that says what is wrong.
 import hashlib
 import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -157,7 +156,8 @@ def _read_weights(path, spec):
             raise ModelFileError(f"{weights_path}: holds a pickled object array; model files "
                                  "are never unpickled") from None
         raise ModelFileError(f"{weights_path}: unreadable array ({e})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+    except Exception as e:  # BadZipFile, EOFError, OSError, NotImplementedError (a flipped
+        # zip flag bit), MemoryError (a header claiming a huge shape)...: all mean damage
         raise ModelFileError(f"{weights_path}: truncated or corrupt ({type(e).__name__}: {e})"
                              ) from None
     if weights.dtype.kind != "f" or str(weights.dtype) != spec.get("dtype"):

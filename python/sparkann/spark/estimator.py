@@ -6,6 +6,7 @@ import numpy as np
 from pyspark.ml import Estimator
 from pyspark.sql import functions as F
 
+from sparkann.spark.checkpointing import TrainingCheckpoint, run_fingerprint
 from sparkann.spark.data import cache_blocks
 from sparkann.spark.model import PersistMixin, build_topology
 from sparkann.spark.train import Trainer
@@ -67,6 +68,11 @@ class _NetworkEstimator(Estimator, PersistMixin):
             log.info("cached %d rows in %d blocks over %d partitions in %.2f s",
                      blocks.n_rows, blocks.n_blocks, blocks.n_partitions,
                      time.perf_counter() - start)
+            checkpoint = None
+            if self.getCheckpointDir():
+                checkpoint = TrainingCheckpoint(self.getCheckpointDir(),
+                                                self.getCheckpointInterval(),
+                                                run_fingerprint(self, topology, w0, blocks))
             trainer = Trainer(blocks, topology, dtype=dtype, block_size=block_size,
                               solver=self.getSolver(), max_iter=self.getMaxIter(),
                               tol=self.getTol(), step_size=self.getStepSize(),
@@ -75,7 +81,8 @@ class _NetworkEstimator(Estimator, PersistMixin):
                               validation=validation,
                               patience=self.getEarlyStoppingPatience(),
                               callback=getattr(self, "_callback", None),
-                              step_size_set=self.isSet(self.stepSize))
+                              step_size_set=self.isSet(self.stepSize),
+                              checkpoint=checkpoint)
             w = trainer.run(w0)
         finally:
             blocks.unpersist()

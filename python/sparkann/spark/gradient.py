@@ -52,17 +52,27 @@ def task_network(topology, dtype, block_size, blas_threads):
     return net
 
 
-def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_threads):
-    """Executor side: ``(loss sum, gradient sum as float64, rows)`` over one partition."""
+def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_threads,
+                        faults=None, iteration=0):
+    """Executor side: ``(loss sum, gradient sum as float64, rows)`` over one partition.
+
+    An overflow in the engine gives a NaN loss (the driver stops with a DivergenceError)
+    rather than a failed task that Spark would retry for nothing.
+    """
+    from sparkann.faults import trigger
+    trigger(faults, iteration)
     net = task_network(topology, dtype, block_size, blas_threads)
     w = weights_bc.value
     grad = np.zeros(net.n_weights, net.dtype)
     loss = 0.0
     rows = 0
     for X, y in blocks:
-        block_loss, n = net.loss_grad(w, X, y, grad)
-        loss += block_loss
-        rows += n
+        if loss == loss:  # not NaN yet
+            try:
+                loss += net.loss_grad(w, X, y, grad)[0]
+            except FloatingPointError:
+                loss = float("nan")
+        rows += X.shape[0]
     yield loss, grad.astype(np.float64, copy=False), rows
 
 
@@ -120,14 +130,20 @@ class DistributedLossGrad:
 
     def sums(self, weights):
         """``(loss sum, gradient sum (float64), row count)`` over all rows, no penalty."""
+        from sparkann.faults import active_spec
         start = time.perf_counter()
-        bc = self.sc.broadcast(np.ascontiguousarray(weights, dtype=self.dtype))
+        w_cast = np.ascontiguousarray(weights, dtype=self.dtype)
+        if not np.isfinite(w_cast).all():
+            raise FloatingPointError(f"the weights hold non-finite values in {self.dtype}")
+        bc = self.sc.broadcast(w_cast)
         # Plain locals: the task closure must not capture self (or the SparkContext).
         topology, dtype = self.topology, self.dtype
         block_size, threads = self.block_size, self.threads
+        faults, iteration = active_spec(self.sc), self.evaluations
 
         def one_partition(it):
-            return partition_loss_grad(it, bc, topology, dtype, block_size, threads)
+            return partition_loss_grad(it, bc, topology, dtype, block_size, threads, faults,
+                                       iteration)
 
         try:
             loss, grad, rows = self.blocks.rdd.mapPartitions(one_partition).treeAggregate(
@@ -136,6 +152,10 @@ class DistributedLossGrad:
             bc.destroy()
         self.evaluations += 1
         self.seconds.append(time.perf_counter() - start)
+        expected = getattr(self.blocks, "n_rows", rows)
+        if rows != expected:  # a lost or retried task must neither drop nor repeat rows
+            raise RuntimeError(f"the gradient job summed {rows} rows, the cached data holds "
+                               f"{expected}")
         if grad is None:
             grad = np.zeros(len(weights))
         return loss, grad, rows

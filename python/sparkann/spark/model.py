@@ -14,6 +14,7 @@ from pyspark.sql import types as T
 
 from sparkann.spark.data import (DATA_ERROR, _check_finite, _list_to_dense, _vectors_to_dense,
                                  check_schema, unwrap_data_error)
+from sparkann.spark.model_files import load_metadata, load_weights, metadata_extra
 from sparkann.spark.params import _ClassifierParams, _RegressorParams
 
 
@@ -39,8 +40,8 @@ class ParamsWriter(MLWriter):
         self.instance = instance
 
     def saveImpl(self, path):
-        extra = {"sparkann": 1}
         weights = getattr(self.instance, "_weights", None)
+        extra = metadata_extra(weights, getattr(self.instance, "history", []))
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extra,
                                          _json_params(self.instance))
         if weights is not None:
@@ -58,16 +59,13 @@ class ParamsReader(MLReader):
         self.cls = cls
 
     def load(self, path):
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        metadata = load_metadata(path, self.sparkSession)
         expected = self.cls.__module__ + "." + self.cls.__name__
         if metadata["class"] != expected:
             raise ValueError(f"{path} holds a {metadata['class']}, not a {expected}")
         if issubclass(self.cls, _NetworkModel):
-            row = self.sparkSession.read.parquet(path + "/data").head()
-            if row is None:
-                raise ValueError(f"{path}/data holds no weights")
-            instance = self.cls(weights=np.array(row.weights, dtype=np.float64),
-                                history=list(row.objectiveHistory or []))
+            weights, history = load_weights(path, self.sparkSession, metadata)
+            instance = self.cls(weights=weights, history=history)
         else:
             instance = self.cls()
         instance._resetUid(metadata["uid"])

@@ -7,12 +7,14 @@ from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, 
                                      HasPredictionCol, HasProbabilityCol, HasRawPredictionCol,
                                      HasSeed, HasSolver, HasStepSize, HasThresholds, HasTol)
 
+from sparkann.spark.checkpointing import HasCheckpoint
+
 SOLVERS = ("l-bfgs", "gd", "adam", "sgd")
 DTYPES = ("float32", "float64")
 
 
 class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, HasMaxIter, HasTol,
-                     HasStepSize, HasSolver, HasBlockSize):
+                     HasStepSize, HasSolver, HasBlockSize, HasCheckpoint):
     """Params shared by the classifier, the regressor and their models."""
 
     layers = Param(Params._dummy(), "layers",

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from sparkann.spark.checkpointing import (ShiftedSchedule, optimizer_checkpoint_state,
+                                          resume_from_checkpoint, save_checkpoint)
 from sparkann.spark.gradient import DistributedLossGrad, task_cpus, task_network
 
 log = logging.getLogger("sparkann.spark")
@@ -31,12 +33,16 @@ def _make_optimizer(kind, lr, momentum):
 
 
 def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind, lr, momentum,
-                          steps, seed, round_index, l2_mask, reg_param):
+                          steps, seed, round_index, l2_mask, reg_param, faults=None):
     """Executor side: local mini-batch steps from the broadcast weights and optimizer state.
 
-    Yields ``(rows, rows * w, {name: rows * array}, loss sum, rows seen, t)``.
+    Yields ``(rows, rows * w, {name: rows * array}, loss sum, rows seen, t)``; the loss sum
+    is NaN when the engine overflowed (the driver then stops with a DivergenceError).
     """
     from pyspark import TaskContext
+
+    from sparkann.faults import trigger
+    trigger(faults, round_index)
     net = task_network(topology, dtype, block_size, threads)
     data = list(blocks)
     rows = sum(X.shape[0] for X, _ in data)
@@ -55,8 +61,16 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
     loss_sum, seen = 0.0, 0
     for i in order:
         X, y = data[i]
-        w_net[:] = w
-        loss, n = net.loss_grad(w_net, X, y, grad, zero=True)
+        with np.errstate(over="ignore"):
+            w_net[:] = w
+        if not np.isfinite(w_net).all():  # the steps overflowed (float32 or float64)
+            loss_sum = math.nan
+            break
+        try:
+            loss, n = net.loss_grad(w_net, X, y, grad, zero=True)
+        except FloatingPointError:
+            loss_sum = math.nan
+            break
         loss_sum += loss
         seen += n
         g = grad.astype(np.float64) / n
@@ -95,13 +109,15 @@ class Trainer:
 
     def __init__(self, blocks, topology, *, dtype, block_size, solver, max_iter, tol, step_size,
                  reg_param, seed, sync_steps, momentum, validation=None, patience=10,
-                 callback=None, step_size_set=True):
+                 callback=None, step_size_set=True, checkpoint=None):
         self.blocks, self.topology = blocks, topology
         self.dtype, self.block_size, self.solver = dtype, block_size, solver
         self.max_iter, self.tol, self.step_size = max_iter, tol, step_size
         self.reg_param, self.seed, self.sync_steps = reg_param, seed, sync_steps
         self.momentum, self.validation, self.patience = momentum, validation, patience
         self.callback = callback
+        self.checkpoint = checkpoint  # a checkpointing.TrainingCheckpoint or None
+        self._solver_state = ({}, {})  # arrays and values the checkpoint needs beyond w
         self.step_size_set = step_size_set
         self.l2_mask = topology.l2_mask().astype(np.float64)
         self.loss_grad = DistributedLossGrad(blocks, topology, dtype, block_size, reg_param,
@@ -125,9 +141,12 @@ class Trainer:
             self.val_history.append(val)
             line += f"  validation loss {val:.6f}"
         log.info(line)
+        stop = self._stopper is not None and self._stopper.update(self.val_history[-1], w)
+        if self.checkpoint is not None and self.checkpoint.due(iteration):
+            save_checkpoint(self, iteration, w)
         if self.callback is not None:
             self.callback(iteration, w, float(loss))
-        if self._stopper is not None and self._stopper.update(self.val_history[-1], w):
+        if stop:
             log.info("early stopping: no validation improvement in %d iterations",
                      self.patience)
             raise StopIteration
@@ -138,42 +157,65 @@ class Trainer:
         if self.val_loss is not None:
             self._stopper = optim.EarlyStopping(tol=self.tol, patience=self.patience)
         w0 = np.asarray(w0, dtype=np.float64)
+        start, opt_state = 0, None
+        if self.checkpoint is not None:
+            resumed = resume_from_checkpoint(self)
+            if resumed is not None and resumed[0] == "finished":
+                return resumed[1]
+            if resumed is not None:
+                start, w0, opt_state = resumed
         self._last = time.perf_counter()
+        self._current = w0
+
+        def on_iteration(iteration, w, loss):  # iterations count on from the checkpoint
+            self._on_iteration(start + iteration, w, loss)
+
         try:
-            if self.solver == "l-bfgs":
-                w = optim.lbfgs(self.loss_grad, w0, max_iter=self.max_iter, tol=self.tol,
-                                callback=self._on_iteration).x
+            if start >= self.max_iter:
+                w = w0
+            elif self.solver == "l-bfgs":
+                w = optim.lbfgs(self.loss_grad, w0, max_iter=self.max_iter - start,
+                                tol=self.tol, callback=on_iteration).x
             elif self.solver == "gd":
                 # Spark MLlib's gradient descent: stepSize / sqrt(iteration).
                 w = optim.gd(self.loss_grad, w0, step_size=self.step_size,
-                             max_iter=self.max_iter, tol=self.tol, callback=self._on_iteration,
-                             schedule=optim.InverseSqrt()).x
+                             max_iter=self.max_iter - start, tol=self.tol,
+                             callback=on_iteration, schedule=ShiftedSchedule(
+                                 optim.InverseSqrt(), start)).x
             else:
-                w = self._run_minibatch(w0)
+                w = self._run_minibatch(w0, start, opt_state)
         except StopIteration:
             w = self._current
         if self._stopper is not None and self._stopper.best_weights is not None:
             w = self._stopper.best_weights
-        return np.asarray(w, dtype=np.float64)
+        w = np.asarray(w, dtype=np.float64)
+        if self.checkpoint is not None:
+            save_checkpoint(self, len(self.history), w, finished=True)
+        return w
 
-    def _run_minibatch(self, w0):
+    def _run_minibatch(self, w0, start=0, state=None):
         sc = self.blocks.rdd.context
         kind, momentum = self.solver, self.momentum
         # Spark's default stepSize (0.03) is meant for gd; adam's customary rate is 0.001.
         lr = self.step_size if (self.step_size_set or kind == "sgd") else 0.001
         w = w0.copy()
-        state = _make_optimizer(kind, lr, momentum).state_dict()
+        if state is None:
+            state = _make_optimizer(kind, lr, momentum).state_dict()
         topology, dtype, block_size = self.topology, self.dtype, self.block_size
         threads, steps, seed = task_cpus(sc), self.sync_steps, int(self.seed)
         l2_mask, reg_param = self.l2_mask, self.reg_param
-        previous = math.inf
-        for r in range(self.max_iter):
+        from sparkann.faults import active_spec
+        from sparkann.optim import DivergenceError
+        faults = active_spec(sc)
+        previous = self.history[-1] if self.history else math.inf
+        for r in range(start, self.max_iter):
             self._current = w
             bc = sc.broadcast((w, state))
 
             def one_partition(it, r=r):
                 return partition_local_steps(it, bc, topology, dtype, block_size, threads, kind,
-                                             lr, momentum, steps, seed, r, l2_mask, reg_param)
+                                             lr, momentum, steps, seed, r, l2_mask, reg_param,
+                                             faults)
 
             try:
                 rows, w_sum, arrays, loss_sum, seen, t = self.blocks.rdd.mapPartitions(
@@ -181,12 +223,22 @@ class Trainer:
                                                  _sum_rounds, depth=2)
             finally:
                 bc.destroy()
-            w = w_sum / rows
-            state = {"t": t, **{k: v / rows for k, v in arrays.items()}}
+            if rows != self.blocks.n_rows:  # a lost or retried task must not drop or repeat
+                raise RuntimeError(f"round {r + 1} averaged {rows} rows, the cached data holds "
+                                   f"{self.blocks.n_rows}")
+            new_w = w_sum / rows
             loss = loss_sum / max(seen, 1)
+            if not (math.isfinite(loss) and np.isfinite(new_w).all()):
+                raise DivergenceError(
+                    f"training diverged in round {r + 1} (loss {loss}, or non-finite "
+                    f"weights): lower stepSize; the error's weights are the last finite ones "
+                    f"(after round {r})", weights=w, iteration=r)
+            w = new_w
+            state = {"t": t, **{k: v / rows for k, v in arrays.items()}}
             if reg_param:
                 loss += 0.5 * reg_param * float((w * l2_mask) @ w)
             self._current = w
+            self._solver_state = optimizer_checkpoint_state(state)
             self._on_iteration(r + 1, w, loss)
             if abs(previous - loss) <= self.tol * max(abs(loss), 1e-12):
                 break

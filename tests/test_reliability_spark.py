@@ -1,0 +1,284 @@
+"""Distributed training under faults: task retries, a killed executor, checkpoints and resume,
+divergence, and a 200-iteration memory soak."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyspark")
+from pyspark.ml.linalg import VectorUDT, Vectors  # noqa: E402
+from pyspark.sql import types as T  # noqa: E402
+
+from sparkann import checkpoint as ckpt  # noqa: E402
+from sparkann import faults  # noqa: E402
+from sparkann.optim import DivergenceError  # noqa: E402
+from sparkann.spark import MultilayerPerceptronClassifier  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rss import python_workers, rss_bytes  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def df(spark):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 10))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int) + (X[:, 3] > 0.5)
+    rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
+    schema = T.StructType([T.StructField("features", VectorUDT()),
+                           T.StructField("label", T.DoubleType())])
+    frame = spark.createDataFrame(spark.sparkContext.parallelize(rows, 3), schema).cache()
+    frame.count()
+    yield frame
+    frame.unpersist()
+
+
+def mlp(**params):
+    base = dict(layers=[10, 8, 3], tol=0.0, seed=5, blockSize=32)
+    base.update(params)
+    return MultilayerPerceptronClassifier(**base)
+
+
+# ------------------------------------------------------------------------------- fault hook
+
+def test_fault_hook_is_inert_unless_enabled(monkeypatch):
+    monkeypatch.delenv(faults.ENV, raising=False)
+    assert faults.active_spec() is None
+    faults.trigger(None, 3)  # returns without touching Spark
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("explode:iteration=1", "unknown action 'explode'"),
+    ("fail_task:iteration", "expected key=value"),
+    ("fail_task:iteration=x", "iteration must be a number"),
+    ("fail_task:color=red", "unknown key 'color'"),
+    ("kill_executor:iteration=1", "needs pidfile"),
+])
+def test_fault_spec_typos_fail_on_the_driver(monkeypatch, spec, fragment):
+    monkeypatch.setenv(faults.ENV, spec)
+    with pytest.raises(ValueError, match=fragment):
+        faults.active_spec()
+
+
+def _run(scenario, tmp_path, timeout):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop(faults.ENV, None)
+    run = subprocess.run([sys.executable, str(HERE / "spark_fault_runs.py"), scenario,
+                          str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, run.stderr[-4000:]
+    with open(tmp_path / "result.json") as f:
+        report = json.load(f)
+    print(f"\n{scenario}: {report}")
+    return np.load(tmp_path / "result.npz"), report
+
+
+@pytest.mark.slow
+def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
+    """local[2,4]: tasks fail on their first attempt at chosen iterations and partitions;
+    gd, l-bfgs and adam end with bitwise the weights of an undisturbed run."""
+    weights, report = _run("retry", tmp_path, 900)
+    for name in ("gd", "lbfgs", "adam"):
+        assert report[name]["injected"] == report[name]["planned"] > 0, report
+        assert report[name]["history_equal"], name
+        np.testing.assert_array_equal(weights[name + "_faulted"], weights[name + "_clean"])
+
+
+@pytest.mark.slow
+def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
+    """local-cluster[2,1,1024]: the executor JVM running a gradient task is SIGKILLed; its
+    cached blocks are recomputed from lineage and the task is retried elsewhere: gd ends with
+    bitwise the weights of an undisturbed run (a row counted twice or lost would change them,
+    and the trainer checks every job's row count)."""
+    weights, report = _run("kill", tmp_path, 900)
+    assert report["fired"] == 1 and len(report["kills"]) == 1, report
+    assert report["kills"][0]["executor"], report  # it was an executor JVM
+    assert report["iterations"] == 10 and report["history_equal"], report
+    np.testing.assert_array_equal(weights["gd_killed"], weights["gd_clean"])
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+class Killed(Exception):
+    """Stands for the driver dying after an iteration."""
+
+
+def kill_after(j):
+    def callback(iteration, w, loss):
+        if iteration == j:
+            raise Killed(f"killed after iteration {j}")
+    return callback
+
+
+@pytest.mark.parametrize("solver, iters, kill, every, params", [
+    ("gd", 9, 5, 2, dict(stepSize=0.5)),
+    ("adam", 6, 4, 2, dict(stepSize=0.01)),
+    ("sgd", 5, 3, 3, dict(stepSize=0.05, momentum=0.9)),
+])
+def test_resumed_run_ends_with_the_uninterrupted_weights(df, tmp_path, solver, iters, kill,
+                                                         every, params):
+    reference = mlp(solver=solver, maxIter=iters, **params).fit(df)
+    directory = str(tmp_path / "ckpt")
+    est = mlp(solver=solver, maxIter=iters, **params).setCheckpointDir(directory) \
+        .setCheckpointInterval(every).setCallback(kill_after(kill))
+    with pytest.raises(Killed):
+        est.fit(df)
+    saved = kill - kill % every
+    with open(os.path.join(directory, ckpt.META_FILE)) as f:
+        assert json.load(f)["iteration"] == saved
+    resumed = est.setCallback(None).fit(df)
+    np.testing.assert_array_equal(resumed._weights, reference._weights)
+    assert resumed.history == reference.history
+    # The finished run's checkpoint gives its weights back without training again.
+    again = est.fit(df)
+    np.testing.assert_array_equal(again._weights, reference._weights)
+
+
+def test_lbfgs_resumes_from_the_checkpointed_weights(df, tmp_path):
+    """scipy's L-BFGS memory cannot be restored: the resumed run restarts it at the saved
+    weights. It keeps the history up to the checkpoint and keeps descending from there."""
+    reference = mlp(solver="l-bfgs", maxIter=12).fit(df)
+    directory = str(tmp_path / "ckpt")
+    est = mlp(solver="l-bfgs", maxIter=12).setCheckpointDir(directory) \
+        .setCheckpointInterval(3).setCallback(kill_after(7))
+    with pytest.raises(Killed):
+        est.fit(df)
+    resumed = est.setCallback(None).fit(df)
+    assert resumed.history[:6] == reference.history[:6]
+    assert len(resumed.history) <= 12
+    assert resumed.history[-1] <= resumed.history[5]
+    assert resumed.history[-1] == pytest.approx(reference.history[-1], rel=0.1)
+
+
+def test_checkpoint_files_are_written_atomically(df, tmp_path):
+    directory = tmp_path / "ckpt"
+    seen = []
+
+    def look(iteration, w, loss):  # between iterations: only complete files, no temp files
+        seen.append(sorted(os.listdir(directory)) if directory.exists() else [])
+
+    mlp(solver="gd", maxIter=4, stepSize=0.5).setCheckpointDir(str(directory)) \
+        .setCheckpointInterval(1).setCallback(look).fit(df)
+    assert seen[0] == ["checkpoint.json", "state-00000001.npz"]
+    assert all(not any(name.endswith(".tmp") for name in names) for names in seen)
+    with open(directory / ckpt.META_FILE) as f:
+        record = json.load(f)
+    assert record["meta"]["finished"] and record["iteration"] == 4
+    with np.load(directory / record["state_file"], allow_pickle=False) as data:
+        assert np.isfinite(data["weights"]).all()
+
+
+def test_foreign_and_corrupt_checkpoints_are_refused(df, tmp_path):
+    directory = str(tmp_path / "ckpt")
+    mlp(solver="gd", maxIter=3, stepSize=0.5).setCheckpointDir(directory) \
+        .setCheckpointInterval(1).fit(df)
+    # another run: other stepSize, other layers, other data
+    for other in (mlp(solver="gd", maxIter=3, stepSize=0.25),
+                  mlp(solver="gd", maxIter=3, stepSize=0.5, layers=[10, 9, 3])):
+        with pytest.raises(ckpt.CheckpointError, match="belongs to another training run"):
+            other.setCheckpointDir(directory).fit(df)
+    with pytest.raises(ckpt.CheckpointError, match="another training run"):
+        mlp(solver="gd", maxIter=3, stepSize=0.5).setCheckpointDir(directory) \
+            .fit(df.limit(300))
+    # corrupt state file
+    with open(os.path.join(directory, ckpt.META_FILE)) as f:
+        record = json.load(f)
+    state = os.path.join(directory, record["state_file"])
+    data = bytearray(open(state, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(state, "wb").write(bytes(data))
+    est = mlp(solver="gd", maxIter=3, stepSize=0.5).setCheckpointDir(directory)
+    with pytest.raises(ckpt.CheckpointError, match="SHA-256"):
+        est.fit(df)
+    # truncated JSON
+    text = open(os.path.join(directory, ckpt.META_FILE)).read()
+    open(os.path.join(directory, ckpt.META_FILE), "w").write(text[: len(text) // 2])
+    with pytest.raises(ckpt.CheckpointError, match="not valid JSON"):
+        est.fit(df)
+
+
+def test_checkpoint_module_refuses_damage_without_unpickling(tmp_path):
+    fp = ckpt.fingerprint({"run": 1})
+    w = np.arange(5.0)
+    ckpt.save(str(tmp_path), 3, {"weights": w}, {"history": [1.0, 0.5, 0.25]}, fp)
+    iteration, arrays, meta = ckpt.load(str(tmp_path), fp)
+    assert iteration == 3 and meta["history"] == [1.0, 0.5, 0.25]
+    np.testing.assert_array_equal(arrays["weights"], w)
+    assert ckpt.load(str(tmp_path / "empty"), fp) is None
+    with pytest.raises(ValueError, match="only numbers"):
+        ckpt.save(str(tmp_path), 4, {"weights": np.array([object()])}, {}, fp)
+    meta_path = tmp_path / ckpt.META_FILE
+    record = json.loads(meta_path.read_text())
+    for change, fragment in [({"version": 99}, "version 99 is not supported"),
+                             ({"format": "other"}, "not a sparkann checkpoint"),
+                             ({"state_file": "../x.npz"}, "invalid state file name"),
+                             ({"fingerprint": "0" * 64}, "another training run")]:
+        meta_path.write_text(json.dumps({**record, **change}))
+        with pytest.raises(ckpt.CheckpointError, match=fragment):
+            ckpt.load(str(tmp_path), fp)
+    # a pickled object array with a matching digest is still not unpickled
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    state = tmp_path / record["state_file"]
+    np.savez(state, weights=np.array([Evil()], dtype=object))
+    meta_path.write_text(json.dumps({**record, "state_sha256": ckpt._sha256(state)}))
+    with pytest.raises(ckpt.CheckpointError, match="unreadable"):
+        ckpt.load(str(tmp_path), fp)
+    assert not marker.exists()
+    state.write_bytes(state.read_bytes()[:40])
+    meta_path.write_text(json.dumps({**record, "state_sha256": ckpt._sha256(state)}))
+    with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
+        ckpt.load(str(tmp_path), fp)
+
+
+# ------------------------------------------------------------------------------- divergence
+
+@pytest.mark.parametrize("solver, step", [("gd", 1e30), ("adam", 1e30), ("sgd", 1e30),
+                                          ("l-bfgs", None)])
+def test_divergence_stops_with_the_last_finite_weights(df, solver, step):
+    params = dict(solver=solver, maxIter=20, dtype="float32", activation="relu")
+    if step is not None:
+        params["stepSize"] = step
+    est = mlp(**params)
+    if solver == "l-bfgs":  # huge initial weights overflow float32 in the first evaluation
+        from sparkann.spark.model import build_topology
+        topo = build_topology([10, 8, 3], "sigmoid", "softmax_cross_entropy")
+        est.setInitialWeights(Vectors.dense(np.full(topo.n_weights, 3e38)))
+    with pytest.raises(DivergenceError, match="diverg|non-finite") as info:
+        est.fit(df)
+    assert info.value.weights is not None
+    assert np.isfinite(info.value.weights).all()
+
+
+# ---------------------------------------------------------------------------- memory soak
+
+@pytest.mark.slow
+def test_two_hundred_iterations_have_no_memory_growth(df):
+    """gd for 200 iterations (200 Spark jobs): driver and Python worker RSS at iteration 20
+    and iteration 200 differ by noise only."""
+    samples = {}
+
+    def measure(iteration, w, loss):
+        if iteration in (20, 200):
+            workers = python_workers()
+            samples[iteration] = (rss_bytes(), sum(rss_bytes(p) for p in workers),
+                                  len(workers))
+
+    model = mlp(solver="gd", maxIter=200, stepSize=0.5).setCallback(measure).fit(df)
+    assert len(model.history) == 200
+    (d0, w0, n0), (d1, w1, n1) = samples[20], samples[200]
+    print(f"\n200 iterations: driver RSS {d0 / MiB:.1f} -> {d1 / MiB:.1f} MiB; Python workers "
+          f"({n0} -> {n1} processes) {w0 / MiB:.1f} -> {w1 / MiB:.1f} MiB")
+    assert d1 - d0 < 32 * MiB
+    if n0 == n1 and n0 > 0:
+        assert w1 - w0 < 16 * MiB * n0
