@@ -20,14 +20,14 @@ pays a fixed ``c_task`` (unpacking the weights, zeroing the gradient, starting t
 Broadcast. Spark's ``TorrentBroadcast`` cuts the serialized value into ``m = ceil(Wb / b)``
 pieces of ``spark.broadcast.blockSize`` ``b`` (4 MiB); every executor fetches every piece, in
 random order, from the driver or from any executor that already holds it, and then serves it
-in turn. This is a pipelined tree: the first executor is done after ``m`` piece transfers, and
-the number of holders of a piece doubles each round, so the last executor is done after
-``m + ceil(log2 n) - 1`` piece transfers of ``Wb / m`` bytes each::
+in turn. This is a pipelined tree: the number of holders of a piece (the driver included)
+doubles each round, and pieces follow each other down the tree, so the last of the ``n``
+executors is done after ``m + ceil(log2(n + 1)) - 1`` piece transfers of ``Wb / m`` bytes::
 
-    t_broadcast = (m + ceil(log2 n) - 1) * (a + Wb / (m * B))
+    t_broadcast = (m + ceil(log2(n + 1)) - 1) * (a + Wb / (m * B))
 
 so a large vector costs about ``Wb / B`` whatever ``n`` is, and a one-piece vector costs
-``(1 + ceil(log2 n)) * Wb / B``.
+``ceil(log2(n + 1)) * Wb / B``.
 
 Aggregate. ``treeAggregate(depth=d)`` first reduces each partition to one partial (inside the
 task), then with ``scale = max(ceil(P ** (1 / d)), 2)`` adds shuffle levels while ``P > scale +
@@ -49,7 +49,8 @@ Every term is linear in the six parameters ``theta = (1/F, c_task, 1/B, a, c_sta
 least-squares fit (:func:`fit_parameters`).
 
 Optimum. For the closed form, take ``P = n``, drop the ceilings and the tree (all ``n`` partials
-go to the driver, which is what Spark does for small ``n``): with ``C = f * S / F`` (one worker's
+go to the driver, which is what Spark does for small ``n``) and write ``log2(n + 1)`` as
+``log2 n``: with ``C = f * S / F`` (one worker's
 compute), ``g = a + Wb / B`` (one partial) and ``h = a + Wb / (m * B)`` (one broadcast round)::
 
     t~(n) = C / n + g * n + h * log2(n) + const
@@ -344,7 +345,7 @@ class ScalingModel:
         if "broadcast" in parts:
             wb = self.weight_bytes if broadcast_bytes is None else float(broadcast_bytes)
             m = max(1, math.ceil(wb / self.broadcast_block))
-            rounds = m + math.ceil(math.log2(n)) - 1 if wb > 0 else 0
+            rounds = m + math.ceil(math.log2(n + 1)) - 1 if wb > 0 else 0
             out["broadcast"] = np.array([0, 0, rounds * wb / m, rounds, 0, 0], dtype=float)
         if "aggregate" in parts:
             wb = self.weight_bytes if aggregate_bytes is None else float(aggregate_bytes)
@@ -613,45 +614,57 @@ def _median_seconds(fn, repeats):
     return float(np.median(times))
 
 
-def spark_observations(sc, weight_bytes, workers, partitions=None, repeats=5):
+def spark_observations(sc, weight_bytes, workers, partitions=None, repeats=5,
+                       probe_bytes=16_000_000):
     """Short Spark jobs that expose the communication costs of the model.
 
-    For each partition count: an empty job (``c_job``, ``c_task``, latency), a job that reads a
-    broadcast float64 vector of ``weight_bytes`` (broadcast), and a ``treeAggregate`` of
-    vectors of ``weight_bytes`` (aggregate). Returns observations for :func:`fit_parameters`.
-    pyspark is imported by the caller that made ``sc``; nothing here imports it.
+    For each partition count: an empty job (``c_job``, ``c_task``, latency), and for vectors of
+    ``weight_bytes`` and of ``probe_bytes`` (a larger size separates bandwidth from
+    per-message costs) a job that reads a broadcast float64 vector and a ``treeAggregate`` of
+    such vectors. Returns observations (median seconds) for :func:`fit_parameters`.
+    ``sc`` is a live SparkContext; nothing here imports pyspark.
     """
-    size = max(1, int(weight_bytes) // 8)
     partitions = partitions or [workers, 2 * workers, 4 * workers]
+    sizes = sorted({max(1, int(weight_bytes) // 8), max(1, int(probe_bytes) // 8)})
     obs = []
     for p in partitions:
         rdd = sc.parallelize(range(p), p).cache()
         rdd.count()
+        base = {"n": workers, "partitions": p, "examples": 0, "aggregate_bytes": 8,
+                "parts": ("compute", "aggregate", "overhead")}
 
         def empty():
-            rdd.map(lambda i: 0).treeAggregate(0, lambda a, b: a + b, lambda a, b: a + b)
+            rdd.map(lambda i: 0.0).treeAggregate(0.0, _add, _add)
 
-        def broadcast():
-            value = sc.broadcast(np.ones(size))
-            rdd.map(lambda i: float(value.value[0])).treeAggregate(
-                0.0, lambda a, b: a + b, lambda a, b: a + b)
-            value.unpersist(blocking=True)
+        empty()                                        # warm-up
+        obs.append(dict(base, seconds=_median_seconds(empty, repeats)))
+        for size in sizes:
+            def broadcast(size=size):
+                value = sc.broadcast(np.ones(size))
+                rdd.map(lambda i: float(value.value[0])).treeAggregate(0.0, _add, _add)
+                value.unpersist(blocking=True)
 
-        def aggregate():
-            rdd.map(lambda i: np.ones(size)).treeAggregate(
-                np.zeros(size), lambda a, b: a + b, lambda a, b: a + b)
+            def aggregate(size=size):
+                # None as the zero: a vector zero would travel inside every task closure.
+                rdd.map(lambda i: np.ones(size)).treeAggregate(None, _add_or_none,
+                                                               _add_or_none)
 
-        empty(); broadcast(); aggregate()              # warm-up: JIT, Python workers
-        base = {"n": workers, "partitions": p, "examples": 0}
-        scalar = dict(base, aggregate_bytes=8, parts=("compute", "aggregate", "overhead"))
-        obs.append(dict(scalar, seconds=_median_seconds(empty, repeats)))
-        obs.append(dict(scalar, seconds=_median_seconds(broadcast, repeats),
-                        broadcast_bytes=size * 8,
-                        parts=("compute", "broadcast", "aggregate", "overhead")))
-        obs.append(dict(base, seconds=_median_seconds(aggregate, repeats),
-                        aggregate_bytes=size * 8, parts=("compute", "aggregate", "overhead")))
+            broadcast(); aggregate()                   # warm-up
+            obs.append(dict(base, seconds=_median_seconds(broadcast, repeats),
+                            broadcast_bytes=size * 8,
+                            parts=("compute", "broadcast", "aggregate", "overhead")))
+            obs.append(dict(base, seconds=_median_seconds(aggregate, repeats),
+                            aggregate_bytes=size * 8))
         rdd.unpersist()
     return obs
+
+
+def _add(a, b):
+    return a + b
+
+
+def _add_or_none(a, b):
+    return b if a is None else a if b is None else a + b
 
 
 def calibrate_local(layers, examples, dtype="float32", master="local[2]", workers=2,
