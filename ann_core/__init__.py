@@ -2,10 +2,17 @@
 
 ``Network`` computes forward passes, losses and gradients of feed-forward networks over one
 flat weight vector, calling BLAS GEMM directly on a preallocated workspace.
+
+The BLAS backend is chosen at import from ``SPARKANN_BLAS`` ("auto" by default: MKL when the
+``mkl`` package is installed, else scipy's OpenBLAS; or "openblas", "mkl").
 """
+import os as _os
+
 from ann_core._blas import backend, find_mkl, set_backend
 from ann_core._network import ACTIVATIONS, LOSSES, Network
 from ann_core.threads import blas_threads, set_blas_threads
 
 __all__ = ["ACTIVATIONS", "LOSSES", "Network", "backend", "blas_threads", "find_mkl",
            "set_backend", "set_blas_threads"]
+
+set_backend(_os.environ.get("SPARKANN_BLAS", "auto"))

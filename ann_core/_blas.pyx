@@ -8,8 +8,12 @@ BLAS would be one more way to fill the same table.
 import glob
 import os
 import sys
+import warnings
 
-from posix.dlfcn cimport dlopen, dlsym, dlerror, RTLD_NOW, RTLD_LOCAL
+from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
+
+cdef extern from "<dlfcn.h>" nogil:
+    int RTLD_NOLOAD
 from scipy.linalg.cython_blas cimport sgemm as scipy_sgemm, dgemm as scipy_dgemm
 
 ctypedef void (*sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
@@ -33,8 +37,61 @@ cdef void _scipy_dgemm(char *ta, char *tb, int *m, int *n, int *k, double *alpha
                        double *c, int *ldc) noexcept nogil:
     scipy_dgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
+ctypedef void (*shutdown_fn)() noexcept nogil
+ctypedef int (*pause_fn)(int kind) noexcept nogil
+
 cdef gemm_table _table = gemm_table(_scipy_sgemm, _scipy_dgemm)
 cdef void *_mkl_handle = NULL
+cdef bint _using_mkl = False
+cdef bint _pool_flushes = False  # the BLAS worker threads were started by a flushing thread
+cdef shutdown_fn _openblas_shutdown = NULL
+
+
+def _find_openblas_shutdown():
+    """scipy's OpenBLAS exports blas_thread_shutdown_ (its fork handler): find it through
+    the module that links it, so that numpy's separate OpenBLAS is never touched."""
+    global _openblas_shutdown
+    import scipy.linalg.cython_blas as cython_blas
+    cdef bytes raw = os.fsencode(cython_blas.__file__)
+    cdef void *handle = dlopen(raw, RTLD_NOW | RTLD_NOLOAD)
+    if handle != NULL:
+        _openblas_shutdown = <shutdown_fn>dlsym(handle, b"blas_thread_shutdown_")
+        dlclose(handle)
+
+
+_find_openblas_shutdown()
+
+
+cdef void prepare_threads() noexcept nogil:
+    """Make the BLAS worker threads compute with flush-to-zero and denormals-are-zero.
+
+    Called by the engine after it has set both in the calling thread. Threads inherit the
+    floating-point environment of the thread that creates them, so the first time (and after
+    a change of backend or thread count) the pool is stopped, and the next GEMM starts new
+    workers from this thread: OpenBLAS through its fork handler blas_thread_shutdown_, MKL's
+    GNU OpenMP pool through omp_pause_resource_all. Those workers keep flushing afterwards.
+    """
+    global _pool_flushes
+    cdef void *gomp
+    cdef pause_fn pause
+    if _pool_flushes:
+        return
+    _pool_flushes = True
+    if _using_mkl:
+        gomp = dlopen(b"libgomp.so.1", RTLD_NOW | RTLD_NOLOAD)  # loaded once MKL has run
+        if gomp != NULL:
+            pause = <pause_fn>dlsym(gomp, b"omp_pause_resource_all")
+            if pause != NULL:
+                pause(2)  # omp_pause_hard: the pool's threads exit
+            dlclose(gomp)
+    elif _openblas_shutdown != NULL:
+        _openblas_shutdown()
+
+
+def threads_changed():
+    """Say that BLAS threads may have been started outside the engine (thread count changed)."""
+    global _pool_flushes
+    _pool_flushes = False
 _state = {"name": "openblas", "library": None}
 
 
@@ -105,9 +162,12 @@ def set_backend(name="auto"):
     """
     if name not in ("auto", "openblas", "mkl"):
         raise ValueError(f"BLAS backend must be 'auto', 'openblas' or 'mkl', received {name!r}")
+    global _using_mkl, _pool_flushes
+    _pool_flushes = False
     if name == "openblas":
         _table.sgemm = _scipy_sgemm
         _table.dgemm = _scipy_dgemm
+        _using_mkl = False
         _state.update(name="openblas", library=None)
         return "openblas"
     path = find_mkl()
@@ -117,9 +177,17 @@ def set_backend(name="auto"):
                              "install it with `pip install sparkann[mkl]` or set "
                              "SPARKANN_MKL_LIBRARY to its path")
         return set_backend("openblas")
-    # GNU OpenMP threads in MKL sleep when idle, so they do not fight OpenBLAS's threads.
+    # GNU OpenMP threads spin only briefly before they sleep, so an idle MKL pool does not
+    # take the cores from OpenBLAS's threads (Intel's OpenMP spins for 200 ms by default).
     os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
-    _load_mkl(path)
+    try:
+        _load_mkl(path)
+    except OSError as error:
+        if name == "mkl":
+            raise
+        warnings.warn(f"MKL found but not usable, using OpenBLAS: {error}", RuntimeWarning)
+        return set_backend("openblas")
+    _using_mkl = True
     _state.update(name="mkl", library=path)
     return "mkl"
 
@@ -127,3 +195,35 @@ def set_backend(name="auto"):
 def backend():
     """Name and library file of the BLAS backend in use: ``{"name": ..., "library": ...}``."""
     return dict(_state)
+
+
+def gemm(A, B, C, double beta=0.0):
+    """C := A @ B + beta * C with the backend in use (float32 or float64, C-contiguous).
+
+    For tests and for measuring the GEMM rate of the backend; the engine calls the table directly.
+    """
+    import numpy as np
+    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ndim == 2 for a in (A, B, C)):
+        raise ValueError("gemm: A, B and C must be 2-D C-contiguous arrays")
+    if not (A.dtype == B.dtype == C.dtype) or A.dtype not in (np.float32, np.float64):
+        raise ValueError(f"gemm: expected one dtype, float32 or float64, received "
+                         f"{A.dtype}, {B.dtype}, {C.dtype}")
+    if A.shape[1] != B.shape[0] or C.shape != (A.shape[0], B.shape[1]) or not C.flags.writeable:
+        raise ValueError(f"gemm: shapes {A.shape} @ {B.shape} -> {C.shape} do not match")
+    cdef int m = A.shape[0], k = A.shape[1], n = B.shape[1]
+    if m == 0 or n == 0:
+        return C
+    if k == 0:
+        C *= beta
+        return C
+    cdef float[:, ::1] fa, fb, fc
+    cdef double[:, ::1] da, db, dc
+    if A.dtype == np.float32:
+        fa, fb, fc = A, B, C
+        with nogil:
+            gemm_s(False, False, m, n, k, 1.0, &fa[0, 0], k, &fb[0, 0], n, <float>beta, &fc[0, 0], n)
+    else:
+        da, db, dc = A, B, C
+        with nogil:
+            gemm_d(False, False, m, n, k, 1.0, &da[0, 0], k, &db[0, 0], n, beta, &dc[0, 0], n)
+    return C

@@ -1,0 +1,271 @@
+"""Full-batch gradient speed of the native core against PyTorch CPU and plain numpy.
+
+For each topology (A, B, C), block size, thread count and dtype, one "gradient" is the summed
+loss and its gradient over the Fashion-MNIST training images (sigmoid hidden layers, softmax
+output), computed block by block with gradients accumulated and no weight update. Contenders
+run alternately in this one process with the same threads, dtype, block size, weights and data;
+medians of several runs are printed with the ratios to PyTorch and to the GEMM rate of the BLAS
+in use. Caffe's `caffe time` figures (measured earlier on this machine) are printed beside the
+milliseconds per batch.
+
+    python bench/bench_core.py                 # everything (long: about an hour)
+    python bench/bench_core.py --quick         # A and B, float32, 2 threads
+    python bench/bench_core.py --topologies C --dtypes float32 --threads 2 --blocks 1024
+
+For peak numbers, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in that one command.
+"""
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import ann_core
+from ann_core._blas import gemm
+from sparkann.datasets import load_fashion_mnist
+
+TOPOLOGIES = {
+    "A": [784, 256, 128, 10],
+    "B": [784, 1024, 1024, 10],
+    "C": [784, 2500, 2000, 1500, 1000, 500, 10],
+}
+# `caffe time`, CPU, OpenBLAS, float32, sigmoid hidden + softmax loss: ms per forward+backward.
+CAFFE_MS = {(2, "A", 128): 1.10, (2, "A", 1024): 7.43, (2, "B", 128): 7.38,
+            (2, "B", 1024): 53.8, (2, "C", 128): 45.1, (2, "C", 1024): 293,
+            (1, "A", 1024): 10.4, (1, "B", 1024): 85.5, (1, "C", 1024): 493}
+
+
+def spec(sizes):
+    layers = []
+    for n in sizes[1:-1]:
+        layers += [("dense", n), ("activation", "sigmoid")]
+    return layers + [("dense", sizes[-1]), ("loss", "softmax_cross_entropy")]
+
+
+def median_time(fn, repeats):
+    fn()  # warm up: workspace pages, BLAS buffers, thread start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def spark_init(sizes, dtype, seed=0):
+    """Spark MLlib's initialisation: uniform in +-2.4/sqrt(n_in)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        scale = 2.4 / np.sqrt(n_in)
+        parts.append(rng.uniform(-scale, scale, n_in * n_out + n_out))
+    return np.concatenate(parts).astype(dtype)
+
+
+def sparkann_gradient(sizes, dtype, block, X, y, w):
+    net = ann_core.Network(sizes[0], spec(sizes), dtype=dtype, block_size=block)
+    grad = np.zeros_like(w)
+    return lambda: net.loss_grad(w, X, y, grad, zero=True)
+
+
+def numpy_gradient(sizes, dtype, block, X, y, w):
+    """Plain numpy: the same blocks, the same GEMMs, no fusion."""
+    mats = []
+    offset = 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        W = w[offset:offset + n_in * n_out].reshape(n_in, n_out)
+        b = w[offset + n_in * n_out:offset + n_in * n_out + n_out]
+        mats.append((W, b))
+        offset += n_in * n_out + n_out
+    grads = [(np.zeros_like(W), np.zeros_like(b)) for W, b in mats]
+
+    def run():
+        for gW, gb in grads:
+            gW[:] = 0
+            gb[:] = 0
+        for r in range(0, len(X), block):
+            acts = [X[r:r + block]]
+            for i, (W, b) in enumerate(mats):
+                z = acts[-1] @ W + b
+                if i < len(mats) - 1:
+                    acts.append(1 / (1 + np.exp(-z)))
+                else:
+                    z -= z.max(axis=1, keepdims=True)
+                    p = np.exp(z)
+                    p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(p)), y[r:r + block]] -= 1
+            delta = p
+            for i in range(len(mats) - 1, -1, -1):
+                grads[i][0] += acts[i].T @ delta
+                grads[i][1] += delta.sum(axis=0)
+                if i > 0:
+                    delta = (delta @ mats[i][0].T) * acts[i] * (1 - acts[i])
+    return run
+
+
+def torch_gradient(sizes, dtype, block, X, y, w):
+    import torch
+    tdtype = torch.float32 if dtype == "float32" else torch.float64
+    layers = []
+    offset = 0
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = torch.nn.Linear(n_in, n_out).to(tdtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w[offset:offset + n_in * n_out].reshape(n_in, n_out).T.copy()))
+            lin.bias.copy_(torch.from_numpy(w[offset + n_in * n_out:offset + n_in * n_out + n_out]))
+        offset += n_in * n_out + n_out
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.Sigmoid())
+    model = torch.nn.Sequential(*layers)
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    tX, ty = torch.from_numpy(X), torch.from_numpy(y)
+
+    def run():
+        model.zero_grad(set_to_none=False)
+        for r in range(0, len(X), block):
+            loss_fn(model(tX[r:r + block]), ty[r:r + block]).backward()
+    return run
+
+
+def gemm_rate(dtype, repeats):
+    """GFLOP/s of the backend's GEMM on 2048 x 2048 x 2048."""
+    rng = np.random.default_rng(0)
+    A, B = (rng.random((2048, 2048)).astype(dtype) for _ in range(2))
+    C = np.empty((2048, 2048), dtype)
+    return 2 * 2048 ** 3 / median_time(lambda: gemm(A, B, C), repeats) / 1e9
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def saturated_weights(sizes, X, y, iterations):
+    """Weights after `iterations` L-BFGS iterations in float32 (sigmoids saturate, denormals appear)."""
+    from scipy.optimize import minimize
+    net = ann_core.Network(sizes[0], spec(sizes), dtype="float32", block_size=1024)
+    grad = np.zeros(net.n_weights, np.float32)
+
+    def fun(w64):
+        w = w64.astype(np.float32)
+        loss, n = net.loss_grad(w, X, y, grad, zero=True)
+        return loss / n, grad.astype(np.float64) / n
+    w0 = spark_init(sizes, np.float64)
+    res = minimize(fun, w0, jac=True, method="L-BFGS-B",
+                   options={"maxiter": iterations, "maxfun": 2 * iterations})
+    return res.x.astype(np.float32), res.nit
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topologies", default="A,B,C")
+    parser.add_argument("--blocks", default="128,1024")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--backends", default="openblas,mkl")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=60000,
+                        help="training images per gradient (C uses a quarter of them and "
+                             "scales the seconds to 60,000: throughput does not depend on it)")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the numpy reference")
+    parser.add_argument("--denormal-iterations", type=int, default=100)
+    parser.add_argument("--quick", action="store_true",
+                        help="A and B, float32, 2 threads, blocks 128 and 1024")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.topologies, args.dtypes, args.threads = "A,B", "float32", "2"
+    backends = [b for b in args.backends.split(",") if b != "mkl" or ann_core.find_mkl()]
+    X_all, y_all = load_fashion_mnist(kind="train", dtype="float64")
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("PyTorch is not installed: its columns are empty")
+
+    header = (f"{'topo':4} {'dtype':7} {'thr':>3} {'block':>5} {'contender':17} {'s/60k':>7} "
+              f"{'ex/s':>8} {'GF/s nom':>8} {'GF/s act':>8} {'x torch':>7} {'% gemm':>6} "
+              f"{'ms/batch':>8} {'caffe ms':>8}")
+    print(header)
+    print("-" * len(header))
+    for threads in map(int, args.threads.split(",")):
+        for dtype in args.dtypes.split(","):
+            rates = {}
+            for name in backends:
+                ann_core.set_backend(name)
+                ann_core.set_blas_threads(threads)
+                rates[name] = gemm_rate(dtype, args.repeats)
+            for topo in args.topologies.split(","):
+                sizes = TOPOLOGIES[topo]
+                n = args.examples // 4 if topo == "C" else args.examples
+                X = np.ascontiguousarray(X_all[:n], dtype=dtype)
+                y = y_all[:n]
+                w = spark_init(sizes, dtype)
+                probe = ann_core.Network(sizes[0], spec(sizes), dtype=dtype)
+                nominal, actual = probe.flops_per_example()
+                for block in map(int, args.blocks.split(",")):
+                    if threads == 1 and block != 1024 and topo != "A":
+                        continue  # one thread: the configurations Caffe was timed on
+                    results = {}
+                    if have_torch:
+                        with torch_threads(threads):
+                            results["pytorch"] = median_time(
+                                torch_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                    for name in backends:
+                        ann_core.set_backend(name)
+                        ann_core.set_blas_threads(threads)
+                        results[f"sparkann-{name}"] = \
+                            median_time(sparkann_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                    if not args.no_numpy and threads == 2:
+                        ann_core.set_backend("openblas")
+                        ann_core.set_blas_threads(threads)
+                        results["numpy"] = median_time(
+                            numpy_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                    for contender, seconds in results.items():
+                        scale = 60000 / n
+                        ex_s = n / seconds
+                        backend = "mkl" if contender.endswith("mkl") else "openblas"
+                        vs_torch = results["pytorch"] / seconds if "pytorch" in results else float("nan")
+                        pct = (100 * actual * ex_s / 1e9 / rates[backend]
+                               if contender.startswith("sparkann") else float("nan"))
+                        ms = 1000 * seconds / -(-n // block)
+                        caffe = CAFFE_MS.get((threads, topo, block)) if dtype == "float32" else None
+                        print(f"{topo:4} {dtype:7} {threads:>3} {block:>5} {contender:17} "
+                              f"{seconds * scale:7.3f} {ex_s:8.0f} {nominal * ex_s / 1e9:8.1f} "
+                              f"{actual * ex_s / 1e9:8.1f} {vs_torch:7.2f} {pct:6.1f} {ms:8.2f} "
+                              f"{caffe if caffe else '':>8}", flush=True)
+            print(f"GEMM rate ({dtype}, {threads} threads, 2048^3): " +
+                  ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
+
+    if args.denormal_iterations:
+        sizes = TOPOLOGIES["A"]
+        X = np.ascontiguousarray(X_all, dtype=np.float32)
+        y = y_all
+        ann_core.set_backend(backends[0])
+        ann_core.set_blas_threads(2)
+        w_sat, nit = saturated_weights(sizes, X, y, args.denormal_iterations)
+        w0 = spark_init(sizes, np.float32)
+        before = median_time(sparkann_gradient(sizes, "float32", 1024, X, y, w0), args.repeats)
+        after = median_time(sparkann_gradient(sizes, "float32", 1024, X, y, w_sat), args.repeats)
+        print(f"denormals: A float32 block 1024, gradient at initial weights {before:.3f} s, "
+              f"after {nit} L-BFGS iterations {after:.3f} s: ratio {after / before:.2f} "
+              "(target <= 1.10)")
+        if have_torch:
+            with torch_threads(2):
+                t0 = median_time(torch_gradient(sizes, "float32", 1024, X, y, w0), args.repeats)
+                t1 = median_time(torch_gradient(sizes, "float32", 1024, X, y, w_sat), args.repeats)
+            print(f"denormals: PyTorch on the same weights {t0:.3f} s -> {t1:.3f} s: ratio {t1 / t0:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
