@@ -358,3 +358,15 @@ def test_import_does_not_need_pyspark():
     env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(here), "python"))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_sparkann_scale_subcommand(capsys):
+    cli = pytest.importorskip("sparkann.cli")
+    code = cli.main(["scale", "--layers", "784,2500,2000,1500,1000,500,10", "--examples",
+                     "60000", "--bandwidth", "1Gbit", "--flops", "51G", "--max-workers", "6"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "n* =" in out and "11,972,510 weights" in out
+    assert cli.main(["scale", "--layers", "784,10", "--examples", "10", "--flops", "1G",
+                     "--bandwidth", "fast"]) == 2
+    assert "bandwidth" in capsys.readouterr().err

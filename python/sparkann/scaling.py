@@ -775,6 +775,25 @@ def run(args, out=None):
     return model
 
 
+def _command(args):
+    run(args)
+    return 0
+
+
+def _register_command():
+    """Make this the ``sparkann scale`` subcommand (``sparkann.cli`` imports this module)."""
+    try:
+        from sparkann import cli
+    except ImportError:                     # the CLI module is optional here
+        return
+    if "scale" not in cli.COMMANDS:         # `python -m sparkann.scaling` imports us twice
+        cli.register_command("scale", "predict seconds per iteration on n workers, and the "
+                             "best n", add_arguments, _command)
+
+
+_register_command()
+
+
 def main(argv=None):
     """``python -m sparkann.scaling``: print the predicted curve and n*."""
     parser = add_arguments(argparse.ArgumentParser(
