@@ -174,16 +174,19 @@ def main(argv=None):
     results = []
     try:
         for n in (1, 2):
+            # Measured again before each cluster starts (median of 7, one thread): the
+            # machine is shared and the CPU a core gives changes from minute to minute.
+            rates = {}
+            for name, layers in TOPOLOGIES.items():
+                rates[name] = scaling.measure_flop_rate(layers, args.dtype, threads=1,
+                                                        rows=8192, repeats=7)
+                print(f"# n={n} {name}: native FLOP rate, one thread: "
+                      f"{rates[name] / 1e9:.1f} GFLOP/s", flush=True)
             spark = start(f"local-cluster[{n},1,1024]")
             sc = spark.sparkContext
             try:
                 for name, layers in TOPOLOGIES.items():
-                    # Measured again for each cluster, best of 7: the machine is shared and
-                    # its free CPU changes from minute to minute.
-                    flops = scaling.measure_flop_rate(layers, args.dtype, threads=1,
-                                                      rows=8192, repeats=7, statistic="best")
-                    print(f"# n={n} {name}: native FLOP rate, one thread: {flops / 1e9:.1f} "
-                          f"GFLOP/s", flush=True)
+                    flops = rates[name]
                     model = scaling.ScalingModel(
                         layers, examples[name], scaling.Parameters(flops=flops, bandwidth=1e9),
                         bytes_per_weight=4 if args.dtype == "float32" else 8)

@@ -370,3 +370,17 @@ def test_sparkann_scale_subcommand(capsys):
     assert cli.main(["scale", "--layers", "784,10", "--examples", "10", "--flops", "1G",
                      "--bandwidth", "fast"]) == 2
     assert "bandwidth" in capsys.readouterr().err
+
+
+def test_cli_ulanov_validation(tmp_path, capsys):
+    png = tmp_path / "ulanov.png"
+    assert scaling.main(["--ulanov", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "avulanov/ann-benchmark" in out and "largest error on 3..5 workers" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_needs_layers_unless_ulanov(capsys):
+    with pytest.raises(SystemExit):
+        scaling.main(["--flops", "1G"])
+    assert "--layers" in capsys.readouterr().err

@@ -706,9 +706,11 @@ def calibrate_local(layers, examples, dtype="float32", master="local[2]", worker
 
 def add_arguments(parser):
     """Add the ``scale`` options to an ``argparse`` parser."""
-    parser.add_argument("--layers", required=True,
-                        help="layer sizes, e.g. 784,2500,2000,1500,1000,500,10")
-    parser.add_argument("--examples", type=int, required=True, help="training examples")
+    parser.add_argument("--layers", help="layer sizes, e.g. 784,2500,2000,1500,1000,500,10")
+    parser.add_argument("--examples", type=int, help="training examples")
+    parser.add_argument("--ulanov", action="store_true",
+                        help="instead: calibrate on the published ann-benchmark's 1- and "
+                             "2-worker points and compare the predictions with 3..5 workers")
     parser.add_argument("--bandwidth", default="1Gbit",
                         help="link speed: 1Gbit, 10GbE, 125MB/s (default 1Gbit)")
     parser.add_argument("--flops", help="FLOP/s of one worker: 51G, 2.5T (or --calibrate)")
@@ -739,6 +741,8 @@ def _layers(text):
 
 def model_from_args(args):
     """The :class:`ScalingModel` the command-line arguments describe."""
+    if args.layers is None or args.examples is None:
+        raise ValueError("--layers and --examples are required (or --ulanov)")
     layers = _layers(args.layers)
     if args.calibrate:
         return calibrate_local(layers, args.examples, args.dtype, master=args.master)
@@ -753,9 +757,31 @@ def model_from_args(args):
                         partitions_per_worker=args.partitions_per_worker, depth=args.depth)
 
 
+def _run_ulanov(args, out):
+    result = ulanov_validation()
+    model, data = result["model"], ULANOV_BENCHMARK
+    measured = dict(zip(data["workers"], data["total_s"]))
+    p = model.params
+    print(f"published: {data['source']}", file=out)
+    print(f"calibrated on {data['workers'][:2]} workers: {p.flops / 1e9:.1f} GFLOP/s, "
+          f"{p.bandwidth * 8 / 1e9:.2f} Gbit/s effective, task {p.task:.2f} s, job "
+          f"{p.job:.3f} s", file=out)
+    print(model.table(args.max_workers or 8, measured=measured), file=out)
+    opt = result["optimum"]
+    print(f"largest error on 3..5 workers: {result['max_abs_error']:.1%}; measured best "
+          f"{result['measured_best']} workers, predicted n* = {opt['n_best']} (closed form "
+          f"{opt['n_closed_form']:.2f}, {opt['n_within']} within 5% of the best)", file=out)
+    if args.plot:
+        model.plot(args.plot, measured=measured, title="Ulanov ann-benchmark, 1 GbE, float64")
+        print(f"plot written to {args.plot}", file=out)
+    return model
+
+
 def run(args, out=None):
     """Print the curve and the optimum for parsed arguments; returns the model."""
     out = out or sys.stdout
+    if getattr(args, "ulanov", False):
+        return _run_ulanov(args, out)
     model = model_from_args(args)
     opt = model.optimum()
     p = model.params
