@@ -271,4 +271,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, so that extensions (sparkann.scaling) register their
+    # subcommands in the same table that main() reads.
+    from sparkann.cli import main as _main
+    sys.exit(_main())
