@@ -234,7 +234,10 @@ class _NetworkModel(Model, PersistMixin):
 
     @property
     def summary(self):
-        """Training summary (objectiveHistory and metrics on the training data)."""
+        """Training summary (objectiveHistory and metrics on the training data).
+
+        Both ``model.summary`` and ``model.summary()`` (pyspark 4's MLPC spelling) work.
+        """
         if self._summary is None:
             raise RuntimeError("No training summary available for this model")
         return self._summary
@@ -317,6 +320,10 @@ class ClassificationSummary:
         self.objectiveHistory = list(objective_history or [])
         self.totalIterations = len(self.objectiveHistory)
         self._confusion = None
+
+    def __call__(self):
+        # pyspark 4 spells the MLPC training summary as a method: model.summary()
+        return self
 
     @property
     def confusionMatrix(self):
@@ -431,6 +438,10 @@ class RegressionSummary:
         self.objectiveHistory = list(objective_history or [])
         self.totalIterations = len(self.objectiveHistory)
         self._stats = None
+
+    def __call__(self):
+        # pyspark 4 spells the MLPC training summary as a method: model.summary()
+        return self
 
     def _compute(self):
         if self._stats is None:
