@@ -1,10 +1,13 @@
 """Build of the native engine: csrc/ (C99) compiled into the Cython modules of ann_core."""
+import glob
 import os
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 CSRC = ["csrc/ann_arena.c", "csrc/ann_kernels.c"]
+# Headers too: a change to one must rebuild the module (ann_kernels_impl.h holds the kernels).
+HEADERS = sorted(glob.glob("csrc/*.h"))
 # Portable by default; SPARKANN_NATIVE=1 builds for this machine's CPU only.
 FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-std=c99"]
 if os.environ.get("SPARKANN_NATIVE") == "1":
@@ -13,7 +16,7 @@ if os.environ.get("SPARKANN_NATIVE") == "1":
 extensions = [
     Extension("ann_core._blas", ["ann_core/_blas.pyx"], extra_compile_args=FLAGS),
     Extension("ann_core._network", ["ann_core/_network.pyx"] + CSRC, include_dirs=["csrc"],
-              extra_compile_args=FLAGS),
+              extra_compile_args=FLAGS, depends=HEADERS),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

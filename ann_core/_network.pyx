@@ -7,6 +7,7 @@ Every call takes the flat weight vector; ``loss_grad`` adds into a flat gradient
 Batches of any length are processed ``block_size`` rows at a time through the workspace, so a
 call allocates nothing.
 """
+import operator
 import os
 
 import numpy as np
@@ -76,6 +77,41 @@ def _describe(a):
     return f"{a.dtype} array of shape {a.shape} ({order})"
 
 
+def _size(value, what):
+    """A positive integer that fits a C int (BLAS dimensions are ints), else ValueError."""
+    size = None
+    if not isinstance(value, (bool, np.bool_)):  # True is an int to Python, not a size
+        try:
+            size = operator.index(value)
+        except TypeError:
+            pass
+    if size is None or not 0 < size < 2**31:
+        raise ValueError(f"{what} must be a positive integer below 2**31, received {value!r}")
+    return size
+
+
+def _check_spec(position, spec, last):
+    """Shape of one topology entry, checked before anything is laid out from it."""
+    if not isinstance(spec, tuple) or not spec:
+        raise ValueError(f"layer {position}: expected a non-empty tuple such as ('dense', 10), "
+                         f"received {spec!r}")
+    kind = spec[0]
+    if kind == "loss" and not last:
+        raise ValueError(f"layer {position}: the loss must be the last layer, received {spec!r} "
+                         "before the end")
+    if last:
+        if kind != "loss":
+            raise ValueError(f"layers must end with ('loss', name); received {spec!r}")
+    elif kind not in ("dense", "activation", "python"):
+        raise ValueError(f"layer {position}: unknown kind {kind!r}; expected 'dense', "
+                         "'activation', 'python' or a final 'loss'")
+    if kind in ("dense", "python", "loss") and len(spec) != 2:
+        raise ValueError(f"layer {position}: expected ({kind!r}, value), received {spec!r}")
+    if kind == "activation" and len(spec) not in (2, 3):
+        raise ValueError(f"layer {position}: expected ('activation', name) or "
+                         f"('activation', 'leaky_relu', slope), received {spec!r}")
+
+
 def _available_memory():
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -125,11 +161,9 @@ cdef class Network:
         self.stages = NULL
         self.arena.base = NULL
 
-    def __init__(self, int n_in, layers, dtype="float32", int block_size=128):
-        if n_in <= 0:
-            raise ValueError(f"n_in must be a positive integer, received {n_in}")
-        if block_size <= 0:
-            raise ValueError(f"block_size must be a positive integer, received {block_size}")
+    def __init__(self, n_in, layers, dtype="float32", block_size=128):
+        n_in = _size(n_in, "n_in")
+        block_size = _size(block_size, "block_size")
         if str(dtype) not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
         self.dtype = DTYPES[str(dtype)]
@@ -137,6 +171,9 @@ cdef class Network:
         self.isz = self.dtype.itemsize
         self.block_size = block_size
         self.n_in = n_in
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise ValueError(f"layers must be a list of tuples ending with ('loss', name), "
+                             f"received {layers!r}")
         self._compile(list(layers))
         self._allocate()
 
@@ -145,12 +182,15 @@ cdef class Network:
         PyMem_Free(self.stages)
 
     @cython.wraparound(True)
+    @cython.boundscheck(True)
     cdef _compile(self, list layers):
-        if not layers or not (isinstance(layers[-1], tuple) and layers[-1][0] == "loss"):
-            raise ValueError("layers must end with ('loss', name); received "
-                             f"{layers[-1] if layers else 'an empty list'!r}")
-        loss = layers[-1][1] if len(layers[-1]) > 1 else None
-        if loss not in LOSSES:
+        if not layers:
+            raise ValueError("layers must end with ('loss', name); received an empty list")
+        # Every entry is checked first: the stages array is sized from this pass.
+        for position, spec in enumerate(layers):
+            _check_spec(position, spec, position == len(layers) - 1)
+        loss = layers[-1][1]
+        if not isinstance(loss, str) or loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, received {loss!r}")
         self.loss = loss
         self.loss_kind = LOSSES[loss]
@@ -175,12 +215,16 @@ cdef class Network:
                 if i < 0 or self.stages[i].act >= 0:
                     raise ValueError(f"layer {position}: an activation must follow a dense or "
                                      "Python layer (use a Python layer for anything else)")
-                name = spec[1] if len(spec) > 1 else None
-                if name not in ACTIVATIONS:
+                name = spec[1]
+                if not isinstance(name, str) or name not in ACTIVATIONS:
                     raise ValueError(f"layer {position}: activation must be one of "
                                      f"{sorted(ACTIVATIONS)}, received {name!r}")
-                alpha = float(spec[2]) if len(spec) > 2 else 0.01
-                if name == "leaky_relu" and not (0.0 <= alpha < 1.0):
+                if len(spec) > 2 and name != "leaky_relu":
+                    raise ValueError(f"layer {position}: only leaky_relu takes a parameter, "
+                                     f"received {spec!r}")
+                alpha = spec[2] if len(spec) > 2 else 0.01
+                if (not isinstance(alpha, (int, float, np.integer, np.floating))
+                        or not 0.0 <= alpha < 1.0):
                     raise ValueError(f"layer {position}: leaky_relu slope must be in [0, 1), "
                                      f"received {alpha}")
                 self.stages[i].act = ACTIVATIONS[name]
@@ -193,10 +237,7 @@ cdef class Network:
             self.stages[i].alpha = 0.0
             self.stages[i].out = NULL
             if kind == "dense":
-                n_out = spec[1] if len(spec) > 1 else None
-                if not isinstance(n_out, (int, np.integer)) or n_out <= 0:
-                    raise ValueError(f"layer {position}: dense size must be a positive "
-                                     f"integer, received {n_out!r}")
+                n_out = _size(spec[1], f"layer {position}: dense size")
                 self.stages[i].is_python = False
                 self.stages[i].n_out = n_out
                 self.stages[i].n_params = width * n_out + n_out
@@ -205,10 +246,17 @@ cdef class Network:
                 self.py_layers.append(None)
             elif kind == "python":
                 layer = spec[1]
-                n_out, n_params = int(layer.n_out), int(layer.n_params)
-                if n_out <= 0 or n_params < 0:
-                    raise ValueError(f"layer {position}: Python layer {layer!r} has n_out="
-                                     f"{n_out}, n_params={n_params}")
+                missing = [a for a in ("n_out", "n_params", "forward", "backward")
+                           if not hasattr(layer, a)]
+                if missing:
+                    raise ValueError(f"layer {position}: a Python layer needs n_out, n_params, "
+                                     f"forward and backward; {layer!r} lacks {', '.join(missing)}")
+                n_out = _size(layer.n_out, f"layer {position}: Python layer n_out")
+                n_params = layer.n_params
+                if (isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer))
+                        or n_params < 0):
+                    raise ValueError(f"layer {position}: Python layer n_params must be a "
+                                     f"non-negative integer, received {n_params!r}")
                 self.stages[i].is_python = True
                 self.stages[i].n_out = n_out
                 self.stages[i].n_params = n_params
@@ -230,6 +278,15 @@ cdef class Network:
     cdef _allocate(self):
         cdef size_t rows = self.block_size, total = 0, widest = 0
         cdef int i
+        # The same sum in Python integers first: in size_t it could wrap around.
+        widths = [self.stages[i].n_out for i in range(self.n_stages)]
+        need = rows * self.isz * (sum(widths) + 2 * max(widths) + self.n_out)
+        available = _available_memory()
+        if need >= 2**62 or (available is not None and need > available):
+            raise MemoryError(f"the workspace for block_size={self.block_size} needs "
+                              f"{need / 2**20:.1f} MiB, but only "
+                              f"{(available or 0) / 2**20:.1f} MiB of memory is available: "
+                              "use a smaller block_size")
         for i in range(self.n_stages):
             total += ann_arena_aligned_size(rows * self.stages[i].n_out * self.isz)
             widest = max(widest, <size_t>self.stages[i].n_out)
@@ -301,7 +358,8 @@ cdef class Network:
     def _weight_name(self, size_t index):
         for name, offset, shape in reversed(self._layout):
             if index >= offset:
-                return f"{name}[{np.unravel_index(index - offset, shape)}]".replace("(", "").replace(")", "")
+                where = ", ".join(str(int(k)) for k in np.unravel_index(index - offset, shape))
+                return f"{name}[{where}]"
         return "?"
 
     cdef _check_matrix_finite(self, object a, str name):
@@ -465,6 +523,17 @@ cdef class Network:
         Returns
         -------
         (loss_sum, n_rows) : (float, int)
+
+        Raises
+        ------
+        ValueError
+            Wrong shapes, dtypes or layouts, class indices out of range, non-finite weights
+            (all checked before anything is added to ``grad``), or non-finite values in X or
+            in the targets: those are found after the computation, from its result, so that
+            no pass over the data is spent on them, and ``grad`` then holds unspecified values.
+        FloatingPointError
+            The loss or gradient is not finite although weights and data are (overflow), or
+            ``grad`` already held non-finite values.
         """
         cdef char *w = self._check_vector(weights, "weights", False)
         cdef char *x = self._check_matrix(X, "X", -1, self.n_in, False)

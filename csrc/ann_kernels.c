@@ -13,10 +13,12 @@
 
 /* exp(x) for float: Cody-Waite range reduction and the Cephes polynomial (about 1 ulp).
  * Written without calls or branches so that the compiler vectorises the loops that use it;
- * NaN propagates, and inputs are clamped to the range where the result is finite. */
+ * NaN propagates, and inputs are clamped to the range where the result is finite. The low
+ * clamp lies past the smallest normal result, so exp of a very negative number is 0 (flushed)
+ * rather than a floor near FLT_MIN; it stops where the exponent field is still >= 0. */
 static inline float ann_exp_s(float x)
 {
-    const float hi = 88.3762626647949f, lo = -87.3365447504f;
+    const float hi = 88.3762626647949f, lo = -88.0f;
     float n, r, p, scale;
     int32_t bits;
     x = x > hi ? hi : x;
@@ -37,10 +39,11 @@ static inline float ann_exp_s(float x)
 }
 
 /* exp(x) for double: the same reduction, Taylor series to degree 13 on |r| <= ln(2)/2
- * (truncation below 2e-16 relative). */
+ * (truncation below 2e-16 relative), and the same clamps (below about -708.4 the result is
+ * 0, not a floor near DBL_MIN). */
 static inline double ann_exp_d(double x)
 {
-    const double hi = 709.0, lo = -708.0;
+    const double hi = 709.0, lo = -709.0;
     double n, r, p, scale;
     int64_t bits;
     x = x > hi ? hi : x;

@@ -206,22 +206,28 @@ int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z, const int64_t *labels
         size_t label = labels != NULL ? (size_t)labels[i] : 0;
         switch (kind) {
         case ANN_LOSS_SOFTMAX_XENT: {
-            /* loss = sum_j t_j (logsumexp(z) - z_j); delta = softmax(z) - t */
-            R m, ls, tz = 0, tsum = 1;
+            /* loss = sum_j t_j (logsumexp(z) - z_j); delta = sum(t) softmax(z) - t.
+             * The loss is summed as t_j (m - z_j) in double: with large logits, forming
+             * m + log-sum first would lose the small difference to rounding. */
+            R m = z[0], ls, tsum = 1;
+            double gap;
+            for (j = 1; j < cols; j++)
+                m = z[j] > m ? z[j] : m;
             if (t != NULL) {
                 tsum = 0;
+                gap = 0;
                 for (j = 0; j < cols; j++) {
-                    tz += t[j] * z[j];
                     tsum += t[j];
+                    gap += (double)t[j] * (double)(m - z[j]);
                 }
             } else {
-                tz = z[label];
+                gap = (double)(m - z[label]);
             }
             FN(softmax_row)(cols, z, &m, &ls);
-            total += (double)(tsum * (ls + m) - tz);
+            total += gap + (double)tsum * (double)ls;
             if (d != NULL) {
                 for (j = 0; j < cols; j++)
-                    d[j] = t != NULL ? z[j] - t[j] : z[j];
+                    d[j] = t != NULL ? FN(flush)(tsum * z[j] - t[j]) : z[j];
                 if (t == NULL)
                     d[label] -= 1;
             }

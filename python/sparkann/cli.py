@@ -1,0 +1,271 @@
+"""The ``sparkann`` command line: ``sparkann train / evaluate / predict``.
+
+Subcommands live in a table. Another module adds one with :func:`register_command`; the
+modules named in ``EXTENSIONS`` are imported (when present) before the command line is parsed.
+"""
+import argparse
+import importlib
+import sys
+import time
+
+import numpy as np
+
+#: name -> (help, add_arguments(parser), run(args) -> exit code)
+COMMANDS = {}
+
+#: modules that may register more subcommands (skipped when absent)
+EXTENSIONS = ["sparkann.scaling"]
+
+RECIPES = {
+    # Spark MLlib's MultilayerPerceptronClassifier defaults
+    "spark": dict(hidden=[256, 128], activation="sigmoid", solver="lbfgs", max_iter=100,
+                  block_size=128, init="spark"),
+    "adam": dict(hidden=[256, 128], activation="relu", solver="adam", max_iter=20,
+                 learning_rate=0.001, batch_size=128),
+}
+
+
+def register_command(name, help, add_arguments, run):
+    """Add the subcommand ``name``: ``add_arguments(parser)`` declares its options and
+    ``run(args)`` does the work, returning an exit code (0 for success)."""
+    if name in COMMANDS:
+        raise ValueError(f"the subcommand {name!r} is already registered")
+    COMMANDS[name] = (help, add_arguments, run)
+
+
+# ----------------------------------------------------------------------------- data
+
+def _limit(X, y, n):
+    return (X, y) if n is None else (X[:n], y[:n])
+
+
+def _load(args, kind):
+    from sparkann.datasets import load_fashion_mnist
+
+    X, y = load_fashion_mnist(args.data, kind=kind, dtype=getattr(args, "dtype", "float32"))
+    n = args.limit if kind == "train" else (args.test_limit or args.limit)
+    return _limit(X, y, n)
+
+
+def _data_arguments(parser):
+    parser.add_argument("--data", metavar="DIR",
+                        help="directory with the Fashion-MNIST IDX files (default: Debian's "
+                             "dataset-fashion-mnist, or $SPARKANN_DATA)")
+    parser.add_argument("--limit", type=_positive, metavar="N", help="use the first N rows")
+    parser.add_argument("--test-limit", type=_positive, metavar="N",
+                        help="use the first N test rows (default: --limit)")
+
+
+def _positive(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text}")
+    return value
+
+
+def _sizes(text):
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 256,128, received {text!r}"
+                                         ) from None
+    return sizes
+
+
+# ----------------------------------------------------------------------------- train
+
+def _train_arguments(p):
+    _data_arguments(p)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="adam",
+                   help="preset: 'adam' ([256,128] ReLU, Adam, 20 epochs) or 'spark' (Spark "
+                        "MLlib's defaults: sigmoid, L-BFGS, 100 iterations, block 128)")
+    p.add_argument("--hidden", type=_sizes, metavar="SIZES", help="hidden sizes, e.g. 256,128")
+    p.add_argument("--activation", help="relu, sigmoid, tanh, leaky_relu, softplus, identity")
+    p.add_argument("--solver", choices=["adam", "sgd", "lbfgs", "gd"])
+    p.add_argument("--max-iter", "--epochs", dest="max_iter", type=_positive,
+                   help="epochs (adam, sgd) or iterations (lbfgs, gd)")
+    p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
+    p.add_argument("--batch-size", type=_positive)
+    p.add_argument("--alpha", type=float, help="L2 penalty")
+    p.add_argument("--block-size", type=_positive)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="hold out 10%% for validation, keep the best weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive, help="BLAS threads")
+    p.add_argument("--out", default="sparkann-model", metavar="DIR",
+                   help="where to save the model (default: ./sparkann-model)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the training curve (matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _train(args):
+    from sparkann.estimator import MLPClassifier
+
+    settings = dict(RECIPES[args.recipe])
+    for key in ("hidden", "activation", "solver", "max_iter", "learning_rate", "batch_size",
+                "alpha", "block_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    hidden = settings.pop("hidden")
+    clf = MLPClassifier(hidden_layer_sizes=tuple(hidden), dtype=args.dtype, seed=args.seed,
+                        n_threads=args.threads, early_stopping=args.early_stopping,
+                        verbose=not args.no_progress, **settings)
+    X, y = _load(args, "train")
+    X_test, y_test = _load(args, "test")
+    print(f"training {clf!r} on {len(X)} rows")
+    start = time.perf_counter()
+    clf.fit(X, y)
+    seconds = time.perf_counter() - start
+    accuracy = clf.score(X_test, y_test)
+    print(f"{clf.n_iter_} {'epochs' if clf.solver in ('adam', 'sgd') else 'iterations'} "
+          f"in {seconds:.1f} s; final training loss {clf.loss_:.4f}")
+    print(f"test accuracy: {accuracy:.4f} on {len(X_test)} rows")
+    clf.save(args.out)
+    print(f"model saved to {args.out}")
+    if args.plot:
+        plot_history(clf.history_, args.plot, per="epoch" if clf.solver in ("adam", "sgd")
+                     else "iteration")
+        print(f"training curve drawn to {args.plot}")
+    return 0
+
+
+def plot_history(history, path, per="epoch"):
+    """Draw the training loss (and validation metric, if any) to an image file."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'sparkann[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, len(history) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, history.loss, label="training loss", color="tab:blue")
+    if not np.all(np.isnan(history.val_loss)):
+        ax.plot(steps, history.val_loss, label="validation loss", color="tab:orange")
+    ax.set_xlabel(per)
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    if not np.all(np.isnan(history.val_metric)):
+        ax2 = ax.twinx()
+        ax2.plot(steps, history.val_metric, label="validation metric", color="tab:green")
+        ax2.set_ylabel("validation metric")
+    ax.legend(loc="upper right")
+    ax.set_title(f"training curve ({history.seconds[-1]:.1f} s)" if len(history) else "")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------- evaluate, predict
+
+def _model_arguments(p):
+    p.add_argument("--model", default="sparkann-model", metavar="DIR",
+                   help="saved model directory (default: ./sparkann-model)")
+
+
+def _evaluate_arguments(p):
+    _model_arguments(p)
+    _data_arguments(p)
+
+
+def _evaluate(args):
+    from sparkann.persist import load
+
+    model = load(args.model)
+    args.dtype = model.dtype
+    X, y = _load(args, "test")
+    start = time.perf_counter()
+    score = model.score(X, y)
+    name = "accuracy" if hasattr(model, "classes_") else "R^2"
+    print(f"test {name}: {score:.4f} on {len(X)} rows ({time.perf_counter() - start:.2f} s)")
+    return 0
+
+
+def _predict_arguments(p):
+    _model_arguments(p)
+    _data_arguments(p)
+    p.add_argument("--input", metavar="FILE",
+                   help="rows to predict: .npy, .csv or an IDX images file (default: the "
+                        "Fashion-MNIST test images)")
+    p.add_argument("--output", metavar="FILE",
+                   help="write predictions to FILE (.npy, else text); default: stdout")
+    p.add_argument("--proba", action="store_true", help="class probabilities, not labels")
+
+
+def _read_rows(path):
+    from sparkann.datasets import read_idx
+
+    if path.endswith(".npy"):
+        X = np.load(path, allow_pickle=False)
+    elif path.endswith(".csv"):
+        X = np.loadtxt(path, delimiter=",", ndmin=2)
+    else:
+        X = read_idx(path)
+        X = X.reshape(len(X), -1) / (255.0 if X.dtype == np.uint8 else 1.0)
+    return X
+
+
+def _predict(args):
+    from sparkann.persist import load
+
+    model = load(args.model)
+    if args.input:
+        X = _limit(_read_rows(args.input), np.zeros(0), args.limit)[0]
+    else:
+        args.dtype = model.dtype
+        X, _ = _load(args, "test")
+    out = model.predict_proba(X) if args.proba else model.predict(X)
+    if args.output and args.output.endswith(".npy"):
+        np.save(args.output, out)
+    elif args.output:
+        np.savetxt(args.output, out, fmt="%d" if out.dtype.kind == "i" else "%.6g",
+                   delimiter=",")
+    else:
+        np.savetxt(sys.stdout, out, fmt="%d" if out.dtype.kind == "i" else "%.6g",
+                   delimiter=",")
+    return 0
+
+
+register_command("train", "train a classifier on Fashion-MNIST, report test accuracy, save it",
+                 _train_arguments, _train)
+register_command("evaluate", "score a saved model on the Fashion-MNIST test set",
+                 _evaluate_arguments, _evaluate)
+register_command("predict", "predict with a saved model", _predict_arguments, _predict)
+
+
+# ----------------------------------------------------------------------------- entry
+
+def _load_extensions():
+    for name in EXTENSIONS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a missing dependency of a present module is a real error
+                raise
+
+
+def build_parser():
+    """The argument parser with every registered subcommand."""
+    _load_extensions()
+    parser = argparse.ArgumentParser(prog="sparkann",
+                                     description="Train and use neural networks (sparkann).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"sparkann {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""Optimizers on flat weight vectors, learning-rate schedules, early stopping and history.
+
+Full-batch solvers (:func:`lbfgs`, :func:`gd`) take ``fun_grad(w) -> (loss, grad)`` and run
+the loop themselves, so the same code drives a single-machine objective and a distributed
+one. Mini-batch optimizers (:class:`SGD`, :class:`Adam`) update ``w`` in place from a
+gradient, one ``step`` at a time; the caller owns the loop.
+
+L2 regularisation (``weight_decay``) is the coupled kind: ``weight_decay * w`` is added to the
+gradient before the update, i.e. the objective gains ``weight_decay / 2 * ||w||^2``.
+"""
+import math
+import time
+
+import numpy as np
+from scipy.optimize import OptimizeResult, minimize
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; ``weights`` are the last finite ones."""
+
+    def __init__(self, message, weights=None, iteration=None):
+        super().__init__(message)
+        self.weights = weights
+        self.iteration = iteration
+
+
+def mean_objective(loss_sum, grad_sum, n_rows, w, alpha=0.0, l2_mask=None):
+    """The training objective from summed per-row losses and gradients.
+
+    ``J = loss_sum / n_rows + alpha / 2 * ||w[l2_mask]||^2``; ``grad_sum`` is turned in place
+    into the gradient of ``J``. The single-machine estimators and the Spark estimator both use
+    this, so the two minimise the same function (``l2_mask`` from ``Topology.l2_mask()``:
+    the dense weight matrices, not the biases).
+
+    Returns
+    -------
+    float : J
+    """
+    if n_rows <= 0:
+        raise ValueError(f"the objective needs at least one row, received n_rows={n_rows}")
+    grad_sum /= n_rows
+    loss = float(loss_sum) / n_rows
+    if alpha:
+        wm = w[l2_mask] if l2_mask is not None else w
+        loss += 0.5 * alpha * float(np.dot(wm.astype(np.float64), wm))
+        grad_sum += (alpha * w) * (l2_mask if l2_mask is not None else 1)
+    return loss
+
+
+# ---------------------------------------------------------------------------- schedules
+
+class Schedule:
+    """A learning-rate multiplier as a function of the step count ``t`` (0 for the first)."""
+
+    def __call__(self, t):
+        raise NotImplementedError
+
+    def to_dict(self):
+        return {"type": type(self).__name__, **vars(self)}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+
+class Constant(Schedule):
+    """Always 1."""
+
+    def __call__(self, t):
+        return 1.0
+
+
+class StepDecay(Schedule):
+    """Multiply by ``gamma`` every ``step_size`` steps."""
+
+    def __init__(self, step_size, gamma=0.1):
+        if step_size <= 0 or not gamma > 0:
+            raise ValueError(f"StepDecay needs step_size > 0 and gamma > 0, received "
+                             f"step_size={step_size}, gamma={gamma}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def __call__(self, t):
+        return self.gamma ** (t // self.step_size)
+
+
+class ExponentialDecay(Schedule):
+    """``gamma ** t``."""
+
+    def __init__(self, gamma):
+        if not 0 < gamma <= 1:
+            raise ValueError(f"ExponentialDecay gamma must be in (0, 1], received {gamma}")
+        self.gamma = float(gamma)
+
+    def __call__(self, t):
+        return self.gamma ** t
+
+
+class InverseSqrt(Schedule):
+    """``1 / sqrt(t + 1)``: Spark MLlib's gradient descent step (``stepSize / sqrt(iter)``)."""
+
+    def __call__(self, t):
+        return 1.0 / math.sqrt(t + 1)
+
+
+class Cosine(Schedule):
+    """Cosine decay from 1 to ``floor`` over ``total`` steps, then ``floor``."""
+
+    def __init__(self, total, floor=0.0):
+        if total <= 0 or not 0 <= floor <= 1:
+            raise ValueError(f"Cosine needs total > 0 and floor in [0, 1], received "
+                             f"total={total}, floor={floor}")
+        self.total, self.floor = int(total), float(floor)
+
+    def __call__(self, t):
+        if t >= self.total:
+            return self.floor
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t / self.total))
+
+
+SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseSqrt,
+                                           Cosine)}
+
+
+def schedule_from_dict(d):
+    """Inverse of ``Schedule.to_dict``."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or d.get("type") not in SCHEDULES:
+        raise ValueError(f"unknown schedule {d!r}; expected one of {sorted(SCHEDULES)}")
+    return SCHEDULES[d["type"]](**{k: v for k, v in d.items() if k != "type"})
+
+
+def _check_lr(lr):
+    if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"the learning rate must be a positive finite number, received {lr!r}")
+    return float(lr)
+
+
+def _check_schedule(schedule):
+    if schedule is not None and not callable(schedule):
+        raise ValueError(f"schedule must be callable (t -> multiplier), received {schedule!r}")
+    return schedule
+
+
+# ---------------------------------------------------------------------- full-batch solvers
+
+def _finite_or_raise(loss, grad, w, iteration):
+    if not (math.isfinite(loss) and np.all(np.isfinite(grad))):
+        raise DivergenceError(f"the loss became non-finite ({loss}) at iteration {iteration}: "
+                              "training diverged (lower the learning rate)", weights=w,
+                              iteration=iteration)
+
+
+def _call(fun_grad, w, last_good, iteration):
+    try:
+        return fun_grad(w)
+    except DivergenceError:
+        raise
+    except FloatingPointError as e:  # the engine's overflow report
+        raise DivergenceError(f"training diverged at iteration {iteration}: {e}",
+                              weights=last_good, iteration=iteration) from e
+
+
+def lbfgs(fun_grad, w0, max_iter=100, tol=1e-6, m=10, callback=None, gtol=1e-9):
+    """Minimise ``fun_grad`` with scipy's L-BFGS-B (no bounds).
+
+    Parameters
+    ----------
+    fun_grad : callable
+        ``fun_grad(w) -> (loss, grad)`` with ``w`` a float64 vector.
+    w0 : ndarray
+        Starting weights (1-D); the result has the same dtype.
+    max_iter : int
+        Maximum number of iterations.
+    tol : float
+        Stop when the relative reduction of the loss is below ``tol`` (scipy's ``ftol``).
+    m : int
+        Number of correction pairs kept (Spark's default is 10).
+    callback : callable, optional
+        ``callback(iteration, w, loss)`` after every iteration (1-based); raising
+        ``StopIteration`` ends the run with the current weights.
+    gtol : float
+        Stop when the largest gradient entry is below ``gtol``.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult with ``x`` (dtype of ``w0``), ``fun``, ``nit``, ``nfev``,
+    ``message``.
+    """
+    w0 = np.asarray(w0)
+    _check_iters(max_iter, tol)
+    state = {"nit": 0, "last_x": np.array(w0, dtype=np.float64), "last_f": math.inf}
+
+    def f(w):
+        loss, grad = _call(fun_grad, w, state["last_x"], state["nit"])
+        loss = float(loss)
+        grad = np.asarray(grad, dtype=np.float64)
+        _finite_or_raise(loss, grad, state["last_x"], state["nit"])
+        return loss, grad
+
+    def on_iteration(intermediate_result):
+        state["nit"] += 1
+        state["last_x"] = np.array(intermediate_result.x)
+        state["last_f"] = float(intermediate_result.fun)
+        if callback is not None:
+            callback(state["nit"], intermediate_result.x, float(intermediate_result.fun))
+
+    result = minimize(f, np.asarray(w0, dtype=np.float64), jac=True, method="L-BFGS-B",
+                      callback=on_iteration,
+                      options={"maxiter": int(max_iter), "maxcor": int(m), "ftol": float(tol),
+                               "gtol": float(gtol), "maxfun": max(15000, 20 * int(max_iter))})
+    result.x = result.x.astype(w0.dtype)
+    return result
+
+
+def gd(fun_grad, w0, step_size=0.03, max_iter=100, tol=1e-6, callback=None, schedule=None):
+    """Full-batch gradient descent: ``w -= step_size * schedule(t) * grad``.
+
+    Stops after ``max_iter`` steps, or when the step is small relative to the weights:
+    ``||w_new - w_old|| < tol * max(||w_new||, 1)`` (Spark MLlib's convergence test).
+    Pass ``schedule=InverseSqrt()`` for Spark's decaying step ``stepSize / sqrt(iter)``.
+
+    ``callback(iteration, w, loss)`` as for :func:`lbfgs` (``loss`` is the loss at the
+    weights before the step).
+    """
+    step_size = _check_lr(step_size)
+    _check_iters(max_iter, tol)
+    _check_schedule(schedule)
+    w = np.array(w0, dtype=np.float64)
+    last_good = w  # the last weights whose loss was finite
+    loss, nit, nfev, message = math.inf, 0, 0, "maximum number of iterations reached"
+    for t in range(int(max_iter)):
+        loss, grad = _call(fun_grad, w, last_good, t)
+        nfev += 1
+        loss, grad = float(loss), np.asarray(grad, dtype=np.float64)
+        _finite_or_raise(loss, grad, last_good, t)
+        last_good = w
+        rate = step_size * (schedule(t) if schedule is not None else 1.0)
+        w_new = w - rate * grad
+        nit = t + 1
+        converged = np.linalg.norm(w_new - w) < tol * max(np.linalg.norm(w_new), 1.0)
+        w = w_new
+        if callback is not None:
+            try:
+                callback(nit, w, loss)
+            except StopIteration:
+                message = "stopped by callback"
+                break
+        if converged:
+            message = "converged: the step is below tol"
+            break
+    return OptimizeResult(x=w.astype(np.asarray(w0).dtype), fun=loss, nit=nit, nfev=nfev,
+                          success=True, message=message)
+
+
+def _check_iters(max_iter, tol):
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, received {max_iter!r}")
+    if not (isinstance(tol, (int, float, np.floating)) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, received {tol!r}")
+
+
+# ---------------------------------------------------------------------- mini-batch optimizers
+
+class _Stepper:
+    """Shared parts of the mini-batch optimizers: step count, schedule, state."""
+
+    _state_arrays = ()
+
+    def __init__(self, lr, weight_decay, schedule):
+        self.lr = _check_lr(lr)
+        if not (isinstance(weight_decay, (int, float, np.floating)) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, received {weight_decay!r}")
+        self.weight_decay = float(weight_decay)
+        self.schedule = _check_schedule(schedule)
+        self.t = 0
+
+    def current_lr(self):
+        """The learning rate the next step uses."""
+        return self.lr * (self.schedule(self.t) if self.schedule is not None else 1.0)
+
+    def _decayed(self, w, g):
+        # L2: the gradient of weight_decay/2 * ||w||^2 joins the loss gradient.
+        return g + self.weight_decay * w if self.weight_decay else g
+
+    def state_dict(self):
+        """Step count and moment arrays (copies)."""
+        state = {"t": self.t}
+        for name in self._state_arrays:
+            value = getattr(self, name)
+            state[name] = None if value is None else value.copy()
+        return state
+
+    def load_state_dict(self, d):
+        """Restore what :meth:`state_dict` returned."""
+        self.t = int(d["t"])
+        for name in self._state_arrays:
+            value = d.get(name)
+            setattr(self, name, None if value is None else np.array(value))
+
+
+class SGD(_Stepper):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    With ``g = grad + weight_decay * w`` and ``lr_t = lr * schedule(t)``::
+
+        v = momentum * v + g            (v starts at 0)
+        w -= lr_t * (g + momentum * v)  if nesterov else  lr_t * v
+
+    This is PyTorch's formulation, so momentum 0 is plain SGD.
+    """
+
+    _state_arrays = ("velocity",)
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+        super().__init__(lr, weight_decay, schedule)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), received {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.velocity = None
+
+    def step(self, w, g):
+        """Update ``w`` in place from the gradient ``g``."""
+        rate = self.current_lr()
+        g = self._decayed(w, g)
+        if self.momentum:
+            if self.velocity is None:
+                self.velocity = np.zeros_like(w)
+            self.velocity *= self.momentum
+            self.velocity += g
+            direction = g + self.momentum * self.velocity if self.nesterov else self.velocity
+        else:
+            direction = g
+        w -= (rate * direction).astype(w.dtype, copy=False)
+        self.t += 1
+        return w
+
+
+class Adam(_Stepper):
+    """Adam (Kingma and Ba, 2015) with bias correction.
+
+    With ``g = grad + weight_decay * w``, ``t`` counting from 1::
+
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        w -= lr_t * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
+    """
+
+    _state_arrays = ("m", "v")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 schedule=None):
+        super().__init__(lr, weight_decay, schedule)
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= beta < 1:
+                raise ValueError(f"{name} must be in [0, 1), received {beta!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, received {eps!r}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.m = self.v = None
+
+    def step(self, w, g):
+        """Update ``w`` in place from the gradient ``g``."""
+        rate = self.current_lr()
+        g = self._decayed(w, g)
+        if self.m is None:
+            self.m, self.v = np.zeros_like(w), np.zeros_like(w)
+        self.t += 1
+        self.m *= self.beta1
+        self.m += (1 - self.beta1) * g
+        self.v *= self.beta2
+        self.v += (1 - self.beta2) * (g * g)
+        m_hat = self.m / (1 - self.beta1 ** self.t)
+        v_hat = self.v / (1 - self.beta2 ** self.t)
+        w -= (rate * m_hat / (np.sqrt(v_hat) + self.eps)).astype(w.dtype, copy=False)
+        return w
+
+
+# --------------------------------------------------------------------- history and stopping
+
+class History:
+    """What happened during training, one entry per iteration (full batch) or epoch.
+
+    Attributes
+    ----------
+    loss, val_loss, val_metric, seconds : list of float
+        Training objective, validation loss and metric (NaN where no validation set),
+        and wall time in seconds since training started.
+    """
+
+    def __init__(self):
+        self.loss, self.val_loss, self.val_metric, self.seconds = [], [], [], []
+        self._start = time.perf_counter()
+
+    def append(self, loss, val_loss=math.nan, val_metric=math.nan):
+        self.loss.append(float(loss))
+        self.val_loss.append(float(val_loss))
+        self.val_metric.append(float(val_metric))
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def __len__(self):
+        return len(self.loss)
+
+    def to_dict(self):
+        return {"loss": list(self.loss), "val_loss": list(self.val_loss),
+                "val_metric": list(self.val_metric), "seconds": list(self.seconds)}
+
+    @classmethod
+    def from_dict(cls, d):
+        h = cls()
+        for key in ("loss", "val_loss", "val_metric", "seconds"):
+            setattr(h, key, [float(x) for x in d.get(key, [])])
+        return h
+
+
+class EarlyStopping:
+    """Stop when a monitored value has not improved by ``tol`` for ``patience`` updates.
+
+    Parameters
+    ----------
+    tol : float
+        An update improves if ``metric < best - tol`` (``mode="min"``) or
+        ``metric > best + tol`` (``mode="max"``).
+    patience : int
+        Updates without improvement tolerated before stopping.
+    mode : {"min", "max"}
+
+    Attributes
+    ----------
+    best_metric, best_weights (a copy), best_iteration (0-based count of updates)
+    """
+
+    def __init__(self, tol=1e-4, patience=10, mode="min"):
+        if not tol >= 0:
+            raise ValueError(f"tol must be >= 0, received {tol!r}")
+        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) \
+                or patience < 1:
+            raise ValueError(f"patience must be a positive integer, received {patience!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', received {mode!r}")
+        self.tol, self.patience, self.mode = float(tol), int(patience), mode
+        self.best_metric = math.inf if mode == "min" else -math.inf
+        self.best_weights = None
+        self.best_iteration = -1
+        self.iteration = -1
+        self.bad = 0
+
+    def update(self, metric, w):
+        """Record ``metric`` for weights ``w``; True when training should stop."""
+        self.iteration += 1
+        metric = float(metric)
+        sign = 1.0 if self.mode == "min" else -1.0
+        if sign * metric < sign * self.best_metric - self.tol or self.best_weights is None:
+            if math.isfinite(metric) or self.best_weights is None:
+                self.best_metric, self.best_iteration = metric, self.iteration
+                self.best_weights = np.array(w, copy=True)
+                self.bad = 0
+                return False
+        self.bad += 1
+        return self.bad >= self.patience

@@ -1,0 +1,158 @@
+"""A plain numpy implementation of the engine's networks, written independently of it.
+
+It reads the same flat weight layout (per dense stage ``W`` (n_in, n_out) row-major, then
+``b``), computes in float64 whatever the input dtype, and returns the summed loss and its
+gradient, so tests can compare the engine against it and against finite differences.
+Only dense stages, activations and a loss are supported (no Python layers).
+"""
+import numpy as np
+from scipy.special import expit, log_expit, logsumexp
+
+
+def _leaky(z, alpha):
+    return np.where(z < 0, alpha * z, z)
+
+
+def activate(name, z, alpha=0.01):
+    """Activation ``name`` applied to the pre-activations ``z``."""
+    if name == "identity":
+        return z
+    if name == "sigmoid":
+        return expit(z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "leaky_relu":
+        return _leaky(z, alpha)
+    if name == "softplus":
+        return np.logaddexp(0, z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activation_derivative(name, z, alpha=0.01):
+    """d activate(z) / d z, element-wise."""
+    if name == "identity":
+        return np.ones_like(z)
+    if name == "sigmoid":
+        s = expit(z)
+        return s * (1 - s)
+    if name == "tanh":
+        return 1 - np.tanh(z) ** 2
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    if name == "leaky_relu":
+        return np.where(z > 0, 1.0, alpha)
+    if name == "softplus":
+        return expit(z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def parse(n_in, layers):
+    """The dense stages of a topology spec: list of (n_in, n_out, activation, alpha), and the loss."""
+    stages, width = [], n_in
+    for spec in layers[:-1]:
+        if spec[0] == "dense":
+            stages.append([width, spec[1], "identity", 0.01])
+            width = spec[1]
+        elif spec[0] == "activation":
+            stages[-1][2] = spec[1]
+            if len(spec) > 2:
+                stages[-1][3] = spec[2]
+        else:
+            raise ValueError(f"the reference supports dense and activation stages, not {spec!r}")
+    return [tuple(s) for s in stages], layers[-1][1]
+
+
+def n_weights(n_in, layers):
+    stages, _ = parse(n_in, layers)
+    return sum(a * b + b for a, b, _, _ in stages)
+
+
+def unpack(weights, stages):
+    """Views (W, b) per dense stage into the flat vector."""
+    params, offset = [], 0
+    for n_in, n_out, _, _ in stages:
+        W = weights[offset:offset + n_in * n_out].reshape(n_in, n_out)
+        offset += n_in * n_out
+        b = weights[offset:offset + n_out]
+        offset += n_out
+        params.append((W, b))
+    assert offset == weights.size, (offset, weights.size)
+    return params
+
+
+def targets(y, n_out):
+    """Dense float64 targets: one-hot for int class indices, the targets themselves otherwise."""
+    if y.ndim == 1:
+        t = np.zeros((y.shape[0], n_out))
+        t[np.arange(y.shape[0]), y] = 1.0
+        return t
+    return np.asarray(y, np.float64)
+
+
+def _forward_all(weights, X, stages):
+    """Pre-activations and outputs of every stage."""
+    h = np.asarray(X, np.float64)
+    inputs, pre = [], []
+    for (W, b), (_, _, act, alpha) in zip(unpack(np.asarray(weights, np.float64), stages), stages):
+        inputs.append(h)
+        z = h @ W + b
+        pre.append(z)
+        h = activate(act, z, alpha)
+    return inputs, pre, h
+
+
+def output(loss, logits):
+    """What the network outputs for its last stage's values under ``loss``."""
+    if loss == "softmax_cross_entropy":
+        return np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    if loss == "sigmoid_cross_entropy":
+        return expit(logits)
+    if loss == "squared_error":
+        return logits
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def forward(n_in, layers, weights, X, raw=False):
+    """Network outputs (probabilities or values), or the last stage's values with ``raw``."""
+    stages, loss = parse(n_in, layers)
+    logits = _forward_all(weights, X, stages)[2]
+    return logits if raw else output(loss, logits)
+
+
+def loss_and_delta(loss, z, t):
+    """Summed loss and d loss / d z for last-stage values z and dense targets t."""
+    if loss == "softmax_cross_entropy":
+        log_p = z - logsumexp(z, axis=1, keepdims=True)
+        return -(t * log_p).sum(), np.exp(log_p) * t.sum(axis=1, keepdims=True) - t
+    if loss == "sigmoid_cross_entropy":
+        value = -(t * log_expit(z) + (1 - t) * log_expit(-z)).sum()
+        return value, expit(z) - t
+    if loss == "squared_error":
+        return 0.5 * ((z - t) ** 2).sum(), z - t
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def loss_grad(n_in, layers, weights, X, y):
+    """(summed loss, gradient as a flat float64 vector in the engine's layout)."""
+    stages, loss = parse(n_in, layers)
+    params = unpack(np.asarray(weights, np.float64), stages)
+    inputs, pre, out = _forward_all(weights, X, stages)
+    value, delta = loss_and_delta(loss, out, targets(y, stages[-1][1]))
+    grads = []
+    for i in range(len(stages) - 1, -1, -1):
+        _, _, act, alpha = stages[i]
+        delta = delta * activation_derivative(act, pre[i], alpha)
+        grads.append((inputs[i].T @ delta).ravel())
+        grads.append(delta.sum(axis=0))
+        delta = delta @ params[i][0].T
+    # grads holds (gW, gb) pairs from the last stage back: reverse the pairs, keep W before b.
+    pairs = [(grads[k], grads[k + 1]) for k in range(0, len(grads), 2)][::-1]
+    return value, np.concatenate([g for pair in pairs for g in pair])
+
+
+def pre_activations(n_in, layers, weights, X):
+    """Every stage's pre-activation values (to keep finite-difference steps off ReLU kinks)."""
+    stages, _ = parse(n_in, layers)
+    return _forward_all(weights, X, stages)[1]

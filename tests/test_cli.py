@@ -1,0 +1,80 @@
+"""The sparkann command line on a small part of Fashion-MNIST."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sparkann import cli
+from sparkann.datasets import DEBIAN_FASHION_MNIST
+
+needs_data = pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
+                                reason="needs Debian's dataset-fashion-mnist")
+
+
+@needs_data
+def test_train_evaluate_predict(tmp_path, capsys):
+    model, plot = str(tmp_path / "m"), str(tmp_path / "curve.png")
+    code = cli.main(["train", "--limit", "2000", "--test-limit", "500", "--hidden", "32",
+                     "--epochs", "3", "--threads", "1", "--out", model, "--plot", plot,
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    accuracy = float(out.split("test accuracy: ")[1].split()[0])
+    assert 0.6 < accuracy <= 1.0 and "on 500 rows" in out and "epochs in" in out
+    assert os.path.isfile(os.path.join(model, "model.json"))
+    assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+    assert cli.main(["evaluate", "--model", model, "--limit", "500"]) == 0
+    again = float(capsys.readouterr().out.split("test accuracy: ")[1].split()[0])
+    assert again == pytest.approx(accuracy)
+
+    assert cli.main(["predict", "--model", model, "--limit", "5"]) == 0
+    labels = capsys.readouterr().out.split()
+    assert len(labels) == 5 and all(0 <= int(s) <= 9 for s in labels)
+
+    rows = np.random.default_rng(0).random((3, 784))
+    np.save(tmp_path / "rows.npy", rows)
+    assert cli.main(["predict", "--model", model, "--input", str(tmp_path / "rows.npy"),
+                     "--proba", "--output", str(tmp_path / "p.npy")]) == 0
+    p = np.load(tmp_path / "p.npy")
+    assert p.shape == (3, 10) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+@needs_data
+def test_spark_recipe_runs_lbfgs(tmp_path, capsys):
+    code = cli.main(["train", "--recipe", "spark", "--limit", "1000", "--test-limit", "300",
+                     "--hidden", "16", "--max-iter", "5", "--threads", "1",
+                     "--out", str(tmp_path / "m"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "solver='lbfgs'" in out and "activation='sigmoid'" in out
+    assert "5 iterations" in out
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert cli.main(["evaluate", "--model", str(tmp_path / "none")]) == 2
+    assert "model.json is missing" in capsys.readouterr().err
+    assert cli.main(["train", "--data", str(tmp_path), "--no-progress",
+                     "--out", str(tmp_path / "m")]) == 2
+    assert "no train-images-idx3-ubyte" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--limit", "0"])
+
+
+def test_other_modules_can_add_a_subcommand(capsys):
+    seen = []
+    cli.register_command("test-echo", "echo", lambda p: p.add_argument("word"),
+                         lambda args: seen.append(args.word))
+    try:
+        assert cli.main(["test-echo", "hello"]) == 0 and seen == ["hello"]
+        with pytest.raises(ValueError, match="already registered"):
+            cli.register_command("test-echo", "again", lambda p: None, lambda a: 0)
+    finally:
+        del cli.COMMANDS["test-echo"]
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "sparkann.cli", "--help"], check=True,
+                         capture_output=True, text=True).stdout
+    assert "train" in out and "evaluate" in out and "predict" in out

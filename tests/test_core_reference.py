@@ -1,0 +1,206 @@
+"""The engine against independent implementations of the same networks.
+
+For the same flat weights and data, the engine's outputs (probabilities, values and raw
+logits), summed loss and gradient equal those of the plain numpy reference in
+``tests/reference.py`` and of PyTorch autograd. Tolerances, element-wise:
+``|engine - reference| <= rtol * max(|reference|, 0.01 * max|reference|)`` with rtol 1e-10
+in float64 and 1e-4 in float32 (the floor stops elements that cancel to almost zero from
+needing an impossible relative accuracy). float32 results are compared
+with the float64 reference computed from the same float32-rounded weights and data.
+The MKL backend gives the same results as OpenBLAS.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import reference as ref  # noqa: E402
+
+import ann_core  # noqa: E402
+from ann_core import ACTIVATIONS, LOSSES, Network  # noqa: E402
+
+RTOL = {"float64": 1e-10, "float32": 1e-4}
+N_IN = 17
+
+
+def assert_close(actual, expected, dtype, what):
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    rtol = RTOL[dtype]
+    bound = rtol * np.maximum(np.abs(expected), 0.01 * np.abs(expected).max(initial=0.0))
+    excess = np.abs(actual - expected) - bound
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
+    assert np.all(excess <= 0), (
+        f"{what} ({dtype}): at {worst} engine {actual[worst]!r} vs reference "
+        f"{expected[worst]!r}, difference {abs(actual[worst] - expected[worst]):.3g} "
+        f"> bound {bound[worst]:.3g}")
+
+
+def network_case(activation, loss, dtype, dense, n_rows=301, block_size=64, seed=0):
+    """A two-hidden-layer network, weights, data and targets (labels or dense)."""
+    layers = [("dense", 13), ("activation",) + activation, ("dense", 7),
+              ("activation",) + activation, ("dense", 5), ("loss", loss)]
+    net = Network(N_IN, layers, dtype=dtype, block_size=block_size)
+    rng = np.random.default_rng(seed)
+    w = rng.normal(scale=0.4, size=net.n_weights).astype(dtype)
+    X = rng.normal(size=(n_rows, N_IN)).astype(dtype)
+    if dense:
+        y = (rng.normal(size=(n_rows, 5)) if loss == "squared_error"
+             else rng.uniform(size=(n_rows, 5))).astype(dtype)
+    else:
+        y = rng.integers(0, 5, n_rows).astype(np.int64)
+    return net, layers, w, X, y
+
+
+ACTIVATION_SPECS = [(name,) for name in sorted(ACTIVATIONS)] + [("leaky_relu", 0.25)]
+ACT_IDS = ["-".join(map(str, spec)) for spec in ACTIVATION_SPECS]
+
+
+def engine_results(net, w, X, y):
+    grad = np.zeros(net.n_weights, net.dtype)
+    loss, n = net.loss_grad(w, X, y, grad)
+    assert n == X.shape[0]
+    return net.forward(w, X), net.forward(w, X, raw=True), loss, grad
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "targets"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", ACTIVATION_SPECS, ids=ACT_IDS)
+def test_matches_numpy_reference(activation, loss, dense, dtype):
+    net, layers, w, X, y = network_case(activation, loss, dtype, dense)
+    out, raw, loss_sum, grad = engine_results(net, w, X, y)
+    assert out.dtype == raw.dtype == grad.dtype == np.dtype(dtype)
+    assert_close(out, ref.forward(N_IN, layers, w, X), dtype, "forward")
+    assert_close(raw, ref.forward(N_IN, layers, w, X, raw=True), dtype, "raw forward")
+    ref_loss, ref_grad = ref.loss_grad(N_IN, layers, w, X, y)
+    assert_close(loss_sum, ref_loss, dtype, "loss")
+    assert_close(grad, ref_grad, dtype, "gradient")
+
+
+def test_deep_mixed_network_matches_reference():
+    layers = [("dense", 13), ("activation", "softplus"), ("dense", 7), ("activation", "tanh"),
+              ("dense", 13), ("activation", "relu"), ("dense", 7), ("activation", "sigmoid"),
+              ("dense", 4), ("loss", "softmax_cross_entropy")]
+    rng = np.random.default_rng(2)
+    for dtype in ("float64", "float32"):
+        net = Network(N_IN, layers, dtype=dtype, block_size=100)
+        w = rng.normal(scale=0.5, size=net.n_weights).astype(dtype)
+        X = rng.normal(size=(1000, N_IN)).astype(dtype)
+        y = rng.integers(0, 4, 1000).astype(np.int64)
+        out, raw, loss_sum, grad = engine_results(net, w, X, y)
+        ref_loss, ref_grad = ref.loss_grad(N_IN, layers, w, X, y)
+        assert_close(out, ref.forward(N_IN, layers, w, X), dtype, "forward")
+        assert_close(loss_sum, ref_loss, dtype, "loss")
+        assert_close(grad, ref_grad, dtype, "gradient")
+
+
+def test_layout_is_w_then_b_per_dense_stage():
+    net = Network(3, [("dense", 4), ("activation", "relu"), ("dense", 2),
+                      ("loss", "squared_error")], dtype="float64")
+    assert net.layout == [("dense0.W", 0, (3, 4)), ("dense0.b", 12, (4,)),
+                          ("dense1.W", 16, (4, 2)), ("dense1.b", 24, (2,))]
+    assert net.n_weights == 26 == ref.n_weights(3, [("dense", 4), ("dense", 2), ("loss", "x")])
+    assert net.sizes == [3, 4, 2]
+    # W is row-major (n_in, n_out): weight k of stage 0 links input k // 4 to unit k % 4.
+    w = np.zeros(26)
+    w[1 * 4 + 2] = 1.0  # input 1 -> unit 2
+    w[16 + 2 * 2 + 1] = 1.0  # unit 2 -> output 1
+    w[25] = 0.5  # bias of output 1
+    out = net.forward(w, np.array([[0.0, 3.0, 0.0]]))
+    np.testing.assert_array_equal(out, [[0.0, 3.5]])
+
+
+# -------------------------------------------------------------------------------- PyTorch
+
+def torch_results(layers, w, X, y, dtype):
+    """Outputs, logits, summed loss and flat gradient computed by PyTorch autograd."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    tdtype = getattr(torch, dtype)
+    stages, loss = ref.parse(X.shape[1], layers)
+    flat = torch.tensor(w, dtype=tdtype, requires_grad=True)
+    h = torch.tensor(X, dtype=tdtype)
+    offset = 0
+    for n_in, n_out, act, alpha in stages:
+        W = flat[offset:offset + n_in * n_out].view(n_in, n_out)
+        offset += n_in * n_out
+        b = flat[offset:offset + n_out]
+        offset += n_out
+        h = h @ W + b
+        h = {"identity": lambda z: z, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+             "relu": torch.relu, "softplus": F.softplus,
+             "leaky_relu": lambda z: F.leaky_relu(z, alpha)}[act](h)
+    n_out = stages[-1][1]
+    if y.ndim == 1:
+        labels = torch.tensor(y)
+        target = F.one_hot(labels, n_out).to(tdtype)
+    else:
+        labels = target = torch.tensor(y, dtype=tdtype)
+    if loss == "softmax_cross_entropy":
+        value, out = F.cross_entropy(h, labels, reduction="sum"), torch.softmax(h, dim=1)
+    elif loss == "sigmoid_cross_entropy":
+        value = F.binary_cross_entropy_with_logits(h, target, reduction="sum")
+        out = torch.sigmoid(h)
+    else:
+        value, out = 0.5 * ((h - target) ** 2).sum(), h
+    value.backward()
+    return (out.detach().numpy(), h.detach().numpy(), float(value.detach()),
+            flat.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "targets"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", ACTIVATION_SPECS, ids=ACT_IDS)
+def test_matches_pytorch_autograd(activation, loss, dense, dtype):
+    pytest.importorskip("torch")
+    # PyTorch float32 carries its own rounding: compare with its float64 run, and check the
+    # float32 run agrees with it to float32 accuracy too.
+    net, layers, w, X, y = network_case(activation, loss, dtype, dense, seed=1)
+    out, raw, loss_sum, grad = engine_results(net, w, X, y)
+    y64 = y if y.ndim == 1 else y.astype(np.float64)
+    t_out, t_raw, t_loss, t_grad = torch_results(layers, w.astype(np.float64),
+                                                 X.astype(np.float64), y64, "float64")
+    assert_close(out, t_out, dtype, "forward vs torch")
+    assert_close(raw, t_raw, dtype, "raw forward vs torch")
+    assert_close(loss_sum, t_loss, dtype, "loss vs torch")
+    assert_close(grad, t_grad, dtype, "gradient vs torch")
+    if dtype == "float32":
+        t32 = torch_results(layers, w, X, y, "float32")
+        assert_close(grad, t32[3], dtype, "gradient vs torch float32")
+        assert_close(out, t32[0], dtype, "forward vs torch float32")
+
+
+# ------------------------------------------------------------------------------------ MKL
+
+@pytest.fixture
+def restore_backend():
+    before, threads = ann_core.backend()["name"], ann_core.blas_threads()["threads"]
+    yield
+    ann_core.set_backend(before)
+    ann_core.set_blas_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mkl_backend_gives_the_same_results(dtype, restore_backend):
+    if ann_core.find_mkl() is None:
+        pytest.skip("MKL (pip install mkl) is not installed")
+    layers = [("dense", 64), ("activation", "sigmoid"), ("dense", 33), ("activation", "relu"),
+              ("dense", 10), ("loss", "softmax_cross_entropy")]
+    rng = np.random.default_rng(4)
+    net = Network(N_IN, layers, dtype=dtype, block_size=96)
+    w = rng.normal(scale=0.3, size=net.n_weights).astype(dtype)
+    X = rng.normal(size=(500, N_IN)).astype(dtype)
+    y = rng.integers(0, 10, 500).astype(np.int64)
+    ann_core.set_backend("openblas")
+    openblas = engine_results(net, w, X, y)
+    assert ann_core.set_backend("mkl") == "mkl"
+    assert ann_core.backend()["name"] == "mkl"
+    mkl = engine_results(net, w, X, y)
+    for name, a, b in zip(["forward", "raw forward", "loss", "gradient"], mkl, openblas):
+        assert_close(a, b, dtype, f"MKL vs OpenBLAS {name}")
+    ref_loss, ref_grad = ref.loss_grad(N_IN, layers, w, X, y)
+    assert_close(mkl[3], ref_grad, dtype, "MKL gradient vs reference")

@@ -1,0 +1,286 @@
+"""MLPClassifier / MLPRegressor: training, scikit-learn conventions, input checking."""
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from sparkann import layers as L
+from sparkann import optim
+from sparkann.estimator import MLPClassifier, MLPRegressor, NotFittedError
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    # small problems: one thread avoids contention on a shared machine
+    import ann_core
+
+    previous = ann_core.set_blas_threads(1)
+    yield
+    ann_core.set_blas_threads(previous)
+
+
+def blobs(n=300, n_features=6, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (k, n_features))
+    y = rng.integers(0, k, n)
+    return centers[y] + rng.normal(size=(n, n_features)), y
+
+
+def regression(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, (n, 3))
+    return X, np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2 - X[:, 2]
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs", "gd"])
+def test_classifier_learns_with_every_solver(solver):
+    X, y = blobs()
+    clf = MLPClassifier((16,), solver=solver, max_iter=150, seed=0,
+                        learning_rate={"gd": 0.5, "sgd": 0.05, "adam": 0.01}.get(solver))
+    clf.fit(X, y)
+    assert clf.score(X, y) > 0.95
+    assert clf.predict(X).dtype == np.int64 and clf.classes_.tolist() == [0, 1, 2]
+    p = clf.predict_proba(X)
+    assert p.shape == (300, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert len(clf.history_) == clf.n_iter_ > 0
+    assert clf.history_.loss[-1] < clf.history_.loss[0]
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_regressor_learns(solver):
+    X, y = regression()
+    reg = MLPRegressor((32,), activation="tanh", solver=solver, max_iter=300,
+                       learning_rate=0.01 if solver == "adam" else None, seed=1, dtype="float64")
+    reg.fit(X, y)
+    assert reg.predict(X).shape == (300,)
+    assert reg.score(X, y) > 0.95
+    Y2 = np.column_stack([y, -y])
+    reg2 = MLPRegressor((32,), activation="tanh", solver="lbfgs", max_iter=300, seed=1).fit(X, Y2)
+    assert reg2.predict(X).shape == (300, 2) and reg2.score(X, Y2) > 0.95
+
+
+def test_objective_is_mean_loss_plus_half_alpha_l2_on_weights():
+    X, y = blobs(50)
+    clf = MLPClassifier((4,), solver="lbfgs", max_iter=1, alpha=0.3, seed=0,
+                        dtype="float64").fit(X, y)
+    w = clf.weights_.copy()
+    grad = np.zeros_like(w)
+    J = clf._objective(w, np.ascontiguousarray(X), y.astype(np.int64), grad)
+    p = clf.predict_proba(X)
+    W = np.concatenate([c.ravel() for c in clf.coefs_])
+    expected = -np.mean(np.log(p[np.arange(50), y])) + 0.15 * np.sum(W ** 2)
+    assert J == pytest.approx(expected, rel=1e-10)
+    # and its gradient by central differences
+    for i in [0, 5, 6 * 4 + 1, len(w) - 1]:
+        wp, wm = w.copy(), w.copy()
+        wp[i] += 1e-6
+        wm[i] -= 1e-6
+        fd = (clf._objective(wp, X, y, np.zeros_like(w))
+              - clf._objective(wm, X, y, np.zeros_like(w))) / 2e-6
+        assert fd == pytest.approx(grad[i], rel=1e-5, abs=1e-8)
+
+
+def test_seed_makes_fit_reproducible():
+    X, y = blobs()
+    a = MLPClassifier((8,), max_iter=5, seed=3).fit(X, y)
+    b = MLPClassifier((8,), max_iter=5, seed=3).fit(X, y)
+    c = MLPClassifier((8,), max_iter=5, seed=4).fit(X, y)
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    assert not np.array_equal(a.weights_, c.weights_)
+
+
+def test_sklearn_clone_pipeline_gridsearch():
+    X, y = blobs(240)
+    clf = MLPClassifier((8,), solver="lbfgs", max_iter=50, seed=0,
+                        lr_schedule=optim.StepDecay(10), layers=None)
+    twin = clone(clf)
+    assert twin.get_params() == clf.get_params() and twin is not clf
+    pipe = make_pipeline(StandardScaler(), clf).fit(X, y)
+    assert pipe.score(X, y) > 0.9
+    search = GridSearchCV(MLPClassifier(solver="lbfgs", max_iter=40, seed=0),
+                          {"hidden_layer_sizes": [(4,), (16,)], "alpha": [0.0, 1e-3]}, cv=3)
+    search.fit(X, y)
+    assert search.best_score_ > 0.9 and set(search.best_params_) == {"hidden_layer_sizes",
+                                                                     "alpha"}
+    with pytest.raises(ValueError, match="invalid parameter 'hidden'"):
+        clf.set_params(hidden=3)
+
+
+def test_layers_list_with_custom_python_activation():
+    @L.register("test_cube_act")
+    class Cube(L.PythonActivation):
+        def function(self, x):
+            return x ** 3 / 3 + x
+
+        def derivative(self, x, y):
+            return x * x + 1
+
+    X, y = blobs()
+    layers = [L.Dense(8), Cube(), L.Dense(8), L.Tanh()]
+    clf = MLPClassifier(layers=layers, solver="lbfgs", max_iter=100, seed=0).fit(X, y)
+    assert clf.score(X, y) > 0.95
+    assert clf.layers[0] is layers[0]  # the parameter is not modified
+    assert clf.topology_.layers[0] is not layers[0]
+    assert "test_cube_act" in str(clf.topology_.to_dict())
+
+
+def test_partial_fit_continues_training():
+    X, y = blobs()
+    clf = MLPClassifier((16,), solver="adam", learning_rate=0.01, seed=0)
+    clf.partial_fit(X[:100], y[:100], classes=[0, 1, 2])
+    first = clf.history_.loss[-1]
+    state_t = clf._optimizer.t
+    for _ in range(20):
+        clf.partial_fit(X, y)
+    assert clf._optimizer.t > state_t and clf.history_.loss[-1] < first
+    assert clf.n_iter_ == 21 and clf.score(X, y) > 0.95
+    clf.partial_fit(X[y == 0], y[y == 0])  # one class in a batch is fine once classes known
+    with pytest.raises(ValueError, match="class index 5"):
+        clf.partial_fit(X, np.full(len(X), 5))
+    with pytest.raises(ValueError, match="mini-batch solver"):
+        MLPClassifier(solver="lbfgs").partial_fit(X, y)
+
+
+def test_warm_start_continues_and_fit_restarts():
+    X, y = blobs()
+    clf = MLPClassifier((8,), max_iter=3, seed=0, warm_start=True).fit(X, y)
+    w = clf.weights_.copy()
+    clf.fit(X, y)
+    assert clf.n_iter_ == 6 and not np.array_equal(w, clf.weights_)
+    clf.set_params(warm_start=False).fit(X, y)
+    assert clf.n_iter_ == 3
+
+
+def test_early_stopping_restores_best_validation_weights():
+    X, y = blobs(400, seed=2)
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(400) < 0.3, rng.integers(0, 3, 400), y)  # noisy: overfits
+    clf = MLPClassifier((64, 64), solver="adam", learning_rate=0.02, max_iter=300,
+                        early_stopping=True, patience=5, tol=0.0, seed=0).fit(X, y)
+    h = clf.history_
+    best = int(np.nanargmin(h.val_loss))
+    assert clf.n_iter_ < 300 and clf.n_iter_ == best + 1 + 5
+    assert not math.isnan(h.val_metric[-1])
+    # the kept weights are those of the best epoch: recompute its validation loss
+    Xt, yt, Xv, yv = clf._split(np.ascontiguousarray(X, np.float32), y)
+    assert clf._validation(clf.weights_, Xv, yv)[0] == pytest.approx(h.val_loss[best], rel=1e-6)
+
+
+def test_early_stopping_full_batch():
+    X, y = blobs(400, seed=2)
+    clf = MLPClassifier((16,), solver="lbfgs", max_iter=200, early_stopping=True, patience=3,
+                        tol=1e-3, seed=0).fit(X, y)
+    assert clf.n_iter_ < 200 and clf.score(X, y) > 0.9
+
+
+def test_divergence_stops_with_clear_error_and_keeps_finite_weights():
+    X, y = regression()
+    reg = MLPRegressor((32,), solver="sgd", learning_rate=50.0, momentum=0.9, max_iter=50,
+                       seed=0)
+    with pytest.raises(optim.DivergenceError, match="diverged.*keeps the last finite weights"):
+        reg.fit(X * 100, y * 1e4)
+    assert np.isfinite(reg.weights_).all() and reg.n_iter_ < 50
+
+
+def test_float64_n_threads_block_size_and_pickle():
+    import ann_core
+
+    X, y = blobs()
+    before = ann_core.blas_threads()["threads"]
+    clf = MLPClassifier((8,), solver="lbfgs", max_iter=30, dtype="float64", block_size=7,
+                        n_threads=1, seed=0).fit(X, y)
+    assert ann_core.blas_threads()["threads"] == before
+    assert clf.weights_.dtype == np.float64 and clf.predict_proba(X).dtype == np.float64
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("X, y, match", [
+    (np.zeros((0, 3)), [], "empty data"),
+    (np.zeros((4, 0)), [0, 1, 0, 1], "empty data"),
+    ([[1.0, 2.0], [3.0, math.nan], [0, 0]], [0, 1, 0], r"X: row 1, column 1 is nan"),
+    ([[1.0, 2.0], [3.0, math.inf]], [0, 1], r"row 1, column 1 is inf"),
+    (np.zeros(5), [0, 1, 0, 1, 0], "2-D array"),
+    ([["a", "b"], ["c", "d"]], [0, 1], "expected numbers"),
+    (np.eye(3), [0, 1], "2 labels but X has 3 rows"),
+    (np.eye(3), [0, 1, 1.5], "row 2 has label 1.5"),
+    (np.eye(3), [0, -1, 1], "row 1 has label -1"),
+    (np.eye(3), ["cat", "dog", "cat"], "class indices"),
+    (np.eye(3), [2, 2, 2], "at least 2 classes"),
+    (np.eye(3), [0, 1, math.nan], "row 2 has label nan"),
+])
+def test_bad_classifier_data(X, y, match):
+    clf = MLPClassifier(max_iter=1)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    assert not hasattr(clf, "weights_")  # nothing was trained
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"learning_rate": -0.1}, "learning_rate must be a positive number"),
+    ({"hidden_layer_sizes": (10, 0)}, r"hidden_layer_sizes\[1\]"),
+    ({"layers": []}, "layers must be a non-empty list"),
+    ({"layers": [L.Dense(3), L.SquaredError()]}, r"layers\[1\]"),
+    ({"block_size": 0}, "block_size must be an integer > 0"),
+    ({"solver": "newton"}, "solver must be one of"),
+    ({"activation": "swish"}, "unknown activation"),
+    ({"alpha": -1}, "alpha"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"n_threads": 0}, "n_threads"),
+    ({"init": "zeros"}, "init"),
+    ({"lr_schedule": 3}, "lr_schedule"),
+])
+def test_bad_hyperparameters_before_training(params, match):
+    X, y = blobs(20)
+    clf = MLPClassifier(**params)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    assert not hasattr(clf, "weights_")
+
+
+def test_predict_checks():
+    X, y = blobs()
+    clf = MLPClassifier((4,), max_iter=1)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        clf.predict(X)
+    clf.fit(X, y)
+    with pytest.raises(ValueError, match="X has 5 features, but MLPClassifier was fitted with 6"):
+        clf.predict(X[:, :5])
+    Xn = X.copy()
+    Xn[7, 2] = np.nan
+    with pytest.raises(ValueError, match="row 7, column 2 is nan"):
+        clf.predict(Xn)
+
+
+def test_bad_regression_targets():
+    X, y = regression(20)
+    y[3] = np.inf
+    with pytest.raises(ValueError, match="y: row 3 is inf"):
+        MLPRegressor(max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="numbers"):
+        MLPRegressor(max_iter=1).fit(X, ["a"] * 20)
+
+
+def test_import_sparkann_needs_neither_pyspark_nor_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pyspark'] = None; sys.modules['sklearn'] = None\n"
+            "import sparkann, numpy as np\n"
+            "from sparkann import MLPClassifier\n"
+            "X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)\n"
+            "c = MLPClassifier((4,), solver='lbfgs', max_iter=20).fit(X, y)\n"
+            "assert c.get_params()['solver'] == 'lbfgs' and c.score(X, y) > 0.8\n"
+            "assert 'pyspark' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
