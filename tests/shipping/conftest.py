@@ -81,3 +81,10 @@ def cluster(request):
     running.stop()
     left = running.leftovers()
     assert not left, f"Spark processes left after stopping the cluster: {left}"
+
+
+@pytest.fixture(scope="session")
+def packed_environment(wheel, tmp_path_factory):
+    """(venv folder, venv-pack .tar of it): sparkann from the wheel, numpy, scipy & co."""
+    pytest.importorskip("venv_pack")
+    return standalone.packed_env(str(tmp_path_factory.mktemp("packed")), wheel)

@@ -205,3 +205,37 @@ def bare_python_env(folder):
             if stem == package:
                 os.symlink(entry, os.path.join(site, name))
     return python
+
+
+def packed_env(folder, wheel, packages=("numpy", "scipy", "threadpoolctl", "tqdm")):
+    """A venv-pack archive of a virtual environment with ``wheel`` installed (pip, offline)
+    and ``packages`` copied from this interpreter's site-packages.
+
+    Returns (environment folder, ``.tar.gz`` path). A ``.tar.gz``, not a plain ``.tar``: Spark
+    unpacks a plain tar in Java, which refuses the link to the base interpreter that
+    venv-pack leaves in ``bin/``; a ``.tar.gz`` is unpacked with ``tar``. Level 1 is fast.
+    """
+    env = os.path.join(folder, "packed-venv")
+    subprocess.run([sys.executable, "-m", "venv", env], check=True)
+    python = os.path.join(env, "bin", "python")
+    # no PYTHONPATH: pip would take a source tree on it for an installed sparkann
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--disable-pip-version-check", wheel], check=True, env=clean)
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    source = sysconfig.get_path("purelib")
+    for package in packages:
+        for entry in glob.glob(os.path.join(source, package + "*")):
+            name = os.path.basename(entry)
+            if name.split("-")[0].split(".")[0] != package:
+                continue
+            target = os.path.join(site, name)
+            if os.path.isdir(entry):
+                shutil.copytree(entry, target, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+            else:
+                shutil.copy2(entry, target)
+    archive = os.path.join(folder, "environment.tar.gz")
+    subprocess.run([sys.executable, "-m", "venv_pack", "--prefix", env, "--output", archive,
+                    "--compress-level", "1", "--quiet"], check=True)
+    return env, archive

@@ -69,3 +69,27 @@ def test_failing_test_still_stops_its_cluster(tmp_path):
                 if line.startswith("CLUSTER_ROOT"))
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     assert root not in leftovers
+
+
+
+@pytest.mark.slow
+def test_archives_route_with_venv_pack(cluster, packed_environment, tmp_path):
+    """The whole environment, sparkann installed in it, shipped with --archives (venv-pack):
+    executors run ./environment/bin/python from the unpacked archive; no --py-files."""
+    venv, archive = packed_environment
+    driver_python = os.path.join(venv, "bin", "python")
+    cache = tmp_path / "cache"
+    proc = cluster.submit("--archives", f"{archive}#environment",
+                          "--conf", "spark.pyspark.python=./environment/bin/python",
+                          "--conf", f"spark.pyspark.driver.python={driver_python}",
+                          "--conf", f"spark.executorEnv.SPARKANN_CACHE_DIR={cache}",
+                          os.path.join(JOBS, "distributed_gradient.py"),
+                          env={"SPARKANN_CACHE_DIR": str(cache)})
+    result = result_line(proc)
+    assert result["rows"] == 400 and result["grad_error"] < 1e-12
+    assert result["driver"]["sparkann"].startswith(venv + os.sep)
+    assert result["driver"]["shipped"] is None  # installed: nothing to ship
+    for e in result["executors"]:
+        assert f"{os.sep}environment{os.sep}bin{os.sep}python" in e["python"]
+        assert f"{os.sep}environment{os.sep}lib{os.sep}" in e["sparkann"]
+        assert ".zip" not in e["sparkann"] and not e["ann_core"].startswith(str(cache))
