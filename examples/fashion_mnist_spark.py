@@ -70,8 +70,12 @@ def train(spark, args):
     print(f"training {layers} on {n} rows, {args.partitions} partitions, "
           f"{args.max_iter} iterations of {args.solver}", flush=True)
     mlp = classifier(layers=layers, maxIter=args.max_iter, blockSize=args.block_size,
-                     solver=args.solver, seed=args.seed, tol=1e-9)
+                     solver=args.solver, seed=args.seed, tol=1e-9, stepSize=args.step_size)
     start = time.perf_counter()
+    if args.estimator == "sparkann":
+        # Params Spark MLlib does not have: hidden activation, initialisation, averaging
+        mlp.setParams(activation=args.activation, initScheme=args.init, syncSteps=args.sync_steps)
+        mlp.setCallback(progress(args.max_iter, start))
     model = mlp.fit(df)
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.1f} s", flush=True)
@@ -79,6 +83,14 @@ def train(spark, args):
     print(f"saved the model to {args.model}", flush=True)
     df.unpersist()
     return seconds
+
+
+def progress(max_iter, start):
+    """A training callback that prints the loss and the elapsed time of each iteration."""
+    def report(iteration, weights, loss):
+        print(f"  iteration {iteration:3d}/{max_iter}: loss {loss:.4f}  "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    return report
 
 
 def evaluate(spark, args):
@@ -121,7 +133,13 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, nargs="*", default=[256],
                         help="hidden layer widths (default: 256)")
     parser.add_argument("--max-iter", type=int, default=100)
-    parser.add_argument("--solver", default="l-bfgs")
+    parser.add_argument("--solver", default="l-bfgs", help="l-bfgs, gd; sparkann: adam, sgd")
+    parser.add_argument("--step-size", type=float, default=0.03)
+    parser.add_argument("--activation", default="sigmoid",
+                        help="sparkann only: hidden activation (sigmoid like MLlib, relu, ...)")
+    parser.add_argument("--init", default="spark", help="sparkann only: spark, glorot, he")
+    parser.add_argument("--sync-steps", type=int, default=0,
+                        help="sparkann adam/sgd only: local steps between two averagings")
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
@@ -135,7 +153,7 @@ def main(argv=None):
         prepare(args.data, args.train_rows, args.test_rows, args.source)
         return 0
     start = time.perf_counter()
-    if args.mode == "all" and not os.path.exists(os.path.join(args.data, TEST)):
+    if args.mode == "all":
         prepare(args.data, args.train_rows, args.test_rows, args.source)
     spark = session(args.master or ("local[*]" if args.mode == "all" else None))
     try:

@@ -5,7 +5,7 @@
 folder of symlinks to pyspark's ``bin``, ``jars``, ``python`` and ``sbin`` so nothing is written
 into site-packages. ``stop()`` stops the daemons, then kills (by process id) any process still
 running from that folder: executors, drivers, daemons. It is registered with ``atexit`` so an
-interpreter that dies of an exception still stops the cluster.
+interpreter that dies of an exception, or of SIGTERM, still stops the cluster.
 
 ``bare_python_env`` makes a virtual environment that has numpy, scipy, pyarrow, threadpoolctl
 and tqdm (linked from this interpreter's site-packages, so no network is needed) and no
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -51,6 +52,13 @@ def processes_under(path):
         if path in args and pid != os.getpid():
             found.append((pid, args))
     return found
+
+
+def _exit_on_sigterm():
+    """Turn SIGTERM (a CI timeout, ``kill``) into a normal exit, so ``atexit`` stops clusters."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 class StandaloneCluster:
@@ -100,6 +108,7 @@ class StandaloneCluster:
     def start(self, timeout=120):
         """Start the master and the workers; return when all workers are registered."""
         atexit.register(self.stop)
+        _exit_on_sigterm()
         self._started = True
         self._daemon("start", MASTER_CLASS, 1, "--host", "127.0.0.1", "--port", str(self.port),
                      "--webui-port", str(self.webui_port))

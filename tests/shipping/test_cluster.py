@@ -93,3 +93,26 @@ def test_archives_route_with_venv_pack(cluster, packed_environment, tmp_path):
         assert f"{os.sep}environment{os.sep}bin{os.sep}python" in e["python"]
         assert f"{os.sep}environment{os.sep}lib{os.sep}" in e["sparkann"]
         assert ".zip" not in e["sparkann"] and not e["ann_core"].startswith(str(cache))
+
+
+def test_sigterm_still_stops_the_cluster(tmp_path):
+    """A process killed with SIGTERM while its cluster runs (a CI timeout) stops it on exit."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import importlib.util, os, signal, time\n"
+        f"spec = importlib.util.spec_from_file_location('standalone', {os.path.join(here, 'standalone.py')!r})\n"
+        "standalone = importlib.util.module_from_spec(spec); spec.loader.exec_module(standalone)\n"
+        "c = standalone.StandaloneCluster(workers=1, worker_memory='512m').start()\n"
+        "print('CLUSTER_ROOT', c.root, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(60)\n"
+        "print('NOT STOPPED')\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 128 + 15, proc.stdout + proc.stderr[-3000:]
+    assert "NOT STOPPED" not in proc.stdout
+    root = next(line.split()[1] for line in proc.stdout.splitlines()
+                if line.startswith("CLUSTER_ROOT"))
+    leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert root not in leftovers
