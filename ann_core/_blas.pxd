@@ -8,3 +8,5 @@ cdef void gemm_s(bint trans_a, bint trans_b, int m, int n, int k, float alpha,
 cdef void gemm_d(bint trans_a, bint trans_b, int m, int n, int k, double alpha,
                  const double *A, int lda, const double *B, int ldb,
                  double beta, double *C, int ldc) noexcept nogil
+
+cdef void prepare_threads() noexcept nogil

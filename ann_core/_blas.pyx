@@ -10,7 +10,10 @@ import os
 import sys
 import warnings
 
-from posix.dlfcn cimport dlopen, dlsym, dlerror, RTLD_NOW, RTLD_LOCAL
+from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
+
+cdef extern from "<dlfcn.h>" nogil:
+    int RTLD_NOLOAD
 from scipy.linalg.cython_blas cimport sgemm as scipy_sgemm, dgemm as scipy_dgemm
 
 ctypedef void (*sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
@@ -34,8 +37,61 @@ cdef void _scipy_dgemm(char *ta, char *tb, int *m, int *n, int *k, double *alpha
                        double *c, int *ldc) noexcept nogil:
     scipy_dgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
+ctypedef void (*shutdown_fn)() noexcept nogil
+ctypedef int (*pause_fn)(int kind) noexcept nogil
+
 cdef gemm_table _table = gemm_table(_scipy_sgemm, _scipy_dgemm)
 cdef void *_mkl_handle = NULL
+cdef bint _using_mkl = False
+cdef bint _pool_flushes = False  # the BLAS worker threads were started by a flushing thread
+cdef shutdown_fn _openblas_shutdown = NULL
+
+
+def _find_openblas_shutdown():
+    """scipy's OpenBLAS exports blas_thread_shutdown_ (its fork handler): find it through
+    the module that links it, so that numpy's separate OpenBLAS is never touched."""
+    global _openblas_shutdown
+    import scipy.linalg.cython_blas as cython_blas
+    cdef bytes raw = os.fsencode(cython_blas.__file__)
+    cdef void *handle = dlopen(raw, RTLD_NOW | RTLD_NOLOAD)
+    if handle != NULL:
+        _openblas_shutdown = <shutdown_fn>dlsym(handle, b"blas_thread_shutdown_")
+        dlclose(handle)
+
+
+_find_openblas_shutdown()
+
+
+cdef void prepare_threads() noexcept nogil:
+    """Make the BLAS worker threads compute with flush-to-zero and denormals-are-zero.
+
+    Called by the engine after it has set both in the calling thread. Threads inherit the
+    floating-point environment of the thread that creates them, so the first time (and after
+    a change of backend or thread count) the pool is stopped, and the next GEMM starts new
+    workers from this thread: OpenBLAS through its fork handler blas_thread_shutdown_, MKL's
+    GNU OpenMP pool through omp_pause_resource_all. Those workers keep flushing afterwards.
+    """
+    global _pool_flushes
+    cdef void *gomp
+    cdef pause_fn pause
+    if _pool_flushes:
+        return
+    _pool_flushes = True
+    if _using_mkl:
+        gomp = dlopen(b"libgomp.so.1", RTLD_NOW | RTLD_NOLOAD)  # loaded once MKL has run
+        if gomp != NULL:
+            pause = <pause_fn>dlsym(gomp, b"omp_pause_resource_all")
+            if pause != NULL:
+                pause(2)  # omp_pause_hard: the pool's threads exit
+            dlclose(gomp)
+    elif _openblas_shutdown != NULL:
+        _openblas_shutdown()
+
+
+def threads_changed():
+    """Say that BLAS threads may have been started outside the engine (thread count changed)."""
+    global _pool_flushes
+    _pool_flushes = False
 _state = {"name": "openblas", "library": None}
 
 
@@ -106,9 +162,12 @@ def set_backend(name="auto"):
     """
     if name not in ("auto", "openblas", "mkl"):
         raise ValueError(f"BLAS backend must be 'auto', 'openblas' or 'mkl', received {name!r}")
+    global _using_mkl, _pool_flushes
+    _pool_flushes = False
     if name == "openblas":
         _table.sgemm = _scipy_sgemm
         _table.dgemm = _scipy_dgemm
+        _using_mkl = False
         _state.update(name="openblas", library=None)
         return "openblas"
     path = find_mkl()
@@ -128,6 +187,7 @@ def set_backend(name="auto"):
             raise
         warnings.warn(f"MKL found but not usable, using OpenBLAS: {error}", RuntimeWarning)
         return set_backend("openblas")
+    _using_mkl = True
     _state.update(name="mkl", library=path)
     return "mkl"
 

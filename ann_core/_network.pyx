@@ -20,7 +20,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 
-from ann_core._blas cimport gemm_s, gemm_d
+from ann_core._blas cimport gemm_s, gemm_d, prepare_threads
 from ann_core._csrc cimport *
 
 ACTIVATIONS = {"identity": ANN_ACT_IDENTITY, "sigmoid": ANN_ACT_SIGMOID, "tanh": ANN_ACT_TANH,
@@ -164,9 +164,13 @@ cdef class Network:
     def __init__(self, n_in, layers, dtype="float32", block_size=128):
         n_in = _size(n_in, "n_in")
         block_size = _size(block_size, "block_size")
-        if str(dtype) not in DTYPES:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
-        self.dtype = DTYPES[str(dtype)]
+        self.dtype = DTYPES[name]
         self.dbl = self.dtype == np.float64
         self.isz = self.dtype.itemsize
         self.block_size = block_size
@@ -488,6 +492,7 @@ cdef class Network:
         cdef unsigned long fpu
         with nogil:
             fpu = ann_fpu_enter()
+            prepare_threads()
             try:
                 r0 = 0
                 while r0 < n:
@@ -563,6 +568,7 @@ cdef class Network:
         cdef unsigned long fpu
         with nogil:
             fpu = ann_fpu_enter()
+            prepare_threads()
             try:
                 r0 = 0
                 while r0 < n and status == ANN_OK:

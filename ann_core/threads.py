@@ -5,7 +5,7 @@ an order of magnitude. So when MKL is the backend, scipy's OpenBLAS is held to o
 """
 from threadpoolctl import ThreadpoolController
 
-from ann_core._blas import backend
+from ann_core._blas import backend, threads_changed
 
 _controller = None
 
@@ -48,4 +48,5 @@ def set_blas_threads(n):
         pools.select(internal_api="openblas").limit(limits=1)
     else:
         pools.select(internal_api="openblas").limit(limits=n)  # numpy's too, if separate
+    threads_changed()
     return previous

@@ -49,7 +49,7 @@ def activation_derivative(name, z, alpha=0.01):
 
 
 def parse(n_in, layers):
-    """The dense stages of a topology spec: list of (n_in, n_out, activation, alpha), and the loss."""
+    """Dense stages of a topology spec as (n_in, n_out, activation, alpha), and the loss."""
     stages, width = [], n_in
     for spec in layers[:-1]:
         if spec[0] == "dense":

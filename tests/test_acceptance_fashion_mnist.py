@@ -16,8 +16,8 @@ def fashion():
 
 
 def adam_recipe(max_iter):
-    return MLPClassifier((256, 128), activation="relu", solver="adam", learning_rate=0.001,
-                         batch_size=128, max_iter=max_iter, seed=0)
+    return MLPClassifier((256, 128), activation="relu", solver="adam", learning_rate=0.002,
+                         lr_schedule="cosine", batch_size=128, max_iter=max_iter, seed=0)
 
 
 def spark_recipe(max_iter):

@@ -284,3 +284,15 @@ def test_import_sparkann_needs_neither_pyspark_nor_sklearn():
             "assert c.get_params()['solver'] == 'lbfgs' and c.score(X, y) > 0.8\n"
             "assert 'pyspark' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_named_cosine_schedule_decays_over_the_whole_run(solver):
+    X, y = blobs(250)
+    clf = MLPClassifier((8,), solver=solver, batch_size=50, max_iter=4, tol=0, seed=0,
+                        lr_schedule="cosine").fit(X, y)
+    opt = clf._optimizer
+    assert opt.t == 4 * 5 and opt.current_lr() == 0.0
+    assert clf.set_params(lr_schedule="warmup").get_params()["lr_schedule"] == "warmup"
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        clf.fit(X, y)

@@ -13,6 +13,7 @@ import pytest
 from scipy.special import expit, log_expit
 
 import ann_core
+from ann_core._blas import gemm
 from ann_core import Network
 
 # Measured worst cases are about 9 ulp (float32 tanh near |x| = 0.07) and 8 ulp (float64).
@@ -264,15 +265,14 @@ def test_denormals_are_zero_in_single_threaded_gemm(restore_blas):
 
 
 @pytest.mark.parametrize("name", ["openblas", "mkl"])
-@pytest.mark.xfail(reason="known gap: the engine sets flush-to-zero in the calling thread only. "
-                   "BLAS worker threads keep the state they were created with: OpenBLAS's "
-                   "(created at load) compute with denormals; MKL's OpenMP threads flush only "
-                   "when the engine's first call created them (not when another library, e.g. "
-                   "PyTorch, started the OpenMP pool first)")
 def test_denormals_are_zero_in_blas_worker_threads(name, restore_blas):
     if name == "mkl" and ann_core.find_mkl() is None:
         pytest.skip("MKL is not installed")
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: no BLAS worker threads")
     ann_core.set_backend(name)
+    ann_core.set_blas_threads(2)
+    # Start the worker threads outside the engine first, from a thread that keeps denormals.
+    big = np.ones((512, 512), np.float32)
+    gemm(big, big, np.empty_like(big))
     assert subnormal_count(subnormal_logits(2)) == 0

@@ -21,7 +21,7 @@ RECIPES = {
     "spark": dict(hidden=[256, 128], activation="sigmoid", solver="lbfgs", max_iter=100,
                   block_size=128, init="spark"),
     "adam": dict(hidden=[256, 128], activation="relu", solver="adam", max_iter=20,
-                 learning_rate=0.001, batch_size=128),
+                 learning_rate=0.002, batch_size=128, lr_schedule="cosine"),
 }
 
 
@@ -77,7 +77,7 @@ def _sizes(text):
 def _train_arguments(p):
     _data_arguments(p)
     p.add_argument("--recipe", choices=sorted(RECIPES), default="adam",
-                   help="preset: 'adam' ([256,128] ReLU, Adam, 20 epochs) or 'spark' (Spark "
+                   help="preset: 'adam' ([256,128] ReLU, Adam 0.002 with cosine decay, 20 epochs) or 'spark' (Spark "
                         "MLlib's defaults: sigmoid, L-BFGS, 100 iterations, block 128)")
     p.add_argument("--hidden", type=_sizes, metavar="SIZES", help="hidden sizes, e.g. 256,128")
     p.add_argument("--activation", help="relu, sigmoid, tanh, leaky_relu, softplus, identity")
@@ -85,6 +85,9 @@ def _train_arguments(p):
     p.add_argument("--max-iter", "--epochs", dest="max_iter", type=_positive,
                    help="epochs (adam, sgd) or iterations (lbfgs, gd)")
     p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
+    p.add_argument("--schedule", dest="lr_schedule", choices=["constant", "cosine",
+                                                               "inverse_sqrt"],
+                   help="learning-rate schedule over the run")
     p.add_argument("--batch-size", type=_positive)
     p.add_argument("--alpha", type=float, help="L2 penalty")
     p.add_argument("--block-size", type=_positive)
@@ -103,8 +106,8 @@ def _train(args):
     from sparkann.estimator import MLPClassifier
 
     settings = dict(RECIPES[args.recipe])
-    for key in ("hidden", "activation", "solver", "max_iter", "learning_rate", "batch_size",
-                "alpha", "block_size"):
+    for key in ("hidden", "activation", "solver", "max_iter", "learning_rate", "lr_schedule",
+                "batch_size", "alpha", "block_size"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     hidden = settings.pop("hidden")

@@ -18,8 +18,8 @@ import numbers
 import numpy as np
 
 from sparkann import layers as L
-from sparkann.optim import (SGD, Adam, DivergenceError, EarlyStopping, History, gd, lbfgs,
-                            mean_objective)
+from sparkann.optim import (SGD, Adam, Cosine, DivergenceError, EarlyStopping, History,
+                            InverseSqrt, gd, lbfgs, mean_objective)
 from sparkann.topology import Topology
 
 try:  # scikit-learn is an optional dependency
@@ -40,6 +40,7 @@ SOLVERS = ("lbfgs", "gd", "sgd", "adam")
 MINI_BATCH = ("sgd", "adam")
 DEFAULT_LEARNING_RATE = {"adam": 0.001, "sgd": 0.01, "gd": 0.03, "lbfgs": None}
 INITS = ("auto", "spark", "glorot", "he")
+SCHEDULE_NAMES = ("constant", "cosine", "inverse_sqrt")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -189,9 +190,11 @@ class _MLPBase:
         lr = p["learning_rate"]
         if lr is not None and not (_is_number(lr) and lr > 0):
             raise ValueError(f"learning_rate must be a positive number, received {lr!r}")
-        if p["lr_schedule"] is not None and not callable(p["lr_schedule"]):
-            raise ValueError(f"lr_schedule must be a sparkann.optim.Schedule (or a callable "
-                             f"step -> multiplier), received {p['lr_schedule']!r}")
+        schedule = p["lr_schedule"]
+        if not (schedule is None or schedule in SCHEDULE_NAMES
+                or (callable(schedule) and not isinstance(schedule, str))):
+            raise ValueError(f"lr_schedule must be one of {SCHEDULE_NAMES}, a sparkann.optim."
+                             f"Schedule or a callable step -> multiplier, received {schedule!r}")
         checks = [
             ("alpha", _is_number(p["alpha"]) and p["alpha"] >= 0, "a number >= 0"),
             ("batch_size", p["batch_size"] == "auto"
@@ -372,7 +375,7 @@ class _MLPBase:
                 else:
                     result = gd(fun_grad, self.weights_, step_size=self._lr(),
                                 max_iter=self.max_iter, tol=self.tol, callback=callback,
-                                schedule=self.lr_schedule)
+                                schedule=self._schedule(self.max_iter))
             except DivergenceError as e:
                 self._diverged(e, e.weights)
         self.weights_ = result.x.astype(self.dtype)
@@ -384,18 +387,29 @@ class _MLPBase:
         return self.learning_rate if self.learning_rate is not None \
             else DEFAULT_LEARNING_RATE[self.solver]
 
-    def _make_optimizer(self):
+    def _schedule(self, total_steps):
+        """The schedule object; names cover the whole run (``max_iter`` epochs/iterations)."""
+        if self.lr_schedule == "constant":
+            return None
+        if self.lr_schedule == "cosine":
+            return Cosine(total_steps)
+        if self.lr_schedule == "inverse_sqrt":
+            return InverseSqrt()
+        return self.lr_schedule
+
+    def _make_optimizer(self, steps_per_epoch):
+        schedule = self._schedule(self.max_iter * steps_per_epoch)
         if self.solver == "adam":
             return Adam(lr=self._lr(), beta1=self.beta1, beta2=self.beta2, eps=self.epsilon,
-                        schedule=self.lr_schedule)
+                        schedule=schedule)
         return SGD(lr=self._lr(), momentum=self.momentum, nesterov=self.nesterov,
-                   schedule=self.lr_schedule)
+                   schedule=schedule)
 
     def _fit_mini_batch(self, X, y, X_val, y_val, epochs):
         n = X.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         if self._optimizer is None:
-            self._optimizer = self._make_optimizer()
+            self._optimizer = self._make_optimizer(math.ceil(n / batch))
         opt = self._optimizer
         rng = np.random.default_rng(None if self.seed is None
                                     else [self.seed, 1, self.n_iter_])
@@ -516,8 +530,9 @@ class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
         Mini-batch rows ("auto": min(200, n)).
     learning_rate : float, optional
         Step size; default 0.001 (adam), 0.01 (sgd), 0.03 (gd).
-    lr_schedule : sparkann.optim.Schedule, optional
-        Multiplier of the learning rate as a function of the optimizer step.
+    lr_schedule : {"constant", "cosine", "inverse_sqrt"} or sparkann.optim.Schedule, optional
+        Multiplier of the learning rate as a function of the optimizer step; "cosine"
+        decays to 0 over the whole run (``max_iter`` epochs or iterations).
     momentum, nesterov : SGD momentum (default 0.9) and Nesterov's variant.
     beta1, beta2, epsilon : Adam's parameters.
     max_iter : int, default 200

@@ -41,7 +41,7 @@ def _params_to_json(params):
     for name, value in params.items():
         if name == "layers" and value is not None:
             value = [layer.to_dict() for layer in value]
-        elif name == "lr_schedule" and value is not None:
+        elif name == "lr_schedule" and value is not None and not isinstance(value, str):
             if not isinstance(value, Schedule):
                 raise ValueError(f"cannot save lr_schedule={value!r}: only sparkann.optim "
                                  "Schedule objects can be saved")
@@ -68,7 +68,7 @@ def _params_from_json(params, cls):
     params = dict(params)
     if params.get("layers") is not None:
         params["layers"] = [layer_from_dict(d) for d in params["layers"]]
-    if params.get("lr_schedule") is not None:
+    if isinstance(params.get("lr_schedule"), dict):
         params["lr_schedule"] = schedule_from_dict(params["lr_schedule"])
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])

@@ -1,0 +1,76 @@
+"""``MultilayerPerceptronClassifier``: a drop-in for Spark MLlib's, on the native engine."""
+from pyspark import keyword_only
+
+from sparkann.spark.estimator import _NetworkEstimator
+from sparkann.spark.model import MultilayerPerceptronClassificationModel
+from sparkann.spark.params import _ClassifierParams
+
+
+class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
+    """Feed-forward neural network classifier trained on a Spark DataFrame.
+
+    The Params, their names, defaults and meaning are those of
+    ``pyspark.ml.classification.MultilayerPerceptronClassifier`` (sigmoid hidden layers,
+    softmax output, ``solver="l-bfgs"``, ``maxIter=100``, ``blockSize=128``...), so changing
+    the import is enough. Extra Params: ``activation``, solvers ``"adam"`` and ``"sgd"``,
+    ``regParam``, ``dtype`` (``"float32"`` default, ``"float64"`` for Spark's exact numbers),
+    ``initScheme``, ``syncSteps``, ``momentum``, ``validationIndicatorCol`` with
+    ``earlyStoppingPatience``.
+
+    The objective is the mean cross-entropy over rows (plus ``regParam / 2 * ||W||^2``); each
+    iteration logs ``iteration, loss, seconds`` on the ``sparkann.spark`` logger, and
+    :meth:`setCallback` registers ``callback(iteration, weights, loss)``.
+
+    Examples
+    --------
+    >>> from sparkann.spark import MultilayerPerceptronClassifier
+    >>> mlp = MultilayerPerceptronClassifier(layers=[784, 128, 10], maxIter=50)
+    >>> model = mlp.fit(train_df)                                  # doctest: +SKIP
+    >>> model.summary.accuracy                                     # doctest: +SKIP
+    """
+
+    _loss = "softmax_cross_entropy"
+    _model_class = MultilayerPerceptronClassificationModel
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
+                 maxIter=100, tol=1e-6, seed=None, layers=None, blockSize=128, stepSize=0.03,
+                 solver="l-bfgs", initialWeights=None, probabilityCol="probability",
+                 rawPredictionCol="rawPrediction", thresholds=None, activation="sigmoid",
+                 regParam=0.0, dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
+                 validationIndicatorCol=None, earlyStoppingPatience=10):
+        super().__init__()
+        self._setDefault(probabilityCol="probability", rawPredictionCol="rawPrediction")
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
+                  maxIter=100, tol=1e-6, seed=None, layers=None, blockSize=128, stepSize=0.03,
+                  solver="l-bfgs", initialWeights=None, probabilityCol="probability",
+                  rawPredictionCol="rawPrediction", thresholds=None, activation="sigmoid",
+                  regParam=0.0, dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
+                  validationIndicatorCol=None, earlyStoppingPatience=10):
+        """Sets Params (keyword arguments only)."""
+        return self._set(**self._input_kwargs)
+
+    def _n_out_check(self, layers):
+        if layers[-1] < 2:
+            raise ValueError(f"a classifier needs at least 2 output classes, layers={layers}")
+
+
+def _setter(name):
+    def setter(self, value):
+        return self._set(**{name: value})
+    setter.__name__ = "set" + name[0].upper() + name[1:]
+    setter.__doc__ = f"Sets the value of :py:attr:`{name}`."
+    return setter
+
+
+_PARAMS = ["featuresCol", "labelCol", "predictionCol", "maxIter", "tol", "seed", "layers",
+           "blockSize", "stepSize", "solver", "initialWeights", "probabilityCol",
+           "rawPredictionCol", "thresholds", "activation", "regParam", "dtype", "initScheme",
+           "syncSteps", "momentum", "validationIndicatorCol", "earlyStoppingPatience"]
+for _name in _PARAMS:
+    setattr(MultilayerPerceptronClassifier, "set" + _name[0].upper() + _name[1:], _setter(_name))
+    setattr(MultilayerPerceptronClassificationModel, "set" + _name[0].upper() + _name[1:],
+            _setter(_name))

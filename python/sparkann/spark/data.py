@@ -1,0 +1,354 @@
+"""DataFrame -> contiguous numpy blocks, built once in the executors and cached.
+
+The features column (a Spark ML ``Vector``, dense or sparse, or an ``array<float|double>``)
+and the label column reach the executors as Arrow batches (``mapInArrow``); they are turned
+into C-contiguous ``(rows, n_features)`` blocks of the training dtype with whole-column numpy
+operations (no Python object per row), checked while they are stacked, and kept as an RDD of
+``(X, y)`` blocks persisted in memory. Every iteration then reads the cached blocks only.
+"""
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import types as T
+
+# Executor-side errors carry this prefix so the driver can raise them as a plain ValueError.
+DATA_ERROR = "sparkann data error: "
+
+_NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+            T.DecimalType)
+
+
+def _column_type(df, name, role):
+    if name not in df.columns:
+        raise ValueError(f"{role} column {name!r} is not in the DataFrame; its columns are "
+                         f"{df.columns}")
+    return df.schema[name].dataType
+
+
+def check_schema(df, features_col, label_col, targets=False):
+    """Check column presence and types on the driver, before any Spark job.
+
+    Returns the kind of the label column: ``"scalar"`` or ``"vector"`` (regression targets).
+    """
+    ftype = _column_type(df, features_col, "features")
+    if not (isinstance(ftype, VectorUDT) or (isinstance(ftype, T.ArrayType)
+                                             and isinstance(ftype.elementType, _NUMERIC))):
+        raise ValueError(f"features column {features_col!r} must hold Spark ML vectors or "
+                         f"arrays of numbers, found {ftype.simpleString()}")
+    ltype = _column_type(df, label_col, "label")
+    if isinstance(ltype, _NUMERIC):
+        return "scalar"
+    if targets and (isinstance(ltype, VectorUDT) or (isinstance(ltype, T.ArrayType)
+                                                     and isinstance(ltype.elementType, _NUMERIC))):
+        return "vector"
+    wanted = "numbers, vectors or arrays of numbers" if targets else "numbers (class indices)"
+    raise ValueError(f"label column {label_col!r} must hold {wanted}, found "
+                     f"{ltype.simpleString()}")
+
+
+def _fail(message):
+    raise ValueError(DATA_ERROR + message)
+
+
+def _list_to_dense(lists, n, dtype, what, row0):
+    """A list array of equal-length rows -> (rows, n) array (zero-copy before the cast)."""
+    import pyarrow as pa
+    m = len(lists)
+    if lists.null_count:
+        bad = int(np.flatnonzero(~np.asarray(lists.is_valid()))[0])
+        _fail(f"{what}: row {row0 + bad} is null")
+    offsets = np.asarray(lists.offsets)
+    lengths = np.diff(offsets)
+    wrong = np.flatnonzero(lengths != n)
+    if wrong.size:
+        bad = int(wrong[0])
+        _fail(f"{what}: row {row0 + bad} has {lengths[bad]} values, expected {n}")
+    flat = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+    if flat.null_count:
+        bad = int(np.flatnonzero(~np.asarray(flat.is_valid()))[0])
+        _fail(f"{what}: row {row0 + bad // n} holds a null at index {bad % n}")
+    values = flat.to_numpy(zero_copy_only=False) if flat.type != pa.null() else np.empty(0)
+    return np.asarray(values, dtype=dtype).reshape(m, n)
+
+
+def _vectors_to_dense(col, n, dtype, what, row0):
+    """A Spark ML vector struct array (dense and sparse rows mixed) -> (rows, n) array."""
+    m = len(col)
+    if col.null_count:
+        bad = int(np.flatnonzero(~np.asarray(col.is_valid()))[0])
+        _fail(f"{what}: row {row0 + bad} is null")
+    kind, size, indices, values = col.flatten()
+    kind = kind.to_numpy(zero_copy_only=False)
+    if m and (kind == 1).all():                            # all dense: the fast path
+        return _list_to_dense(values, n, dtype, what, row0)
+    sizes = size.to_numpy(zero_copy_only=False)
+    sparse = kind == 0
+    wrong = np.flatnonzero(sparse & (sizes != n))
+    if wrong.size:
+        bad = int(wrong[0])
+        _fail(f"{what}: row {row0 + bad} is a sparse vector of size {int(sizes[bad])}, expected {n}")
+    offsets = np.asarray(values.offsets)
+    lengths = np.diff(offsets)
+    wrong = np.flatnonzero(~sparse & (lengths != n))
+    if wrong.size:
+        bad = int(wrong[0])
+        _fail(f"{what}: row {row0 + bad} has {lengths[bad]} values, expected {n}")
+    vals = values.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+    rows = np.repeat(np.arange(m), lengths)
+    # Column of each stored value: its position for dense rows, its index for sparse rows.
+    cols = np.arange(vals.size) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    if sparse.any():
+        # Dense rows have no indices list, so the flat indices are the sparse rows' in order.
+        idx_offsets = np.asarray(indices.offsets)
+        flat_idx = indices.values.to_numpy(zero_copy_only=False)[idx_offsets[0]:idx_offsets[-1]]
+        sparse_vals = np.repeat(sparse, lengths)
+        if flat_idx.size != sparse_vals.sum():
+            _fail(f"{what}: a sparse vector has different numbers of indices and values")
+        out_of_range = (flat_idx < 0) | (flat_idx >= n)
+        if out_of_range.any():
+            bad = int(rows[sparse_vals][np.flatnonzero(out_of_range)[0]])
+            _fail(f"{what}: row {row0 + bad} has a sparse index outside [0, {n})")
+        cols = cols.copy()
+        cols[sparse_vals] = flat_idx
+    out = np.zeros((m, n), dtype)
+    out[rows, cols] = vals
+    return out
+
+
+def _labels(col, dtype, kind, n_out, what, row0):
+    """Label column -> int64 class indices (classification) or (rows, n_out) targets."""
+    if col.null_count:
+        bad = int(np.flatnonzero(~np.asarray(col.is_valid()))[0])
+        _fail(f"{what}: row {row0 + bad} is null")
+    if kind == "class":
+        raw = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+        labels = raw.astype(np.int64)
+        wrong = np.flatnonzero((labels != raw) | (raw < 0) | (raw >= n_out))
+        if wrong.size:
+            bad = int(wrong[0])
+            _fail(f"{what}: row {row0 + bad} is {float(raw[bad])!r}, expected an integer class "
+                  f"index in [0, {n_out})")
+        return labels
+    if kind == "scalar":
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, 1)
+    import pyarrow as pa
+    if pa.types.is_struct(col.type):
+        return _vectors_to_dense(col, n_out, dtype, what, row0)
+    return _list_to_dense(col, n_out, dtype, what, row0)
+
+
+def _check_finite(block, what, row0):
+    finite = np.isfinite(block)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        row = int(bad[0])
+        where = f" at index {int(bad[1])}" if block.ndim == 2 else ""
+        _fail(f"{what}: row {row0 + row} holds {float(block[tuple(bad)])!r}{where}; values must "
+              f"be finite")
+
+
+def blocks_from_arrow(batches, *, features_col, label_col, n_features, n_out, label_kind,
+                      dtype, block_size, partition):
+    """Executor side: Arrow batches -> Arrow rows, one per block of ``block_size`` rows.
+
+    Each output row holds the raw bytes of ``X`` (rows, n_features) and ``y`` and the row
+    count. Rows are numbered within the partition in error messages.
+    """
+    import pyarrow as pa
+    dtype = np.dtype(dtype)
+    y_dtype = np.int64 if label_kind == "class" else dtype
+    y_width = () if label_kind == "class" else (n_out,)
+    X_buf = np.empty((block_size, n_features), dtype)
+    y_buf = np.empty((block_size,) + y_width, y_dtype)
+    fill = 0
+    row0 = 0
+    fwhat = f"features column {features_col!r} (partition {partition})"
+    lwhat = f"label column {label_col!r} (partition {partition})"
+
+    def emit(count):
+        return pa.RecordBatch.from_arrays(
+            [pa.array([X_buf[:count].tobytes()], pa.large_binary()),
+             pa.array([y_buf[:count].tobytes()], pa.large_binary()),
+             pa.array([count], pa.int32()), pa.array([partition], pa.int32())],
+            names=["X", "y", "rows", "partition"])
+
+    for batch in batches:
+        m = batch.num_rows
+        if m == 0:
+            continue
+        fcol = batch.column(0)
+        if pa.types.is_struct(fcol.type):
+            X = _vectors_to_dense(fcol, n_features, dtype, fwhat, row0)
+        else:
+            X = _list_to_dense(fcol, n_features, dtype, fwhat, row0)
+        _check_finite(X, fwhat, row0)
+        y = _labels(batch.column(1), dtype, label_kind, n_out, lwhat, row0)
+        if label_kind != "class":
+            _check_finite(y, lwhat, row0)
+        start = 0
+        while start < m:
+            take = min(block_size - fill, m - start)
+            X_buf[fill:fill + take] = X[start:start + take]
+            y_buf[fill:fill + take] = y[start:start + take]
+            fill += take
+            start += take
+            if fill == block_size:
+                yield emit(fill)
+                fill = 0
+        row0 += m
+    if fill:
+        yield emit(fill)
+
+
+BLOCK_SCHEMA = "X binary, y binary, rows int, partition int"
+
+
+class CachedBlocks:
+    """The training data as an RDD of ``(X, y)`` numpy blocks persisted in memory.
+
+    Attributes
+    ----------
+    rdd : pyspark.RDD of (ndarray, ndarray)
+    n_rows, n_blocks, n_partitions, n_features : int
+    """
+
+    def __init__(self, rdd, n_rows, n_blocks, n_features):
+        self.rdd = rdd
+        self.n_rows = n_rows
+        self.n_blocks = n_blocks
+        self.n_partitions = rdd.getNumPartitions()
+        self.n_features = n_features
+
+    def unpersist(self):
+        """Release the cached blocks."""
+        self.rdd.unpersist()
+
+
+def _to_numpy_block(row, n_features, dtype, y_shape):
+    X = np.frombuffer(row[0], dtype=dtype).reshape(row[2], n_features)
+    y = np.frombuffer(row[1], dtype=np.int64 if y_shape is None else dtype)
+    if y_shape is not None:
+        y = y.reshape(row[2], y_shape)
+    return X, y
+
+
+def unwrap_data_error(error):
+    """Return the ValueError an executor raised for bad data, or None."""
+    text = str(error)
+    at = text.rfind(DATA_ERROR)
+    if at < 0:
+        return None
+    return ValueError(text[at + len(DATA_ERROR):].splitlines()[0].strip())
+
+
+def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32",
+                 block_size=128, targets=False, storage_level=StorageLevel.MEMORY_ONLY):
+    """Stack a DataFrame into cached blocks, checking every row; fails before any training.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+    features_col, label_col : str
+    n_features : int
+        Expected vector length (``layers[0]``).
+    n_out : int
+        Number of classes (classification) or of targets (regression).
+    dtype : {"float32", "float64"}
+    block_size : int
+    targets : bool
+        False: labels are class indices in [0, n_out). True: real-valued targets.
+
+    Returns
+    -------
+    CachedBlocks
+
+    Raises
+    ------
+    ValueError
+        Naming the column and an offending row (partition and row within it), or when the
+        DataFrame has no rows.
+    """
+    if block_size < 1:
+        raise ValueError(f"blockSize must be a positive integer, received {block_size}")
+    lkind = check_schema(df, features_col, label_col, targets)
+    if targets:
+        label_kind = "vector" if lkind == "vector" else "scalar"
+        if label_kind == "scalar" and n_out != 1:
+            raise ValueError(f"label column {label_col!r} holds one number per row but the "
+                             f"network has {n_out} outputs")
+    else:
+        label_kind = "class"
+    dtype = np.dtype(dtype).name
+    # Plain locals only: the closure is shipped to the executors.
+    fcol, lcol = features_col, label_col
+
+    def to_blocks(batches):
+        from pyspark import TaskContext
+        part = TaskContext.get().partitionId()
+        return blocks_from_arrow(batches, features_col=fcol, label_col=lcol,
+                                 n_features=n_features, n_out=n_out, label_kind=label_kind,
+                                 dtype=dtype, block_size=block_size, partition=part)
+
+    blocks = df.select(features_col, label_col).mapInArrow(to_blocks, BLOCK_SCHEMA)
+    y_shape = None if label_kind == "class" else n_out
+    rdd = blocks.rdd.map(lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
+    rdd.persist(storage_level)
+    try:
+        counts = rdd.map(lambda b: (b[0].shape[0], 1)).fold((0, 0), lambda a, b: (a[0] + b[0],
+                                                                                  a[1] + b[1]))
+    except Exception as error:   # an executor found bad data: say what, plainly
+        rdd.unpersist()
+        plain = unwrap_data_error(error)
+        if plain is None:
+            raise
+        raise plain from None
+    if counts[0] == 0:
+        rdd.unpersist()
+        raise ValueError(f"the DataFrame has no rows to train on (columns {features_col!r}, "
+                         f"{label_col!r})")
+    return CachedBlocks(rdd, counts[0], counts[1], n_features)
+
+
+def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col="label",
+                         num_partitions=None, vectors=True):
+    """A DataFrame of ``X`` rows (and labels ``y``) built through Arrow, without Python rows.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    X : ndarray (n, d)
+    y : ndarray (n,) or (n, k), optional
+    features_col, label_col : str
+    num_partitions : int, optional
+        Repartition to this many partitions (default: the session's default parallelism).
+    vectors : bool
+        True: features as Spark ML dense vectors (VectorUDT); False: ``array<double>``.
+    """
+    import pyarrow as pa
+    from pyspark.ml.functions import array_to_vector
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows, features), received shape {X.shape}")
+    n, d = X.shape
+
+    def as_list(a, width):
+        offsets = pa.array(np.arange(0, a.size + 1, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(a.ravel()))
+
+    columns, names = [as_list(X, d)], [features_col]
+    if y is not None:
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} rows, X has {n}")
+        columns.append(pa.array(y) if y.ndim == 1 else as_list(np.ascontiguousarray(y),
+                                                                 y.shape[1]))
+        names.append(label_col)
+    # Arrow's 32-bit list offsets limit a batch; split the table into chunks of rows.
+    table = pa.Table.from_batches([pa.RecordBatch.from_arrays(columns, names=names)])
+    df = spark.createDataFrame(table)
+    df = df.repartition(num_partitions or spark.sparkContext.defaultParallelism)
+    if vectors:
+        df = df.withColumn(features_col, array_to_vector(features_col))
+        if y is not None and y.ndim == 2:
+            df = df.withColumn(label_col, array_to_vector(label_col))
+    return df

@@ -1,0 +1,94 @@
+"""The training flow shared by the classifier and the regressor."""
+import logging
+import time
+
+import numpy as np
+from pyspark.ml import Estimator
+from pyspark.sql import functions as F
+
+from sparkann.spark.data import cache_blocks
+from sparkann.spark.model import PersistMixin, build_topology
+from sparkann.spark.train import Trainer
+
+log = logging.getLogger("sparkann.spark")
+
+
+class _NetworkEstimator(Estimator, PersistMixin):
+    """Fit = check Params and columns, stack and cache blocks, run the solver, build the model."""
+
+    _loss = None
+    _targets = False
+    _model_class = None
+    _summary_class = None
+
+    def setCallback(self, callback):
+        """Call ``callback(iteration, weights, loss)`` after every iteration (not a Param:
+        not saved); raising StopIteration ends training with the current weights."""
+        self._callback = callback
+        return self
+
+    def _n_out_check(self, layers):
+        pass
+
+    def _fit(self, dataset):
+        self._validate_params()
+        layers = self.getLayers()
+        self._n_out_check(layers)
+        topology = build_topology(layers, self.getActivation(), self._loss)
+        if self.isDefined(self.initialWeights):
+            w0 = self.getInitialWeights().toArray().astype(np.float64)
+            if w0.shape != (topology.n_weights,):
+                raise ValueError(f"initialWeights has {w0.size} values, layers {layers} need "
+                                 f"{topology.n_weights}")
+            if not np.isfinite(w0).all():
+                raise ValueError("initialWeights holds non-finite values")
+        else:
+            w0 = topology.init_weights(seed=self.getSeed() & 0x7FFFFFFF,
+                                       scheme=self.getInitScheme(), dtype="float64")
+        train_df, val_df = dataset, None
+        if self.isDefined(self.validationIndicatorCol):
+            col = self.getValidationIndicatorCol()
+            if col not in dataset.columns:
+                raise ValueError(f"validationIndicatorCol {col!r} is not in the DataFrame; its "
+                                 f"columns are {dataset.columns}")
+            train_df = dataset.filter(~F.col(col))
+            val_df = dataset.filter(F.col(col))
+        dtype, block_size = self.getDtype(), self.getBlockSize()
+        start = time.perf_counter()
+        blocks = cache_blocks(train_df, self.getFeaturesCol(), self.getLabelCol(), layers[0],
+                              layers[-1], dtype=dtype, block_size=block_size,
+                              targets=self._targets)
+        validation = None
+        try:
+            if val_df is not None:
+                validation = cache_blocks(val_df, self.getFeaturesCol(), self.getLabelCol(),
+                                          layers[0], layers[-1], dtype=dtype,
+                                          block_size=block_size, targets=self._targets)
+            log.info("cached %d rows in %d blocks over %d partitions in %.2f s",
+                     blocks.n_rows, blocks.n_blocks, blocks.n_partitions,
+                     time.perf_counter() - start)
+            trainer = Trainer(blocks, topology, dtype=dtype, block_size=block_size,
+                              solver=self.getSolver(), max_iter=self.getMaxIter(),
+                              tol=self.getTol(), step_size=self.getStepSize(),
+                              reg_param=self.getRegParam(), seed=self.getSeed(),
+                              sync_steps=self.getSyncSteps(), momentum=self.getMomentum(),
+                              validation=validation,
+                              patience=self.getEarlyStoppingPatience(),
+                              callback=getattr(self, "_callback", None),
+                              step_size_set=self.isSet(self.stepSize))
+            w = trainer.run(w0)
+        finally:
+            blocks.unpersist()
+            if validation is not None:
+                validation.unpersist()
+        model = self._model_class(weights=w, history=trainer.history)
+        model._resetUid(self.uid)
+        self._copyValues(model)
+        model._topology = topology
+        model.gradient_seconds = list(trainer.loss_grad.seconds)
+        model.iteration_seconds = list(trainer.seconds)
+        model.validation_history = list(trainer.val_history)
+        model._summary = model.evaluate(dataset if val_df is None else train_df)
+        model._summary.objectiveHistory = list(trainer.history)
+        model._summary.totalIterations = len(trainer.history)
+        return model

@@ -1,0 +1,154 @@
+"""The distributed full-batch loss and gradient.
+
+One evaluation is one Spark job: the weights are broadcast, every partition runs the native
+engine over its cached blocks and returns ``(loss sum, gradient sum, row count)``, and
+``treeAggregate`` adds them up. The functions that run in the executors live at module level
+and receive plain values, so nothing but the data they need is shipped with a task.
+"""
+import logging
+import time
+
+import numpy as np
+
+log = logging.getLogger("sparkann.spark")
+
+# Executor side: one engine per (topology, dtype, block size) and Python worker, reused by
+# every task that worker runs, so the workspace is allocated once, not once per iteration.
+_NETWORKS = {}
+_THREADS = {"set": None}
+
+
+class Stages:
+    """A topology given directly as the engine's stage list (see ``ann_core.Network``).
+
+    Anything with ``network(dtype, block_size)`` and ``to_dict()`` (a
+    ``sparkann.topology.Topology``) can stand where this is used.
+    """
+
+    def __init__(self, n_in, stages):
+        self.n_in = int(n_in)
+        self.stages = list(stages)
+
+    def network(self, dtype="float32", block_size=128):
+        from ann_core import Network
+        return Network(self.n_in, self.stages, dtype=dtype, block_size=block_size)
+
+    def to_dict(self):
+        return {"n_in": self.n_in, "stages": [list(s) for s in self.stages]}
+
+
+def task_network(topology, dtype, block_size, blas_threads):
+    """The engine for this topology in this Python worker, with BLAS capped to the task."""
+    from ann_core import set_blas_threads
+    if _THREADS["set"] != blas_threads:
+        set_blas_threads(blas_threads)
+        _THREADS["set"] = blas_threads
+    key = (repr(topology.to_dict()), dtype, block_size)
+    net = _NETWORKS.get(key)
+    if net is None:
+        if len(_NETWORKS) > 8:
+            _NETWORKS.clear()
+        net = _NETWORKS[key] = topology.network(dtype=dtype, block_size=block_size)
+    return net
+
+
+def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_threads):
+    """Executor side: ``(loss sum, gradient sum as float64, rows)`` over one partition."""
+    net = task_network(topology, dtype, block_size, blas_threads)
+    w = weights_bc.value
+    grad = np.zeros(net.n_weights, net.dtype)
+    loss = 0.0
+    rows = 0
+    for X, y in blocks:
+        block_loss, n = net.loss_grad(w, X, y, grad)
+        loss += block_loss
+        rows += n
+    yield loss, grad.astype(np.float64, copy=False), rows
+
+
+def _add(a, b):
+    if a[1] is None:
+        return b
+    if b[1] is None:
+        return a
+    a[1].__iadd__(b[1])
+    return a[0] + b[0], a[1], a[2] + b[2]
+
+
+def task_cpus(sc):
+    """``spark.task.cpus``: the cores one task may use, and so its BLAS threads."""
+    return max(1, int(sc.getConf().get("spark.task.cpus", "1")))
+
+
+class DistributedLossGrad:
+    """Mean loss and its gradient over cached blocks, one Spark job per call.
+
+    Parameters
+    ----------
+    blocks : sparkann.spark.data.CachedBlocks
+    topology : sparkann.topology.Topology or Stages
+        Builds the engine in each Python worker (``network(dtype, block_size)``).
+    dtype : {"float32", "float64"}
+        The engine's dtype; weights are cast to it before broadcasting.
+    block_size : int
+    reg_param : float
+        L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss.
+    l2_mask : ndarray or None
+        Which weights the penalty applies to (``Topology.l2_mask()``: not biases); all if None.
+    depth : int
+        ``treeAggregate`` depth.
+
+    Notes
+    -----
+    The objective is the mean loss over all rows (plus the penalty). Spark MLlib averages
+    per-block means instead; both agree whenever every block is full.
+    """
+
+    def __init__(self, blocks, topology, dtype, block_size, reg_param=0.0, l2_mask=None,
+                 depth=2):
+        self.blocks = blocks
+        self.topology = topology
+        self.dtype = np.dtype(dtype).name
+        self.block_size = block_size
+        self.reg_param = float(reg_param)
+        self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
+        self.depth = depth
+        self.sc = blocks.rdd.context
+        self.threads = task_cpus(self.sc)
+        self.evaluations = 0
+        self.seconds = []
+
+    def sums(self, weights):
+        """``(loss sum, gradient sum (float64), row count)`` over all rows, no penalty."""
+        start = time.perf_counter()
+        bc = self.sc.broadcast(np.ascontiguousarray(weights, dtype=self.dtype))
+        # Plain locals: the task closure must not capture self (or the SparkContext).
+        topology, dtype = self.topology, self.dtype
+        block_size, threads = self.block_size, self.threads
+
+        def one_partition(it):
+            return partition_loss_grad(it, bc, topology, dtype, block_size, threads)
+
+        try:
+            loss, grad, rows = self.blocks.rdd.mapPartitions(one_partition).treeAggregate(
+                (0.0, None, 0), _add, _add, depth=self.depth)
+        finally:
+            bc.destroy()
+        self.evaluations += 1
+        self.seconds.append(time.perf_counter() - start)
+        if grad is None:
+            grad = np.zeros(len(weights))
+        return loss, grad, rows
+
+    def __call__(self, weights):
+        """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``."""
+        loss, grad, rows = self.sums(weights)
+        loss /= rows
+        grad /= rows
+        if self.reg_param:
+            w = np.asarray(weights, np.float64)
+            if self.l2_mask is not None:
+                w = w * self.l2_mask
+            loss += 0.5 * self.reg_param * float(w @ w)
+            grad += self.reg_param * w
+        return loss, grad

@@ -1,0 +1,485 @@
+"""Fitted Spark models, their summaries, and pyspark.ml persistence without pickle.
+
+A saved model is Spark ML's layout: ``metadata/`` (JSON: class, uid, Params) and ``data/``
+(Parquet: the weights as ``array<double>``). Loading reads JSON and Parquet only.
+"""
+import numpy as np
+from pyspark.ml import Model
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.linalg import DenseVector, Vectors
+from pyspark.ml.util import (DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader,
+                             MLWritable, MLWriter)
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkann.spark.data import (DATA_ERROR, _check_finite, _list_to_dense, _vectors_to_dense,
+                                 check_schema, unwrap_data_error)
+from sparkann.spark.params import _ClassifierParams, _RegressorParams
+
+
+def build_topology(layers, activation, loss):
+    """The network the Params describe (Spark's sizes shorthand)."""
+    from sparkann.topology import Topology
+    return Topology.from_sizes(list(layers), activation=activation, loss=loss)
+
+
+def _json_params(instance):
+    """The set Params as JSON values (vectors become lists)."""
+    out = {}
+    for param, value in instance._paramMap.items():
+        out[param.name] = value.toArray().tolist() if hasattr(value, "toArray") else value
+    return out
+
+
+class ParamsWriter(MLWriter):
+    """Writes ``metadata/`` (and ``data/`` for a model's weights) under ``path``."""
+
+    def __init__(self, instance):
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path):
+        extra = {"sparkann": 1}
+        weights = getattr(self.instance, "_weights", None)
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extra,
+                                         _json_params(self.instance))
+        if weights is not None:
+            data = [(weights.astype(np.float64).tolist(), list(self.instance.history))]
+            self.sparkSession.createDataFrame(
+                data, "weights array<double>, objectiveHistory array<double>").coalesce(1) \
+                .write.parquet(path + "/data")
+
+
+class ParamsReader(MLReader):
+    """Reads what :class:`ParamsWriter` wrote: JSON and Parquet only, nothing unpickled."""
+
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path):
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        expected = self.cls.__module__ + "." + self.cls.__name__
+        if metadata["class"] != expected:
+            raise ValueError(f"{path} holds a {metadata['class']}, not a {expected}")
+        if issubclass(self.cls, _NetworkModel):
+            row = self.sparkSession.read.parquet(path + "/data").head()
+            if row is None:
+                raise ValueError(f"{path}/data holds no weights")
+            instance = self.cls(weights=np.array(row.weights, dtype=np.float64),
+                                history=list(row.objectiveHistory or []))
+        else:
+            instance = self.cls()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        if isinstance(instance, _NetworkModel):
+            instance._check_weights()
+        return instance
+
+
+class PersistMixin(MLReadable, MLWritable):
+    """pyspark.ml persistence: ``save``, ``write().overwrite().save``, ``Cls.load``."""
+
+    def write(self):
+        return ParamsWriter(self)
+
+    @classmethod
+    def read(cls):
+        return ParamsReader(cls)
+
+
+# ------------------------------------------------------------------------ prediction (executor)
+
+def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, block_size,
+                     kind, thresholds, out_names):
+    """Executor side: append prediction columns (as arrays / doubles) to each Arrow batch."""
+    import pyarrow as pa
+    from sparkann.spark.gradient import task_network
+    net = task_network(topology, dtype, block_size, 1)
+    w = bc.value
+    what = f"features column {features_col!r}"
+    row0 = 0
+    for batch in batches:
+        col = batch.column(batch.schema.get_field_index(features_col))
+        if pa.types.is_struct(col.type):
+            X = _vectors_to_dense(col, n_features, dtype, what, row0)
+        else:
+            X = _list_to_dense(col, n_features, dtype, what, row0)
+        _check_finite(X, what, row0)
+        row0 += batch.num_rows
+        out = net.forward(w, np.ascontiguousarray(X), raw=True).astype(np.float64)
+        columns = {}
+        if kind == "class":
+            z = out - out.max(axis=1, keepdims=True)
+            prob = np.exp(z)
+            prob /= prob.sum(axis=1, keepdims=True)
+            if thresholds is not None:
+                with np.errstate(divide="ignore"):
+                    scaled = np.where(thresholds > 0, prob / np.where(thresholds > 0,
+                                                                      thresholds, 1), np.inf)
+                pred = scaled.argmax(axis=1)
+            else:
+                pred = out.argmax(axis=1)
+            columns = {"raw": out, "prob": prob, "pred": pred.astype(np.float64)}
+        else:
+            columns = {"pred": out[:, 0].copy() if out.shape[1] == 1 else out}
+        arrays, names = list(batch.columns), list(batch.schema.names)
+        for key, name in out_names:
+            value = columns[key]
+            if value.ndim == 2:
+                k = value.shape[1]
+                offsets = pa.array(np.arange(0, value.size + 1, k, dtype=np.int32))
+                arrays.append(pa.ListArray.from_arrays(offsets, pa.array(value.ravel())))
+            else:
+                arrays.append(pa.array(value))
+            names.append(name)
+        yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+class _NetworkModel(Model, PersistMixin):
+    """Shared parts of the fitted classifier and regressor."""
+
+    _loss = None
+    _kind = None
+
+    def __init__(self, weights=None, history=None):
+        super().__init__()
+        self._weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.history = list(history or [])
+        self._summary = None
+        self._topology = None
+
+    # --- attributes
+    @property
+    def weights(self):
+        """The weights as a DenseVector, in Spark MLlib's order."""
+        return DenseVector(self._weights)
+
+    @property
+    def numFeatures(self):
+        return self.getLayers()[0]
+
+    @property
+    def topology(self):
+        """The ``sparkann.topology.Topology`` of the network."""
+        if self._topology is None:
+            self._topology = build_topology(self.getLayers(), self.getActivation(), self._loss)
+        return self._topology
+
+    def _check_weights(self):
+        n = self.topology.n_weights
+        if self._weights is None or self._weights.shape != (n,):
+            got = None if self._weights is None else self._weights.shape
+            raise ValueError(f"the model needs {n} weights for layers {self.getLayers()}, "
+                             f"received {got}")
+
+    def _engine(self):
+        return self.topology.network(dtype=self.getDtype(), block_size=self.getBlockSize())
+
+    def _forward_raw(self, X):
+        net = self._engine()
+        X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, dtype=self.getDtype())))
+        return net.forward(self._weights.astype(self.getDtype()), X, raw=True).astype(np.float64)
+
+    # --- transform
+    def _output_columns(self):
+        raise NotImplementedError
+
+    def _transform(self, dataset):
+        features_col = self.getFeaturesCol()
+        if features_col not in dataset.columns:
+            raise ValueError(f"features column {features_col!r} is not in the DataFrame; its "
+                             f"columns are {dataset.columns}")
+        ftype = dataset.schema[features_col].dataType
+        check_schema(dataset.withColumn("__label", F.lit(0.0)), features_col, "__label")
+        outs = self._output_columns()           # [(key, column name, spark type, as vector)]
+        for _, name, _, _ in outs:
+            if name in dataset.columns:
+                raise ValueError(f"output column {name!r} already exists in the DataFrame")
+        del ftype
+        sc = dataset.sparkSession.sparkContext
+        bc = sc.broadcast(self._weights.astype(self.getDtype()))
+        topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
+        block_size, kind = self.getBlockSize(), self._kind
+        thresholds = None
+        if kind == "class" and self.isDefined(self.thresholds):
+            thresholds = np.asarray(self.getThresholds(), dtype=np.float64)
+            if thresholds.shape != (self.numClasses,):
+                raise ValueError(f"thresholds has {thresholds.size} values, expected "
+                                 f"{self.numClasses} (numClasses)")
+        out_names = [(key, name) for key, name, _, _ in outs]
+
+        def predict(batches):
+            return _predict_batches(batches, bc=bc, topology=topology, dtype=dtype,
+                                    features_col=features_col, n_features=n_features,
+                                    block_size=block_size, kind=kind, thresholds=thresholds,
+                                    out_names=out_names)
+
+        schema = T.StructType(dataset.schema.fields + [T.StructField(name, stype)
+                                                       for _, name, stype, _ in outs])
+        result = dataset.mapInArrow(predict, schema)
+        for _, name, _, as_vector in outs:
+            if as_vector:
+                result = result.withColumn(name, array_to_vector(name))
+        return result
+
+    def _vector(self, value):
+        if hasattr(value, "toArray"):
+            value = value.toArray()
+        x = np.asarray(value, dtype=np.float64)
+        if x.shape != (self.numFeatures,):
+            raise ValueError(f"expected a vector of {self.numFeatures} features, received "
+                             f"shape {x.shape}")
+        return x
+
+    @property
+    def summary(self):
+        """Training summary (objectiveHistory and metrics on the training data)."""
+        if self._summary is None:
+            raise RuntimeError("No training summary available for this model")
+        return self._summary
+
+    @property
+    def hasSummary(self):
+        return self._summary is not None
+
+    def copy(self, extra=None):
+        that = super().copy(extra)
+        that._weights = None if self._weights is None else self._weights.copy()
+        return that
+
+
+# ------------------------------------------------------------------------ classification
+
+class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
+    """A fitted :class:`~sparkann.spark.MultilayerPerceptronClassifier` (Spark MLlib's model
+    API: ``weights``, ``layers``, ``numFeatures``, ``numClasses``, ``predict``,
+    ``predictRaw``, ``predictProbability``, ``transform``, ``summary``, ``evaluate``)."""
+
+    _loss = "softmax_cross_entropy"
+    _kind = "class"
+
+    @property
+    def numClasses(self):
+        return self.getLayers()[-1]
+
+    def predictRaw(self, value):
+        """Output layer values before the softmax, for one feature vector."""
+        return DenseVector(self._forward_raw(self._vector(value))[0])
+
+    def predictProbability(self, value):
+        """Class probabilities for one feature vector."""
+        raw = self._forward_raw(self._vector(value))[0]
+        p = np.exp(raw - raw.max())
+        return DenseVector(p / p.sum())
+
+    def predict(self, value):
+        """Predicted class index (as a float, like Spark) for one feature vector."""
+        p = self.predictProbability(value).toArray()
+        if self.isDefined(self.thresholds):
+            t = np.asarray(self.getThresholds())
+            with np.errstate(divide="ignore"):
+                return float(np.argmax(np.where(t > 0, p / np.where(t > 0, t, 1), np.inf)))
+        return float(np.argmax(self.predictRaw(value).toArray()))
+
+    def _output_columns(self):
+        vec = T.ArrayType(T.DoubleType())
+        outs = [("raw", self.getRawPredictionCol(), vec, True),
+                ("prob", self.getProbabilityCol(), vec, True),
+                ("pred", self.getPredictionCol(), T.DoubleType(), False)]
+        return [o for o in outs if o[1]]
+
+    def evaluate(self, dataset):
+        """Metrics of the model on ``dataset`` (a :class:`ClassificationSummary`)."""
+        return ClassificationSummary(self._evaluated(dataset), self.getLabelCol(),
+                                     self.getPredictionCol(), self.numClasses)
+
+    def _evaluated(self, dataset):
+        check_schema(dataset, self.getFeaturesCol(), self.getLabelCol())
+        model = self
+        if not self.getPredictionCol():
+            model = self.copy({self.predictionCol: "prediction"})
+        return model.transform(dataset)
+
+
+class ClassificationSummary:
+    """Accuracy and per-label metrics of a classification model on a DataFrame.
+
+    Computed from the confusion matrix (one small aggregation job, on first use).
+    """
+
+    def __init__(self, predictions, label_col, prediction_col, num_classes,
+                 objective_history=None):
+        self.predictions = predictions
+        self.labelCol = label_col
+        self.predictionCol = prediction_col
+        self.num_classes = num_classes
+        self.objectiveHistory = list(objective_history or [])
+        self.totalIterations = len(self.objectiveHistory)
+        self._confusion = None
+
+    @property
+    def confusionMatrix(self):
+        """``[true label, predicted label]`` counts (numClasses x numClasses ndarray)."""
+        if self._confusion is None:
+            try:
+                rows = (self.predictions.groupBy(F.col(self.labelCol).cast("int").alias("l"),
+                                                 F.col(self.predictionCol).cast("int").alias("p"))
+                        .count().collect())
+            except Exception as error:
+                plain = unwrap_data_error(error)
+                if plain is None:
+                    raise
+                raise plain from None
+            k = self.num_classes
+            for r in rows:
+                k = max(k, r.l + 1, r.p + 1)
+            m = np.zeros((k, k), dtype=np.int64)
+            for r in rows:
+                m[r.l, r.p] = r["count"]
+            self._confusion = m
+        return self._confusion
+
+    @property
+    def labels(self):
+        return [float(i) for i in range(self.confusionMatrix.shape[0])]
+
+    @property
+    def accuracy(self):
+        m = self.confusionMatrix
+        return float(np.trace(m) / max(m.sum(), 1))
+
+    def _per_label(self):
+        m = self.confusionMatrix.astype(np.float64)
+        tp = np.diag(m)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.nan_to_num(tp / m.sum(axis=0))
+            recall = np.nan_to_num(tp / m.sum(axis=1))
+        support = m.sum(axis=1) / max(m.sum(), 1)
+        return precision, recall, support
+
+    @property
+    def precisionByLabel(self):
+        return self._per_label()[0].tolist()
+
+    @property
+    def recallByLabel(self):
+        return self._per_label()[1].tolist()
+
+    @property
+    def truePositiveRateByLabel(self):
+        return self.recallByLabel
+
+    def fMeasureByLabel(self, beta=1.0):
+        p, r, _ = self._per_label()
+        b2 = beta * beta
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nan_to_num((1 + b2) * p * r / (b2 * p + r)).tolist()
+
+    @property
+    def weightedPrecision(self):
+        p, _, s = self._per_label()
+        return float(p @ s)
+
+    @property
+    def weightedRecall(self):
+        _, r, s = self._per_label()
+        return float(r @ s)
+
+    def weightedFMeasure(self, beta=1.0):
+        return float(np.asarray(self.fMeasureByLabel(beta)) @ self._per_label()[2])
+
+
+# ------------------------------------------------------------------------ regression
+
+class MultilayerPerceptronRegressionModel(_NetworkModel, _RegressorParams):
+    """A fitted :class:`~sparkann.spark.MultilayerPerceptronRegressor`."""
+
+    _loss = "squared_error"
+    _kind = "regress"
+
+    @property
+    def numTargets(self):
+        return self.getLayers()[-1]
+
+    def predict(self, value):
+        """Prediction for one feature vector: a float (one target) or a DenseVector."""
+        out = self._forward_raw(self._vector(value))[0]
+        return float(out[0]) if out.size == 1 else DenseVector(out)
+
+    def _output_columns(self):
+        if self.numTargets == 1:
+            return [("pred", self.getPredictionCol(), T.DoubleType(), False)]
+        return [("pred", self.getPredictionCol(), T.ArrayType(T.DoubleType()), True)]
+
+    def evaluate(self, dataset):
+        """Metrics of the model on ``dataset`` (a :class:`RegressionSummary`)."""
+        check_schema(dataset, self.getFeaturesCol(), self.getLabelCol(), targets=True)
+        return RegressionSummary(self.transform(dataset), self.getLabelCol(),
+                                 self.getPredictionCol(), self.numTargets)
+
+
+class RegressionSummary:
+    """Mean squared / absolute error, RMSE and R^2 (averaged over targets) on a DataFrame."""
+
+    def __init__(self, predictions, label_col, prediction_col, num_targets,
+                 objective_history=None):
+        self.predictions = predictions
+        self.labelCol = label_col
+        self.predictionCol = prediction_col
+        self.num_targets = num_targets
+        self.objectiveHistory = list(objective_history or [])
+        self.totalIterations = len(self.objectiveHistory)
+        self._stats = None
+
+    def _compute(self):
+        if self._stats is None:
+            from pyspark.ml.functions import vector_to_array
+            df = self.predictions
+            k = self.num_targets
+
+            def columns(name):
+                dtype = df.schema[name].dataType
+                if isinstance(dtype, T.NumericType):
+                    return [F.col(name).cast("double")]
+                arr = vector_to_array(name) if not isinstance(dtype, T.ArrayType) else F.col(name)
+                return [arr[i].cast("double") for i in range(k)]
+
+            ys, ps = columns(self.labelCol), columns(self.predictionCol)
+            aggs = []
+            for y, p in zip(ys, ps):
+                aggs += [F.sum((y - p) ** 2), F.sum(F.abs(y - p)), F.sum(y), F.sum(y * y)]
+            row = df.agg(F.count(F.lit(1)), *aggs).head()
+            n = row[0]
+            v = np.array(row[1:], dtype=np.float64).reshape(k, 4)
+            sse, sae, sy, syy = v.T
+            sst = syy - sy * sy / max(n, 1)
+            self._stats = {"n": n, "mse": float(np.mean(sse / max(n, 1))),
+                           "mae": float(np.mean(sae / max(n, 1))),
+                           "r2": float(np.mean(1 - sse / np.where(sst > 0, sst, np.nan)))}
+        return self._stats
+
+    @property
+    def meanSquaredError(self):
+        return self._compute()["mse"]
+
+    @property
+    def rootMeanSquaredError(self):
+        return float(np.sqrt(self.meanSquaredError))
+
+    @property
+    def meanAbsoluteError(self):
+        return self._compute()["mae"]
+
+    @property
+    def r2(self):
+        return self._compute()["r2"]
+
+
+def vector(values):
+    """A DenseVector of float64 values."""
+    return Vectors.dense(np.asarray(values, dtype=np.float64))
+
+
+__all__ = ["MultilayerPerceptronClassificationModel", "MultilayerPerceptronRegressionModel",
+           "ClassificationSummary", "RegressionSummary", "DATA_ERROR"]

@@ -1,0 +1,125 @@
+"""Params of the Spark estimators: Spark MLlib's MLPC Params (same names, defaults, meaning)
+plus sparkann's extras."""
+import zlib
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, HasMaxIter,
+                                     HasPredictionCol, HasProbabilityCol, HasRawPredictionCol,
+                                     HasSeed, HasSolver, HasStepSize, HasThresholds, HasTol)
+
+SOLVERS = ("l-bfgs", "gd", "adam", "sgd")
+DTYPES = ("float32", "float64")
+
+
+class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, HasMaxIter, HasTol,
+                     HasStepSize, HasSolver, HasBlockSize):
+    """Params shared by the classifier, the regressor and their models."""
+
+    layers = Param(Params._dummy(), "layers",
+                   "Sizes of layers from input layer to output layer E.g., Array(780, 100, 10) "
+                   "means 780 inputs, one hidden layer with 100 neurons and output layer of 10 "
+                   "neurons.", typeConverter=TypeConverters.toListInt)
+    solver = Param(Params._dummy(), "solver",
+                   "The solver algorithm for optimization. Supported options: l-bfgs, gd "
+                   "(Spark's), adam, sgd (mini-batch, local steps averaged across partitions).",
+                   typeConverter=TypeConverters.toString)
+    initialWeights = Param(Params._dummy(), "initialWeights", "The initial weights of the model.",
+                           typeConverter=TypeConverters.toVector)
+    # ---- extras (not in Spark MLlib)
+    activation = Param(Params._dummy(), "activation",
+                       "Activation of the hidden layers: sigmoid (Spark's), relu, tanh, "
+                       "leaky_relu, softplus, identity, or a registered name.",
+                       typeConverter=TypeConverters.toString)
+    regParam = Param(Params._dummy(), "regParam",
+                     "L2 penalty regParam/2 * ||W||^2 over the weight matrices (not biases).",
+                     typeConverter=TypeConverters.toFloat)
+    dtype = Param(Params._dummy(), "dtype",
+                  "Floating point type of the computation: float32 or float64.",
+                  typeConverter=TypeConverters.toString)
+    initScheme = Param(Params._dummy(), "initScheme",
+                       "Weight initialisation when initialWeights is not set: spark, glorot, he.",
+                       typeConverter=TypeConverters.toString)
+    syncSteps = Param(Params._dummy(), "syncSteps",
+                      "adam/sgd: local mini-batch steps per partition between two weight "
+                      "averagings (one maxIter round); 0 means one pass over the local data.",
+                      typeConverter=TypeConverters.toInt)
+    momentum = Param(Params._dummy(), "momentum", "sgd: momentum in [0, 1).",
+                     typeConverter=TypeConverters.toFloat)
+    validationIndicatorCol = Param(Params._dummy(), "validationIndicatorCol",
+                                   "Name of a boolean column: true rows are held out and "
+                                   "monitored for early stopping.",
+                                   typeConverter=TypeConverters.toString)
+    earlyStoppingPatience = Param(Params._dummy(), "earlyStoppingPatience",
+                                  "Stop after this many iterations without the validation loss "
+                                  "improving by more than tol (relative); the best weights "
+                                  "are kept.", typeConverter=TypeConverters.toInt)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(maxIter=100, tol=1e-6, blockSize=128, stepSize=0.03, solver="l-bfgs",
+                         activation="sigmoid", regParam=0.0, dtype="float32", initScheme="spark",
+                         syncSteps=0, momentum=0.9, earlyStoppingPatience=10)
+        # pyspark's default seed is hash(class name), which changes with every Python process;
+        # a stable default keeps results reproducible.
+        self._setDefault(seed=zlib.crc32(type(self).__name__.encode()))
+
+    def getLayers(self):
+        """Gets the value of layers or its default value."""
+        return self.getOrDefault(self.layers)
+
+    def getInitialWeights(self):
+        """Gets the value of initialWeights or its default value."""
+        return self.getOrDefault(self.initialWeights)
+
+    def getActivation(self):
+        return self.getOrDefault(self.activation)
+
+    def getRegParam(self):
+        return self.getOrDefault(self.regParam)
+
+    def getDtype(self):
+        return self.getOrDefault(self.dtype)
+
+    def getInitScheme(self):
+        return self.getOrDefault(self.initScheme)
+
+    def getSyncSteps(self):
+        return self.getOrDefault(self.syncSteps)
+
+    def getMomentum(self):
+        return self.getOrDefault(self.momentum)
+
+    def getValidationIndicatorCol(self):
+        return self.getOrDefault(self.validationIndicatorCol)
+
+    def getEarlyStoppingPatience(self):
+        return self.getOrDefault(self.earlyStoppingPatience)
+
+    def _validate_params(self):
+        """Check the Params on the driver before any Spark job; raise ValueError naming them."""
+        if not self.isDefined(self.layers):
+            raise ValueError("layers must be set, e.g. layers=[784, 128, 10]")
+        layers = self.getLayers()
+        if len(layers) < 2 or any(n < 1 for n in layers):
+            raise ValueError(f"layers must hold at least two positive sizes, received {layers}")
+        if self.getSolver() not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, received {self.getSolver()!r}")
+        if self.getDtype() not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, received {self.getDtype()!r}")
+        for name in ("maxIter", "blockSize"):
+            if self.getOrDefault(name) < 1:
+                raise ValueError(f"{name} must be >= 1, received {self.getOrDefault(name)}")
+        if self.getTol() < 0 or self.getStepSize() <= 0 or self.getRegParam() < 0:
+            raise ValueError(f"need tol >= 0, stepSize > 0, regParam >= 0; received tol="
+                             f"{self.getTol()}, stepSize={self.getStepSize()}, regParam="
+                             f"{self.getRegParam()}")
+        if self.getSyncSteps() < 0:
+            raise ValueError(f"syncSteps must be >= 0, received {self.getSyncSteps()}")
+
+
+class _ClassifierParams(_NetworkParams, HasProbabilityCol, HasRawPredictionCol, HasThresholds):
+    """The classifier's Params: as Spark MLlib's MultilayerPerceptronClassifier, plus extras."""
+
+
+class _RegressorParams(_NetworkParams):
+    """The regressor's Params (Spark has no MLP regressor; same conventions)."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: a local Spark session for the tests that need one."""
+import os
+import shutil
+import sys
+
+import pytest
+
+
+def _java_available():
+    return shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A ``local[2]`` SparkSession on loopback, stopped at the end of the session.
+
+    Skipped cleanly when pyspark or Java is missing.
+    """
+    pytest.importorskip("pyspark")
+    pytest.importorskip("pyarrow")
+    if not _java_available():
+        pytest.skip("Java is not installed")
+    # Executors must import the same numpy / ann_core as the driver.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("sparkann-tests")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.ui.enabled", "false")
+               .config("spark.task.maxFailures", "1")
+               .config("spark.sql.shuffle.partitions", "4")
+               .config("spark.driver.memory", "3g")
+               .config("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path))
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -1,0 +1,87 @@
+"""The DataFrame -> cached blocks path: layouts, block stacking and row checks."""
+import numpy as np
+import pytest
+
+pytest.importorskip("pyspark")
+from pyspark.ml.linalg import Vectors  # noqa: E402
+
+from sparkann.spark.data import cache_blocks  # noqa: E402
+
+
+def _collect(blocks):
+    parts = blocks.rdd.collect()
+    X = np.concatenate([b[0] for b in parts])
+    y = np.concatenate([b[1] for b in parts])
+    return parts, X, y
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse", "mixed", "array_float", "array_double"])
+def test_layouts_give_the_same_blocks(spark, layout):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(37, 6))
+    X[X < 0.3] = 0.0
+    y = rng.integers(0, 3, size=37)
+
+    def vec(i, row):
+        if layout == "dense" or (layout == "mixed" and i % 2):
+            return Vectors.dense(row)
+        if layout in ("sparse", "mixed"):
+            nz = np.flatnonzero(row)
+            return Vectors.sparse(6, nz.tolist(), row[nz].tolist())
+        return [float(v) for v in row]
+
+    from pyspark.sql import types as T
+    ftype = {"array_float": T.ArrayType(T.FloatType()),
+             "array_double": T.ArrayType(T.DoubleType())}.get(layout)
+    rows = [(vec(i, X[i]), float(y[i])) for i in range(37)]
+    if ftype is None:
+        df = spark.createDataFrame(rows, ["features", "label"])
+    else:
+        df = spark.createDataFrame(rows, T.StructType([T.StructField("features", ftype),
+                                                       T.StructField("label", T.DoubleType())]))
+    df = df.repartition(3)
+    blocks = cache_blocks(df, "features", "label", 6, 3, dtype="float64", block_size=5)
+    try:
+        parts, Xb, yb = _collect(blocks)
+        assert blocks.n_rows == 37
+        assert all(b[0].flags.c_contiguous and b[0].dtype == np.float64 for b in parts)
+        assert all(1 <= b[0].shape[0] <= 5 for b in parts)
+        # repartition shuffles: compare as sets of rows
+        got = sorted(map(tuple, np.column_stack([Xb, yb])))
+        tol = 1e-6 if layout == "array_float" else 0
+        want = sorted(map(tuple, np.column_stack([X, y])))
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=tol, atol=tol)
+        assert yb.dtype == np.int64
+    finally:
+        blocks.unpersist()
+
+
+def test_blocks_follow_block_size_and_empty_partitions(spark):
+    rows = [(Vectors.dense([float(i), 1.0]), float(i % 2)) for i in range(10)]
+    sc = spark.sparkContext
+    # one partition of 10 rows, then three empty ones
+    rdd = sc.parallelize(rows, 1).union(sc.parallelize([], 3))
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import types as T
+    schema = T.StructType([T.StructField("features", VectorUDT()),
+                           T.StructField("label", T.DoubleType())])
+    df = spark.createDataFrame(rdd, schema)
+    blocks = cache_blocks(df, "features", "label", 2, 2, dtype="float32", block_size=3)
+    try:
+        per_part = blocks.rdd.glom().map(lambda bs: [b[0].shape[0] for b in bs]).collect()
+        assert per_part == [[3, 3, 3, 1], [], [], []]
+        assert blocks.n_rows == 10
+    finally:
+        blocks.unpersist()
+
+
+def test_regression_targets(spark):
+    rows = [(Vectors.dense([float(i)]), Vectors.dense([i * 2.0, -i])) for i in range(8)]
+    df = spark.createDataFrame(rows, ["features", "label"]).coalesce(1)
+    blocks = cache_blocks(df, "features", "label", 1, 2, dtype="float32", block_size=4,
+                          targets=True)
+    try:
+        _, X, y = _collect(blocks)
+        np.testing.assert_array_equal(y, np.column_stack([X[:, 0] * 2, -X[:, 0]]))
+    finally:
+        blocks.unpersist()

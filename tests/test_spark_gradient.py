@@ -1,0 +1,69 @@
+"""Acceptance 1: the distributed loss and gradient equal the single-machine ones."""
+import numpy as np
+import pytest
+
+pytest.importorskip("pyspark")
+from pyspark.ml.linalg import VectorUDT, Vectors  # noqa: E402
+from pyspark.sql import types as T  # noqa: E402
+
+from sparkann.spark.data import cache_blocks  # noqa: E402
+from sparkann.spark.gradient import DistributedLossGrad, Stages  # noqa: E402
+
+SCHEMA = T.StructType([T.StructField("features", VectorUDT()),
+                       T.StructField("label", T.DoubleType())])
+TOPOLOGY = Stages(12, [("dense", 9), ("activation", "sigmoid"), ("dense", 7),
+                       ("activation", "tanh"), ("dense", 4), ("loss", "softmax_cross_entropy")])
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(203, 12))
+    y = rng.integers(0, 4, size=203)
+    return X, y
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 7])
+def test_partition_invariance(spark, data, partitions):
+    X, y = data
+    sc = spark.sparkContext
+    rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
+    # Uneven partitions plus two empty ones: the sums must not care.
+    rdd = sc.parallelize(rows, partitions).union(sc.parallelize([], 2))
+    df = spark.createDataFrame(rdd, SCHEMA)
+    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=16)
+    try:
+        net = TOPOLOGY.network(dtype="float64", block_size=16)
+        w = np.random.default_rng(1).normal(scale=0.5, size=net.n_weights)
+        grad_ref = np.zeros(net.n_weights)
+        loss_ref, n = net.loss_grad(w, np.ascontiguousarray(X), y.astype(np.int64), grad_ref)
+        dist = DistributedLossGrad(blocks, TOPOLOGY, "float64", 16)
+        loss, grad, rows_seen = dist.sums(w)
+        assert rows_seen == n == 203
+        assert blocks.n_partitions == partitions + 2
+        np.testing.assert_allclose(loss, loss_ref, rtol=1e-9)
+        np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-12 * np.abs(grad_ref).max())
+        mean_loss, mean_grad = dist(w)
+        np.testing.assert_allclose(mean_loss, loss_ref / n, rtol=1e-9)
+        np.testing.assert_allclose(mean_grad, grad_ref / n, rtol=1e-9,
+                                   atol=1e-12 * np.abs(grad_ref).max())
+    finally:
+        blocks.unpersist()
+
+
+def test_l2_penalty_matches_finite_differences(spark, data):
+    X, y = data
+    rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(60)]
+    df = spark.createDataFrame(rows, SCHEMA).repartition(3)
+    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=8)
+    try:
+        dist = DistributedLossGrad(blocks, TOPOLOGY, "float64", 8, reg_param=0.1)
+        w = np.random.default_rng(2).normal(scale=0.3, size=TOPOLOGY.network().n_weights)
+        _, grad = dist(w)
+        for i in (0, 50, len(w) - 1):
+            e = np.zeros_like(w)
+            e[i] = 1e-5
+            numeric = (dist(w + e)[0] - dist(w - e)[0]) / 2e-5
+            assert abs(numeric - grad[i]) < 1e-7 * max(1.0, abs(grad[i]))
+    finally:
+        blocks.unpersist()
