@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from sparkann.spark.data import cache_blocks
 from sparkann.spark.model import PersistMixin, build_topology
+from sparkann.spark.shipping import ship_to_executors
 from sparkann.spark.train import Trainer
 
 log = logging.getLogger("sparkann.spark")
@@ -32,6 +33,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
 
     def _fit(self, dataset):
         self._validate_params()
+        ship_to_executors(dataset.sparkSession.sparkContext)  # when run from a --py-files wheel
         layers = self.getLayers()
         self._n_out_check(layers)
         topology = build_topology(layers, self.getActivation(), self._loss)

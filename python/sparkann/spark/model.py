@@ -15,6 +15,7 @@ from pyspark.sql import types as T
 from sparkann.spark.data import (_check_finite, _list_to_dense, _vectors_to_dense,
                                  check_schema, unwrap_data_error)
 from sparkann.spark.params import _ClassifierParams, _RegressorParams
+from sparkann.spark.shipping import ship_to_executors
 
 
 def build_topology(layers, activation, loss):
@@ -196,6 +197,7 @@ class _NetworkModel(Model, PersistMixin):
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame")
         sc = dataset.sparkSession.sparkContext
+        ship_to_executors(sc)  # when run from a --py-files wheel
         bc = sc.broadcast(self._weights.astype(self.getDtype()))
         topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
         block_size, kind = self.getBlockSize(), self._kind
