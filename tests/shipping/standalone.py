@@ -7,8 +7,8 @@ into site-packages. ``stop()`` stops the daemons, then kills (by process id) any
 running from that folder: executors, drivers, daemons. It is registered with ``atexit`` so an
 interpreter that dies of an exception, or of SIGTERM, still stops the cluster.
 
-``bare_python_env`` makes a virtual environment that has numpy, scipy, pyarrow, threadpoolctl
-and tqdm (linked from this interpreter's site-packages, so no network is needed) and no
+``bare_python_env`` makes a virtual environment that has numpy, scipy, pyarrow, pandas,
+threadpoolctl and tqdm (linked from this interpreter's site-packages, so no network is needed) and no
 sparkann: executors run it, so they can only get sparkann from what the job ships.
 """
 import atexit
@@ -28,8 +28,10 @@ import urllib.request
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
-# What executors may import besides the standard library.
-EXECUTOR_PACKAGES = ("numpy", "scipy", "pyarrow", "threadpoolctl", "tqdm")
+# What executors may import besides the standard library: sparkann's dependencies and what
+# pyspark's Arrow functions need (pandas >= 2.2 with its own dependencies).
+EXECUTOR_PACKAGES = ("numpy", "scipy", "pyarrow", "pandas", "dateutil", "pytz", "tzdata", "six",
+                     "threadpoolctl", "tqdm")
 
 
 def free_port():
@@ -85,6 +87,13 @@ class StandaloneCluster:
             os.symlink(os.path.join(pyspark_dir, name), os.path.join(self.spark_home, name))
         for name in ("conf", "logs", "pids", "work"):
             os.makedirs(os.path.join(self.root, name))
+        # Warnings and errors only: a failing job's Python traceback stays readable.
+        with open(os.path.join(self.root, "conf", "log4j2.properties"), "w") as fh:
+            fh.write("rootLogger.level = warn\nrootLogger.appenderRef.stderr.ref = console\n"
+                     "appender.console.type = Console\nappender.console.name = console\n"
+                     "appender.console.target = SYSTEM_ERR\n"
+                     "appender.console.layout.type = PatternLayout\n"
+                     "appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n\n")
         self.port = free_port()
         self.webui_port = free_port()
         self.url = f"spark://127.0.0.1:{self.port}"

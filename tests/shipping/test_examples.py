@@ -25,6 +25,13 @@ def local_env():
                 PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
 
 
+def failure(proc):
+    """What a failed spark-submit printed, from the first Python traceback when there is one."""
+    err = proc.stderr
+    start = err.find("Traceback (most recent call last)")
+    return f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{err[start:start + 8000] if start >= 0 else err[-8000:]}"
+
+
 def printed(pattern, text):
     match = re.search(pattern, text)
     assert match, f"{pattern!r} not in output:\n{text[-4000:]}"
@@ -45,13 +52,13 @@ def test_fashion_mnist_job_on_standalone_cluster(cluster, bare_python, wheel, tm
     cache = {"SPARKANN_CACHE_DIR": str(tmp_path / "cache")}
     submit = ["--py-files", wheel, "--conf", f"spark.executorEnv.SPARKANN_CACHE_DIR={tmp_path / 'cache'}"]
     trained = cluster.submit(*submit, job, "train", *common, "--hidden", "64",
-                             "--max-iter", "40", "--partitions", "2",
+                             "--max-iter", "5", "--partitions", "2",
                              python=bare_python, env=cache)
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-6000:]
+    assert trained.returncode == 0, failure(trained)
     assert "saved the model" in trained.stdout
     assert os.listdir(model)
     evaluated = cluster.submit(*submit, job, "evaluate", *common, python=bare_python, env=cache)
-    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-6000:]
+    assert evaluated.returncode == 0, failure(evaluated)
     accuracy = printed(r"test accuracy: ([0-9.]+) on 2000 rows", evaluated.stdout)
     assert accuracy >= 0.80
     # executors really ran the engine extracted from the shipped wheel
