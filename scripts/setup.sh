@@ -9,5 +9,3 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
 python3 -m pip install -q --disable-pip-version-check ".[spark,plot,mkl,dev]"
-# PyTorch (CPU) is the independent reference of the tests and the contender of bench/.
-python3 -c "import torch" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check "torch==2.13.0"
