@@ -8,6 +8,11 @@ The BLAS backend is chosen at import from ``SPARKANN_BLAS`` ("auto" by default: 
 """
 import os as _os
 
+from ann_core import _archive
+
+# From a zip or wheel on sys.path (spark-submit --py-files): load compiled modules from a cache.
+_archive.use_extracted_modules(__spec__, __path__)
+
 from ann_core._blas import backend, find_mkl, set_backend
 from ann_core._network import ACTIVATIONS, LOSSES, Network
 from ann_core.threads import blas_threads, set_blas_threads

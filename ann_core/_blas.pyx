@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 
-from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
+from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL, RTLD_GLOBAL
 
 cdef extern from "<dlfcn.h>" nogil:
     int RTLD_NOLOAD
@@ -131,6 +131,27 @@ def find_mkl():
     return None
 
 
+# Iterations an idle GNU OpenMP thread spins before it sleeps. libgomp's default (300,000)
+# keeps workers spinning long after a GEMM; on a busy machine a spinning worker holds a core
+# that another thread needs, and MKL's barriers then wait for descheduled threads.
+GOMP_SPINCOUNT = "10000"
+
+
+def _load_gomp(spincount):
+    """Load GNU OpenMP for MKL with a short spin, unless the user configured OpenMP waiting.
+
+    libgomp reads its settings once, when it is loaded, so the variable is set only around
+    that load and does not reach other OpenMP runtimes (PyTorch's, say) loaded later.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    os.environ["GOMP_SPINCOUNT"] = str(spincount)
+    try:
+        dlopen(b"libgomp.so.1", RTLD_NOW | RTLD_GLOBAL)  # kept loaded; no-op if already loaded
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+
+
 def _load_mkl(path):
     global _mkl_handle
     cdef bytes raw = os.fsencode(path)
@@ -181,6 +202,7 @@ def set_backend(name="auto"):
     # take the cores from OpenBLAS's threads (Intel's OpenMP spins for 200 ms by default).
     os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
     try:
+        _load_gomp(os.environ.get("SPARKANN_GOMP_SPINCOUNT", GOMP_SPINCOUNT))
         _load_mkl(path)
     except OSError as error:
         if name == "mkl":

@@ -164,9 +164,13 @@ cdef class Network:
     def __init__(self, n_in, layers, dtype="float32", block_size=128):
         n_in = _size(n_in, "n_in")
         block_size = _size(block_size, "block_size")
-        if str(dtype) not in DTYPES:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
-        self.dtype = DTYPES[str(dtype)]
+        self.dtype = DTYPES[name]
         self.dbl = self.dtype == np.float64
         self.isz = self.dtype.itemsize
         self.block_size = block_size

@@ -6,6 +6,16 @@ from sparkann import layers as L
 from sparkann.topology import Topology
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    # tiny matrices: one thread avoids contention on a shared machine
+    import ann_core
+
+    previous = ann_core.set_blas_threads(1)
+    yield
+    ann_core.set_blas_threads(previous)
+
+
 def numeric_check(topology, n=7, seed=0, y=None, n_checked=60):
     """Largest relative error between loss_grad and central differences, in float64."""
     rng = np.random.default_rng(seed)

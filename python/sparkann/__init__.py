@@ -26,7 +26,8 @@ _EXPORTS = {
     "EarlyStopping": "optim", "DivergenceError": "optim",
     "read_idx": "datasets", "load_fashion_mnist": "datasets",
     "MLPClassifier": "estimator", "MLPRegressor": "estimator",
-    "load": "persist", "save": "persist",
+    "load": "persist", "save": "persist", "ModelFileError": "persist",
+    "NotFittedError": "estimator", "mean_objective": "optim",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,7 +19,7 @@ EXTENSIONS = ["sparkann.scaling"]
 RECIPES = {
     # Spark MLlib's MultilayerPerceptronClassifier defaults
     "spark": dict(hidden=[256, 128], activation="sigmoid", solver="lbfgs", max_iter=100,
-                  block_size=128, init="spark"),
+                  tol=1e-6, block_size=128, init="spark"),
     "adam": dict(hidden=[256, 128], activation="relu", solver="adam", max_iter=20,
                  learning_rate=0.002, batch_size=128, lr_schedule="cosine"),
 }
@@ -271,4 +271,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, so that extensions (sparkann.scaling) register their
+    # subcommands in the same table that main() reads.
+    from sparkann.cli import main as _main
+    sys.exit(_main())

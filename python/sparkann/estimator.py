@@ -303,6 +303,8 @@ class _MLPBase:
         else:
             self._check_outputs(y)
         y = self._encode(y)
+        if not incremental:
+            self._optimizer = None  # like scikit-learn: each fit starts a new optimizer
         X_val = y_val = None
         if self.early_stopping and not incremental:
             X, y, X_val, y_val = self._split(X, y)

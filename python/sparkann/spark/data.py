@@ -335,16 +335,24 @@ def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col
         offsets = pa.array(np.arange(0, a.size + 1, width, dtype=np.int32))
         return pa.ListArray.from_arrays(offsets, pa.array(a.ravel()))
 
-    columns, names = [as_list(X, d)], [features_col]
     if y is not None:
         y = np.asarray(y, dtype=np.float64)
         if y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} rows, X has {n}")
-        columns.append(pa.array(y) if y.ndim == 1 else as_list(np.ascontiguousarray(y),
-                                                                 y.shape[1]))
-        names.append(label_col)
-    # Arrow's 32-bit list offsets limit a batch; split the table into chunks of rows.
-    table = pa.Table.from_batches([pa.RecordBatch.from_arrays(columns, names=names)])
+    # Arrow lists have 32-bit offsets: one record batch per chunk of rows keeps them small.
+    chunk = max(1, (1 << 28) // max(d, 1))
+    batches = []
+    for r0 in range(0, n, chunk):
+        columns, names = [as_list(X[r0:r0 + chunk], d)], [features_col]
+        if y is not None:
+            part = y[r0:r0 + chunk]
+            columns.append(pa.array(part) if y.ndim == 1
+                           else as_list(np.ascontiguousarray(part), y.shape[1]))
+            names.append(label_col)
+        batches.append(pa.RecordBatch.from_arrays(columns, names=names))
+    if not batches:
+        raise ValueError("X has no rows")
+    table = pa.Table.from_batches(batches)
     df = spark.createDataFrame(table)
     df = df.repartition(num_partitions or spark.sparkContext.defaultParallelism)
     if vectors:

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from sparkann.spark.checkpointing import TrainingCheckpoint, run_fingerprint
 from sparkann.spark.data import cache_blocks
 from sparkann.spark.model import PersistMixin, build_topology
+from sparkann.spark.shipping import ship_to_executors
 from sparkann.spark.train import Trainer
 
 log = logging.getLogger("sparkann.spark")
@@ -33,9 +34,13 @@ class _NetworkEstimator(Estimator, PersistMixin):
 
     def _fit(self, dataset):
         self._validate_params()
+        ship_to_executors(dataset.sparkSession.sparkContext)  # when run from a --py-files wheel
         layers = self.getLayers()
         self._n_out_check(layers)
         topology = build_topology(layers, self.getActivation(), self._loss)
+        seed = self.getSeed()
+        if seed is None:                   # seed=None given explicitly: the stable default
+            seed = self._defaultParamMap[self.seed]
         if self.isDefined(self.initialWeights):
             w0 = self.getInitialWeights().toArray().astype(np.float64)
             if w0.shape != (topology.n_weights,):
@@ -44,7 +49,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
             if not np.isfinite(w0).all():
                 raise ValueError("initialWeights holds non-finite values")
         else:
-            w0 = topology.init_weights(seed=self.getSeed() & 0x7FFFFFFF,
+            w0 = topology.init_weights(seed=seed & 0x7FFFFFFF,
                                        scheme=self.getInitScheme(), dtype="float64")
         train_df, val_df = dataset, None
         if self.isDefined(self.validationIndicatorCol):
@@ -76,7 +81,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
             trainer = Trainer(blocks, topology, dtype=dtype, block_size=block_size,
                               solver=self.getSolver(), max_iter=self.getMaxIter(),
                               tol=self.getTol(), step_size=self.getStepSize(),
-                              reg_param=self.getRegParam(), seed=self.getSeed(),
+                              reg_param=self.getRegParam(), seed=seed,
                               sync_steps=self.getSyncSteps(), momentum=self.getMomentum(),
                               validation=validation,
                               patience=self.getEarlyStoppingPatience(),

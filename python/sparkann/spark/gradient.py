@@ -5,12 +5,9 @@ engine over its cached blocks and returns ``(loss sum, gradient sum, row count)`
 ``treeAggregate`` adds them up. The functions that run in the executors live at module level
 and receive plain values, so nothing but the data they need is shipped with a task.
 """
-import logging
 import time
 
 import numpy as np
-
-log = logging.getLogger("sparkann.spark")
 
 # Executor side: one engine per (topology, dtype, block size) and Python worker, reused by
 # every task that worker runs, so the workspace is allocated once, not once per iteration.

@@ -6,16 +6,17 @@ A saved model is Spark ML's layout: ``metadata/`` (JSON: class, uid, Params) and
 import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.functions import array_to_vector
-from pyspark.ml.linalg import DenseVector, Vectors
+from pyspark.ml.linalg import DenseVector
 from pyspark.ml.util import (DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader,
                              MLWritable, MLWriter)
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkann.spark.data import (DATA_ERROR, _check_finite, _list_to_dense, _vectors_to_dense,
+from sparkann.spark.data import (_check_finite, _list_to_dense, _vectors_to_dense,
                                  check_schema, unwrap_data_error)
 from sparkann.spark.model_files import load_metadata, load_weights, metadata_extra
 from sparkann.spark.params import _ClassifierParams, _RegressorParams
+from sparkann.spark.shipping import ship_to_executors
 
 
 def build_topology(layers, activation, loss):
@@ -188,14 +189,13 @@ class _NetworkModel(Model, PersistMixin):
         if features_col not in dataset.columns:
             raise ValueError(f"features column {features_col!r} is not in the DataFrame; its "
                              f"columns are {dataset.columns}")
-        ftype = dataset.schema[features_col].dataType
         check_schema(dataset.withColumn("__label", F.lit(0.0)), features_col, "__label")
         outs = self._output_columns()           # [(key, column name, spark type, as vector)]
         for _, name, _, _ in outs:
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame")
-        del ftype
         sc = dataset.sparkSession.sparkContext
+        ship_to_executors(sc)  # when run from a --py-files wheel
         bc = sc.broadcast(self._weights.astype(self.getDtype()))
         topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
         block_size, kind = self.getBlockSize(), self._kind
@@ -232,7 +232,10 @@ class _NetworkModel(Model, PersistMixin):
 
     @property
     def summary(self):
-        """Training summary (objectiveHistory and metrics on the training data)."""
+        """Training summary (objectiveHistory and metrics on the training data).
+
+        Both ``model.summary`` and ``model.summary()`` (pyspark 4's MLPC spelling) work.
+        """
         if self._summary is None:
             raise RuntimeError("No training summary available for this model")
         return self._summary
@@ -315,6 +318,10 @@ class ClassificationSummary:
         self.objectiveHistory = list(objective_history or [])
         self.totalIterations = len(self.objectiveHistory)
         self._confusion = None
+
+    def __call__(self):
+        # pyspark 4 spells the MLPC training summary as a method: model.summary()
+        return self
 
     @property
     def confusionMatrix(self):
@@ -430,6 +437,10 @@ class RegressionSummary:
         self.totalIterations = len(self.objectiveHistory)
         self._stats = None
 
+    def __call__(self):
+        # pyspark 4 spells the MLPC training summary as a method: model.summary()
+        return self
+
     def _compute(self):
         if self._stats is None:
             from pyspark.ml.functions import vector_to_array
@@ -474,10 +485,5 @@ class RegressionSummary:
         return self._compute()["r2"]
 
 
-def vector(values):
-    """A DenseVector of float64 values."""
-    return Vectors.dense(np.asarray(values, dtype=np.float64))
-
-
 __all__ = ["MultilayerPerceptronClassificationModel", "MultilayerPerceptronRegressionModel",
-           "ClassificationSummary", "RegressionSummary", "DATA_ERROR"]
+           "ClassificationSummary", "RegressionSummary"]

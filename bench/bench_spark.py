@@ -1,0 +1,192 @@
+"""Spark MLlib's MultilayerPerceptronClassifier vs sparkann's, on one cached Fashion-MNIST
+DataFrame, local[2], alternating the two systems.
+
+(a) seconds per full-batch gradient evaluation (the treeAggregate job) and evaluations per
+    L-BFGS iteration, for topologies A = [784,256,128,10] and B = [784,1024,1024,10] with
+    block sizes 128 and 1024;
+(b) wall time to reach 85% test accuracy, each system with its best solver (MLlib: L-BFGS,
+    the only one that gets there; ours: adam with relu);
+(c) our distributed gradient time over the native single-machine full-batch gradient with the
+    same number of threads (the distributed overhead).
+
+MLlib's job times come from Spark's event log (job start/end), ours from the driver (which
+also counts the weight broadcast). Usage::
+
+    python bench/bench_spark.py [--iters 4] [--skip-b-time] [--mllib-85-iters 100]
+"""
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+A = [784, 256, 128, 10]
+B = [784, 1024, 1024, 10]
+
+
+def session(event_dir):
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+    spark = (SparkSession.builder.master("local[2]").appName("bench_spark")
+             .config("spark.driver.host", "127.0.0.1")
+             .config("spark.driver.bindAddress", "127.0.0.1")
+             .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.memory", "8g")
+             .config("spark.eventLog.enabled", "true")
+             .config("spark.eventLog.dir", event_dir)
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def job_seconds(event_dir):
+    """{job group: [seconds of each treeAggregate job]} from the event log."""
+    starts, out = {}, {}
+    for path in glob.glob(os.path.join(event_dir, "*")):
+        with open(path) as f:
+            for line in f:
+                e = json.loads(line)
+                kind = e.get("Event")
+                if kind == "SparkListenerJobStart":
+                    group = (e.get("Properties") or {}).get("spark.jobGroup.id")
+                    names = " ".join(s.get("Stage Name", "") for s in e.get("Stage Infos", []))
+                    starts[e["Job ID"]] = (group, e["Submission Time"], "treeAggregate" in names)
+                elif kind == "SparkListenerJobEnd" and e["Job ID"] in starts:
+                    group, t0, is_agg = starts[e["Job ID"]]
+                    if group and is_agg:
+                        out.setdefault(group, []).append((e["Completion Time"] - t0) / 1000)
+    return out
+
+
+def accuracy(topology_sizes, activation, weights, Xt, yt):
+    from sparkann.topology import Topology
+    net = Topology.from_sizes(topology_sizes, activation=activation).network("float64", 1024)
+    p = net.forward(np.asarray(weights, np.float64), Xt, raw=True)
+    return float(np.mean(p.argmax(1) == yt))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=3, help="L-BFGS iterations per (a) run")
+    ap.add_argument("--mllib-85-iters", type=int, default=100)
+    ap.add_argument("--skip-b-time", action="store_true", help="skip (b) for topology B")
+    ap.add_argument("--skip-mllib-85", action="store_true")
+    args = ap.parse_args()
+
+    import ann_core
+    from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
+    from sparkann.datasets import load_fashion_mnist
+    from sparkann.spark import MultilayerPerceptronClassifier as Ours
+    from sparkann.spark.data import dataframe_from_numpy
+    from sparkann.topology import Topology
+
+    event_dir = tempfile.mkdtemp(prefix="bench-spark-events-")
+    spark = session(event_dir)
+    sc = spark.sparkContext
+    X, y = load_fashion_mnist(kind="train", dtype="float64")
+    Xt, yt = load_fashion_mnist(kind="test", dtype="float64")
+    t = time.perf_counter()
+    df = dataframe_from_numpy(spark, X, y, num_partitions=2).cache()
+    df.count()
+    print(f"cached DataFrame: {df.count()} rows, 2 partitions, {time.perf_counter() - t:.1f} s",
+          flush=True)
+
+    results = {}
+    for name, sizes in (("A", A), ("B", B)):
+        w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64")
+        for block in (128, 1024):
+            key = f"{name}-{block}"
+            # MLlib first, then ours, then ours in float64: alternating per configuration
+            sc.setJobGroup(f"mllib-{key}", "mllib")
+            t = time.perf_counter()
+            m = MLlib(layers=sizes, blockSize=block, maxIter=args.iters, tol=0.0, seed=1,
+                      initialWeights=w0.tolist()).fit(df)
+            mllib_wall = time.perf_counter() - t
+            mllib_iters = len(m.summary().objectiveHistory) - 1
+            row = {"mllib_wall": mllib_wall, "mllib_iters": mllib_iters}
+            for dtype in ("float32", "float64"):
+                sc.setJobGroup(f"ours-{dtype}-{key}", "ours")
+                t = time.perf_counter()
+                model = Ours(layers=sizes, blockSize=block, maxIter=args.iters, tol=0.0,
+                             initialWeights=w0.tolist(), dtype=dtype).fit(df)
+                row[f"ours_{dtype}_wall"] = time.perf_counter() - t
+                row[f"ours_{dtype}_grad"] = statistics.median(model.gradient_seconds)
+                row[f"ours_{dtype}_evals_per_iter"] = (len(model.gradient_seconds)
+                                                       / max(1, len(model.history)))
+            sc.setJobGroup("native", "native")
+            # (c): the native engine on one machine, same number of threads (2), float32
+            previous = ann_core.set_blas_threads(2)
+            net = Topology.from_sizes(sizes).network("float32", block)
+            X32, y64 = np.ascontiguousarray(X, np.float32), y.astype(np.int64)
+            w32, g = w0.astype(np.float32), np.zeros(net.n_weights, np.float32)
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                net.loss_grad(w32, X32, y64, g, zero=True)
+                times.append(time.perf_counter() - t)
+            ann_core.set_blas_threads(previous)
+            row["native_float32_grad"] = statistics.median(times)
+            results[key] = row
+            print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
+
+    # (b) time to 85% test accuracy
+    to85 = {}
+    for name, sizes in (("A", A), ("B", B)):
+        if name == "B" and args.skip_b_time:
+            continue
+        hit = {}
+
+        def stop_at_85(iteration, w, loss, sizes=sizes, hit=hit):
+            acc = accuracy(sizes, "relu", w, Xt, yt)
+            if acc >= 0.85 and "seconds" not in hit:
+                hit.update(seconds=time.perf_counter() - hit["t0"], iteration=iteration, acc=acc)
+                raise StopIteration
+
+        hit["t0"] = time.perf_counter()
+        Ours(layers=sizes, solver="adam", activation="relu", stepSize=0.001, maxIter=30,
+             seed=1).setCallback(stop_at_85).fit(df)
+        to85[f"ours-{name}"] = hit.get("seconds", float("nan"))
+        print(f"ours adam {name}: 85% after {hit.get('iteration')} rounds, "
+              f"{to85[f'ours-{name}']:.1f} s", flush=True)
+        if args.skip_mllib_85 or name == "B":
+            continue
+        sc.setJobGroup(f"mllib-85-{name}", "mllib")
+        t = time.perf_counter()
+        m = MLlib(layers=sizes, maxIter=args.mllib_85_iters, seed=1).fit(df)
+        wall = time.perf_counter() - t
+        acc = accuracy(sizes, "sigmoid", m.weights.toArray(), Xt, yt)
+        to85[f"mllib-{name}"] = wall if acc >= 0.85 else float("nan")
+        print(f"mllib l-bfgs {name}: {acc:.4f} after {args.mllib_85_iters} iterations, "
+              f"{wall:.1f} s", flush=True)
+
+    spark.stop()
+    jobs = job_seconds(event_dir)
+    print("\n(a) seconds per full-batch gradient evaluation (median), local[2]")
+    print(f"{'config':10s} {'MLlib f64':>10s} {'ev/it':>6s} {'ours f32':>9s} {'ev/it':>6s} "
+          f"{'ours f64':>9s} {'MLlib/f32':>9s} {'MLlib/f64':>9s} {'(c) f32/native':>14s}")
+    for key, row in results.items():
+        mj = jobs.get(f"mllib-{key}", [])
+        m_grad = statistics.median(mj) if mj else float("nan")
+        m_evals = len(mj) / max(1, row["mllib_iters"])
+        print(f"{key:10s} {m_grad:10.3f} {m_evals:6.2f} {row['ours_float32_grad']:9.3f} "
+              f"{row['ours_float32_evals_per_iter']:6.2f} {row['ours_float64_grad']:9.3f} "
+              f"{m_grad / row['ours_float32_grad']:9.2f} "
+              f"{m_grad / row['ours_float64_grad']:9.2f} "
+              f"{row['ours_float32_grad'] / row['native_float32_grad']:14.2f}")
+    print("\n(b) wall seconds to 85% test accuracy")
+    for key, value in to85.items():
+        print(f"{key:10s} {value:8.1f}")
+    if "mllib-A" in to85 and "ours-A" in to85:
+        print(f"ratio A (MLlib / ours): {to85['mllib-A'] / to85['ours-A']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
