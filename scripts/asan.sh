@@ -30,4 +30,6 @@ if grep -q "ERROR: AddressSanitizer" "$BUILD/asan.log"; then
     exit 1
 fi
 echo "AddressSanitizer: no error reported"
+# A build directory this script created is removed when everything passed.
+if [ "$status" -eq 0 ] && [ -z "${ASAN_BUILD_DIR:-}" ]; then rm -rf "$BUILD"; fi
 exit "$status"
