@@ -42,6 +42,7 @@ def session(event_dir):
              .config("spark.driver.memory", "8g")
              .config("spark.eventLog.enabled", "true")
              .config("spark.eventLog.dir", event_dir)
+             .config("spark.eventLog.compress", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
@@ -50,10 +51,16 @@ def session(event_dir):
 def job_seconds(event_dir):
     """{job group: [seconds of each treeAggregate job]} from the event log."""
     starts, out = {}, {}
-    for path in glob.glob(os.path.join(event_dir, "*")):
+    # Spark 4 writes rolling event logs: a folder of files per application
+    paths = sorted(p for p in glob.glob(os.path.join(event_dir, "**", "*"), recursive=True)
+                   if os.path.isfile(p))
+    for path in paths:
         with open(path) as f:
             for line in f:
-                e = json.loads(line)
+                try:
+                    e = json.loads(line)
+                except ValueError:          # a line still being written
+                    continue
                 kind = e.get("Event")
                 if kind == "SparkListenerJobStart":
                     group = (e.get("Properties") or {}).get("spark.jobGroup.id")
