@@ -6,6 +6,10 @@
 # e.g. --train-rows 10000 --test-rows 2000 --max-iter 5 for a short run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Python (and Spark's Python workers, which start with the driver's folder as their own) must not
+# put the current folder on sys.path: the source tree's ann_core/ would shadow the installed,
+# compiled package.
+export PYTHONSAFEPATH=1
 bash scripts/setup.sh
 export SPARK_LOCAL_IP=127.0.0.1
 # The example's defaults are the recipe: [784, 256, 128, 10] ReLU, Adam, 15 rounds of one
