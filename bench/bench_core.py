@@ -98,8 +98,9 @@ def numpy_gradient(sizes, dtype, block, X, y, w):
             p[np.arange(len(p)), y[r:r + block]] -= 1
             delta = p
             for i in range(len(mats) - 1, -1, -1):
-                grads[i][0] += acts[i].T @ delta
-                grads[i][1] += delta.sum(axis=0)
+                gW, gb = grads[i]
+                gW += acts[i].T @ delta
+                gb += delta.sum(axis=0)
                 if i > 0:
                     delta = (delta @ mats[i][0].T) * acts[i] * (1 - acts[i])
     return run
