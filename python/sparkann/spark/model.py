@@ -303,7 +303,22 @@ class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
         return model.transform(dataset)
 
 
-class ClassificationSummary:
+class _Summary:
+    """What every summary holds: the predictions, their columns and the objective history."""
+
+    def __init__(self, predictions, label_col, prediction_col, objective_history=None):
+        self.predictions = predictions
+        self.labelCol = label_col
+        self.predictionCol = prediction_col
+        self.objectiveHistory = list(objective_history or [])
+        self.totalIterations = len(self.objectiveHistory)
+
+    def __call__(self):
+        # pyspark 4 spells the MLPC training summary as a method: model.summary()
+        return self
+
+
+class ClassificationSummary(_Summary):
     """Accuracy and per-label metrics of a classification model on a DataFrame.
 
     Computed from the confusion matrix (one small aggregation job, on first use).
@@ -311,17 +326,9 @@ class ClassificationSummary:
 
     def __init__(self, predictions, label_col, prediction_col, num_classes,
                  objective_history=None):
-        self.predictions = predictions
-        self.labelCol = label_col
-        self.predictionCol = prediction_col
+        super().__init__(predictions, label_col, prediction_col, objective_history)
         self.num_classes = num_classes
-        self.objectiveHistory = list(objective_history or [])
-        self.totalIterations = len(self.objectiveHistory)
         self._confusion = None
-
-    def __call__(self):
-        # pyspark 4 spells the MLPC training summary as a method: model.summary()
-        return self
 
     @property
     def confusionMatrix(self):
@@ -424,22 +431,14 @@ class MultilayerPerceptronRegressionModel(_NetworkModel, _RegressorParams):
                                  self.getPredictionCol(), self.numTargets)
 
 
-class RegressionSummary:
+class RegressionSummary(_Summary):
     """Mean squared / absolute error, RMSE and R^2 (averaged over targets) on a DataFrame."""
 
     def __init__(self, predictions, label_col, prediction_col, num_targets,
                  objective_history=None):
-        self.predictions = predictions
-        self.labelCol = label_col
-        self.predictionCol = prediction_col
+        super().__init__(predictions, label_col, prediction_col, objective_history)
         self.num_targets = num_targets
-        self.objectiveHistory = list(objective_history or [])
-        self.totalIterations = len(self.objectiveHistory)
         self._stats = None
-
-    def __call__(self):
-        # pyspark 4 spells the MLPC training summary as a method: model.summary()
-        return self
 
     def _compute(self):
         if self._stats is None:
