@@ -9,8 +9,11 @@ DataFrame, local[2], alternating the two systems.
 (c) our distributed gradient time over the native single-machine full-batch gradient with the
     same number of threads (the distributed overhead).
 
-MLlib's job times come from Spark's event log (job start/end), ours from the driver (which
-also counts the weight broadcast). Usage::
+MLlib runs twice for (a): with its default pure-Java BLAS (dev.ludovic.netlib VectorBLAS,
+forced with ``-Ddev.ludovic.netlib.blas.allowNative=false``) in this process, and with a
+native BLAS (the system's libblas.so.3, e.g. ``apt-get install libopenblas0-pthread``) in a
+second Spark driver started by this script. MLlib's job times come from Spark's event log
+(job start/end), ours from the driver (which also counts the weight broadcast). Usage::
 
     python bench/bench_spark.py [--iters 4] [--skip-b-time] [--mllib-85-iters 100]
 """
@@ -19,6 +22,7 @@ import glob
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +33,7 @@ A = [784, 256, 128, 10]
 B = [784, 1024, 1024, 10]
 
 
-def session(event_dir):
+def session(event_dir, native_blas=False):
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -43,9 +47,52 @@ def session(event_dir):
              .config("spark.eventLog.enabled", "true")
              .config("spark.eventLog.dir", event_dir)
              .config("spark.eventLog.compress", "false")
+             .config("spark.driver.extraJavaOptions",
+                     f"-Ddev.ludovic.netlib.blas.allowNative={str(native_blas).lower()}")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def mllib_blas(spark):
+    """The BLAS class MLlib's level-3 calls go to in this driver."""
+    try:
+        return spark._jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance().getClass().getSimpleName()
+    except Exception:   # noqa: BLE001 - no native library: MLlib uses its Java BLAS
+        return spark._jvm.dev.ludovic.netlib.blas.JavaBLAS.getInstance().getClass().getSimpleName()
+
+
+def cached_train(spark, X, y):
+    from sparkann.spark.data import dataframe_from_numpy
+    df = dataframe_from_numpy(spark, X, y, num_partitions=2).cache()
+    df.count()
+    return df
+
+
+def mllib_native_gradients(iters):
+    """Second driver: MLlib's seconds per gradient job with the native BLAS, as JSON."""
+    from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
+    from sparkann.datasets import load_fashion_mnist
+    from sparkann.topology import Topology
+    # Spark's advice for MLlib with a native BLAS: one BLAS thread per task (2 tasks, 2 cores)
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    event_dir = tempfile.mkdtemp(prefix="bench-spark-events-")
+    spark = session(event_dir, native_blas=True)
+    blas = mllib_blas(spark)
+    X, y = load_fashion_mnist(kind="train", dtype="float64")
+    df = cached_train(spark, X, y)
+    out = {"blas": blas}
+    if blas == "JNIBLAS":
+        for name, sizes in (("A", A), ("B", B)):
+            w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64")
+            for block in (128, 1024):
+                spark.sparkContext.setJobGroup(f"mllib-{name}-{block}", "mllib")
+                MLlib(layers=sizes, blockSize=block, maxIter=iters, tol=0.0, seed=1,
+                      initialWeights=w0.tolist()).fit(df)
+    spark.stop()
+    for group, seconds in job_seconds(event_dir).items():
+        out[group.replace("mllib-", "")] = statistics.median(seconds)
+    print("NATIVE " + json.dumps(out), flush=True)
 
 
 def job_seconds(event_dir):
@@ -86,23 +133,27 @@ def main():
     ap.add_argument("--mllib-85-iters", type=int, default=100)
     ap.add_argument("--skip-b-time", action="store_true", help="skip (b) for topology B")
     ap.add_argument("--skip-mllib-85", action="store_true")
+    ap.add_argument("--skip-native", action="store_true",
+                    help="skip MLlib with the native BLAS")
+    ap.add_argument("--mllib-native-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.mllib_native_only:
+        return mllib_native_gradients(args.iters)
 
     import ann_core
     from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
     from sparkann.datasets import load_fashion_mnist
     from sparkann.spark import MultilayerPerceptronClassifier as Ours
-    from sparkann.spark.data import dataframe_from_numpy
     from sparkann.topology import Topology
 
     event_dir = tempfile.mkdtemp(prefix="bench-spark-events-")
     spark = session(event_dir)
     sc = spark.sparkContext
+    print(f"MLlib's BLAS in this driver: {mllib_blas(spark)}", flush=True)
     X, y = load_fashion_mnist(kind="train", dtype="float64")
     Xt, yt = load_fashion_mnist(kind="test", dtype="float64")
     t = time.perf_counter()
-    df = dataframe_from_numpy(spark, X, y, num_partitions=2).cache()
-    df.count()
+    df = cached_train(spark, X, y)
     print(f"cached DataFrame: {df.count()} rows, 2 partitions, {time.perf_counter() - t:.1f} s",
           flush=True)
 
@@ -176,18 +227,30 @@ def main():
 
     spark.stop()
     jobs = job_seconds(event_dir)
-    print("\n(a) seconds per full-batch gradient evaluation (median), local[2]")
-    print(f"{'config':10s} {'MLlib f64':>10s} {'ev/it':>6s} {'ours f32':>9s} {'ev/it':>6s} "
-          f"{'ours f64':>9s} {'MLlib/f32':>9s} {'MLlib/f64':>9s} {'(c) f32/native':>14s}")
+    native = {}
+    if not args.skip_native:
+        run = subprocess.run([sys.executable, __file__, "--mllib-native-only", "--iters",
+                              str(args.iters)], capture_output=True, text=True)
+        lines = [ln for ln in run.stdout.splitlines() if ln.startswith("NATIVE ")]
+        native = json.loads(lines[-1][7:]) if lines else {"blas": "failed"}
+        if native.get("blas") != "JNIBLAS":
+            print(f"MLlib with a native BLAS: not measured ({native.get('blas')}: install one "
+                  "as libblas.so.3)")
+    print("\n(a) seconds per full-batch gradient evaluation (median), local[2]; MLlib float64 "
+          "with Java BLAS (java) and native BLAS (nat)")
+    print(f"{'config':8s} {'MLlib java':>10s} {'ev/it':>6s} {'MLlib nat':>9s} {'ours f32':>9s} "
+          f"{'ev/it':>6s} {'ours f64':>9s} {'java/f32':>8s} {'nat/f32':>8s} {'java/f64':>8s} "
+          f"{'nat/f64':>8s} {'(c) f32/native':>14s}")
     for key, row in results.items():
         mj = jobs.get(f"mllib-{key}", [])
         m_grad = statistics.median(mj) if mj else float("nan")
+        m_nat = native.get(key, float("nan"))
         m_evals = len(mj) / max(1, row["mllib_iters"])
-        print(f"{key:10s} {m_grad:10.3f} {m_evals:6.2f} {row['ours_float32_grad']:9.3f} "
-              f"{row['ours_float32_evals_per_iter']:6.2f} {row['ours_float64_grad']:9.3f} "
-              f"{m_grad / row['ours_float32_grad']:9.2f} "
-              f"{m_grad / row['ours_float64_grad']:9.2f} "
-              f"{row['ours_float32_grad'] / row['native_float32_grad']:14.2f}")
+        f32, f64 = row["ours_float32_grad"], row["ours_float64_grad"]
+        print(f"{key:8s} {m_grad:10.3f} {m_evals:6.2f} {m_nat:9.3f} {f32:9.3f} "
+              f"{row['ours_float32_evals_per_iter']:6.2f} {f64:9.3f} {m_grad / f32:8.2f} "
+              f"{m_nat / f32:8.2f} {m_grad / f64:8.2f} {m_nat / f64:8.2f} "
+              f"{f32 / row['native_float32_grad']:14.2f}")
     print("\n(b) wall seconds to 85% test accuracy")
     for key, value in to85.items():
         print(f"{key:10s} {value:8.1f}")
