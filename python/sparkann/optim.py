@@ -290,7 +290,7 @@ class LBFGS:
 
     def step(self):
         """One iteration from the current state; returns None, or why the line search failed
-        (the state is then unchanged)."""
+        (the weights, loss, gradient and pairs are then unchanged)."""
         d = self._direction()
         first = min(1.0 / float(np.linalg.norm(d)), self.MAX_STEP) if self.nit == 0 else 1.0
         trial = {}
