@@ -1,4 +1,7 @@
 """Acceptance 1: the distributed loss and gradient equal the single-machine ones."""
+import logging
+import os
+
 import numpy as np
 import pytest
 
@@ -67,3 +70,47 @@ def test_l2_penalty_matches_finite_differences(spark, data):
             assert abs(numeric - grad[i]) < 1e-7 * max(1.0, abs(grad[i]))
     finally:
         blocks.unpersist()
+
+
+def _blocks_and_reference(spark, data, partitions):
+    X, y = data
+    rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), SCHEMA)
+    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=16)
+    net = TOPOLOGY.network(dtype="float64", block_size=16)
+    w = np.random.default_rng(3).normal(scale=0.5, size=net.n_weights)
+    grad_ref = np.zeros(net.n_weights)
+    loss_ref, _ = net.loss_grad(w, np.ascontiguousarray(X), y.astype(np.int64), grad_ref)
+    return blocks, w, loss_ref, grad_ref
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_partition_away_from_its_file_is_computed_from_the_source(spark, data, damage, caplog):
+    # What a task sees when it runs on another executor than its partition's file.
+    blocks, w, loss_ref, grad_ref = _blocks_and_reference(spark, data, 3)
+    try:
+        path = blocks.handles.collect()[1][1]
+        if damage == "deleted":
+            os.unlink(path)
+        else:
+            os.truncate(path, os.path.getsize(path) - 8)
+        with caplog.at_level(logging.WARNING, logger="sparkann.spark.data"):
+            loss, grad, rows = DistributedLossGrad(blocks, TOPOLOGY, "float64", 16).sums(w)
+        assert rows == 203
+        np.testing.assert_allclose(loss, loss_ref, rtol=1e-9)
+        np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-12 * np.abs(grad_ref).max())
+        assert "1 partition(s) ran away from their stacked data" in caplog.text
+        with pytest.raises(Exception, match="stacked data of partition 1 is not on this executor"):
+            blocks.rdd.count()
+    finally:
+        blocks.unpersist()
+
+
+def test_unpersist_deletes_the_stacked_files(spark, data):
+    blocks, _, _, _ = _blocks_and_reference(spark, data, 2)
+    paths = [h[1] for h in blocks.handles.collect()]
+    assert all(os.path.getsize(p) == blocks.layout.nbytes(h[2])
+               for p, h in zip(paths, blocks.handles.collect()))
+    blocks.unpersist()
+    assert not any(os.path.exists(p) for p in paths)
+    assert not os.path.exists(os.path.dirname(paths[0]))

@@ -70,17 +70,10 @@ TRAINING_PARAMS = ("layers", "activation", "solver", "maxIter", "tol", "stepSize
 
 
 def data_fingerprint(blocks):
-    """Row count and per-partition (rows, feature sum, label sum): one small Spark job."""
-    def summary(index, it):
-        rows, xs, ys = 0, 0.0, 0.0
-        for X, y in it:
-            rows += X.shape[0]
-            xs += float(X.sum(dtype=np.float64))
-            ys += float(y.sum(dtype=np.float64))
-        yield index, rows, repr(xs), repr(ys)
-
-    return {"rows": blocks.n_rows, "partitions": sorted(
-        blocks.rdd.mapPartitionsWithIndex(summary).collect())}
+    """Row count and per-partition (rows, feature sum, label sum), noted when stacking."""
+    return {"rows": blocks.n_rows, "partitions": [[i, rows, repr(xs), repr(ys)]
+                                                  for i, rows, xs, ys in
+                                                  blocks.partition_summaries()]}
 
 
 def run_fingerprint(estimator, topology, w0, blocks):

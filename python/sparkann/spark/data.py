@@ -1,15 +1,22 @@
-"""DataFrame -> contiguous numpy blocks, built once in the executors and cached.
+"""DataFrame -> contiguous numpy blocks, built once in the executors and kept there.
 
 The features column (a Spark ML ``Vector``, dense or sparse, or an ``array<float|double>``)
 and the label column reach the executors as Arrow batches (``mapInArrow``); they are turned
 into C-contiguous ``(rows, n_features)`` blocks of the training dtype with whole-column numpy
-operations (no Python object per row), checked while they are stacked, and kept as an RDD of
-``(X, y)`` blocks persisted in memory. Every iteration then reads the cached blocks only.
+operations (no Python object per row), checked while they are stacked, and kept by the
+executors in memory-mapped files (:mod:`sparkann.spark.resident`). Every iteration then reads
+those only, without passing the data through Spark again.
 """
+import logging
+
 import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import types as T
+
+from sparkann.spark import resident
+
+log = logging.getLogger(__name__)
 
 # Executor-side errors carry this prefix so the driver can raise them as a plain ValueError.
 DATA_ERROR = "sparkann data error: "
@@ -147,12 +154,13 @@ def _check_finite(block, what, row0):
               f"be finite")
 
 
-def blocks_from_arrow(batches, *, features_col, label_col, n_features, n_out, label_kind,
-                      dtype, block_size, partition):
-    """Executor side: Arrow batches -> Arrow rows, one per block of ``block_size`` rows.
+def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_kind, dtype,
+                 block_size, partition):
+    """Executor side: Arrow batches -> ``(X, y)`` numpy blocks of ``block_size`` rows.
 
-    Each output row holds the raw bytes of ``X`` (rows, n_features) and ``y`` and the row
-    count. Rows are numbered within the partition in error messages.
+    ``X`` is (rows, n_features) of ``dtype``; ``y`` int64 class indices or (rows, n_out)
+    targets. The blocks are views of two buffers reused for the next block: consume each
+    before asking for the next. Rows are numbered within the partition in error messages.
     """
     import pyarrow as pa
     dtype = np.dtype(dtype)
@@ -164,14 +172,6 @@ def blocks_from_arrow(batches, *, features_col, label_col, n_features, n_out, la
     row0 = 0
     fwhat = f"features column {features_col!r} (partition {partition})"
     lwhat = f"label column {label_col!r} (partition {partition})"
-
-    def emit(count):
-        return pa.RecordBatch.from_arrays(
-            [pa.array([X_buf[:count].tobytes()], pa.large_binary()),
-             pa.array([y_buf[:count].tobytes()], pa.large_binary()),
-             pa.array([count], pa.int32()), pa.array([partition], pa.int32())],
-            names=["X", "y", "rows", "partition"])
-
     for batch in batches:
         m = batch.num_rows
         if m == 0:
@@ -193,35 +193,129 @@ def blocks_from_arrow(batches, *, features_col, label_col, n_features, n_out, la
             fill += take
             start += take
             if fill == block_size:
-                yield emit(fill)
+                yield X_buf, y_buf
                 fill = 0
         row0 += m
     if fill:
-        yield emit(fill)
+        yield X_buf[:fill], y_buf[:fill]
+
+
+def blocks_from_arrow(batches, **stacking):
+    """Executor side: Arrow batches -> Arrow rows, one per block (see :func:`stack_blocks`).
+
+    Each output row holds the raw bytes of ``X`` and ``y`` and the row count.
+    """
+    import pyarrow as pa
+    for X, y in stack_blocks(batches, **stacking):
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([X.tobytes()], pa.large_binary()), pa.array([y.tobytes()], pa.large_binary()),
+             pa.array([X.shape[0]], pa.int32()), pa.array([stacking["partition"]], pa.int32())],
+            names=["X", "y", "rows", "partition"])
+
+
+def resident_from_arrow(batches, token, **stacking):
+    """Executor side: stack a partition into its resident file; yield its handle as Arrow."""
+    import pyarrow as pa
+    from pyspark import TaskContext
+    handle = resident.write_partition(stack_blocks(batches, **stacking), token,
+                                      stacking["partition"], TaskContext.get().attemptNumber())
+    types = [pa.int32(), pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.float64()]
+    names = [f.split()[0] for f in resident.HANDLE_SCHEMA.split(", ")]
+    yield pa.RecordBatch.from_arrays([pa.array([v], t) for v, t in zip(handle, types)],
+                                     names=names)
 
 
 BLOCK_SCHEMA = "X binary, y binary, rows int, partition int"
 
 
 class CachedBlocks:
-    """The training data as an RDD of ``(X, y)`` numpy blocks persisted in memory.
+    """The training data, stacked once into ``(X, y)`` numpy blocks kept by the executors.
+
+    Each partition's blocks live in a memory-mapped file on the executor that built them
+    (:mod:`sparkann.spark.resident`); Spark caches one small handle per partition.
 
     Attributes
     ----------
-    rdd : pyspark.RDD of (ndarray, ndarray)
     n_rows, n_blocks, n_partitions, n_features : int
+    context : pyspark.SparkContext
     """
 
-    def __init__(self, rdd, n_rows, n_blocks, n_features):
-        self.rdd = rdd
+    def __init__(self, handles, source, layout, n_rows, n_blocks):
+        self.handles = handles
+        self.source = source
+        self.layout = layout
+        self.context = handles.context
         self.n_rows = n_rows
         self.n_blocks = n_blocks
-        self.n_partitions = rdd.getNumPartitions()
-        self.n_features = n_features
+        self.n_partitions = handles.getNumPartitions()
+        self.n_features = layout.n_features
+
+    @property
+    def rdd(self):
+        """RDD of the ``(X, y)`` blocks (read-only arrays), partitioned as the data."""
+        layout = self.layout
+
+        def read(handles):
+            for handle in handles:
+                blocks = resident.open_partition(handle, layout)
+                if blocks is None:
+                    raise RuntimeError(f"the stacked data of partition {handle[0]} is not on "
+                                       f"this executor ({handle[1]})")
+                yield from blocks
+
+        return self.handles.mapPartitions(read)
+
+    def tree_aggregate(self, partition_fn, combine, depth=2):
+        """``treeAggregate`` of one value per partition computed from its blocks.
+
+        Parameters
+        ----------
+        partition_fn : callable
+            Executor side: ``partition_fn(blocks)`` (a list of ``(X, y)``) yields one value.
+        combine : callable
+            Adds two values (may modify and return its first argument).
+        depth : int
+
+        A partition whose task ran away from its file is computed again from the source
+        DataFrame, in one more job, and added last.
+        """
+        layout = self.layout
+
+        def on_executor(handles):
+            for handle in handles:
+                blocks = resident.open_partition(handle, layout)
+                if blocks is None:
+                    yield [handle[0]], None
+                else:
+                    for value in partition_fn(blocks):
+                        yield [], value
+
+        def add(a, b):
+            if a[1] is None or b[1] is None:
+                return a[0] + b[0], b[1] if a[1] is None else a[1]
+            return a[0] + b[0], combine(a[1], b[1])
+
+        missing, value = self.handles.mapPartitions(on_executor).treeAggregate(
+            ([], None), add, add, depth=depth)
+        if missing:
+            log.warning("%d partition(s) ran away from their stacked data; computing them "
+                        "from the source again", len(missing))
+            for extra in self.context.runJob(self.source.mapPartitions(
+                    lambda it: partition_fn(list(it))), lambda it: it, partitions=missing):
+                value = extra if value is None else combine(value, extra)
+        return value
+
+    def partition_summaries(self):
+        """Per partition ``(index, rows, feature sum, label sum)``: read from the handles."""
+        return sorted((h[0], h[2], h[4], h[5]) for h in self.handles.collect())
 
     def unpersist(self):
-        """Release the cached blocks."""
-        self.rdd.unpersist()
+        """Delete the stacked files and release the handles."""
+        try:
+            self.handles.foreach(resident.delete_partition)
+        except Exception as error:  # noqa: BLE001 - files go with the executors anyway
+            log.warning("could not delete the stacked data: %s", error)
+        self.handles.unpersist()
 
 
 def _to_numpy_block(row, n_features, dtype, y_shape):
@@ -242,7 +336,7 @@ def unwrap_data_error(error):
 
 
 def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32",
-                 block_size=128, targets=False, storage_level=StorageLevel.MEMORY_ONLY):
+                 block_size=128, targets=False):
     """Stack a DataFrame into cached blocks, checking every row; fails before any training.
 
     Parameters
@@ -279,34 +373,45 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
     else:
         label_kind = "class"
     dtype = np.dtype(dtype).name
-    # Plain locals only: the closure is shipped to the executors.
-    fcol, lcol = features_col, label_col
+    # Plain locals only: the closures are shipped to the executors.
+    stacking = dict(features_col=features_col, label_col=label_col, n_features=n_features,
+                    n_out=n_out, label_kind=label_kind, dtype=dtype, block_size=block_size)
+    token = resident.new_token()
 
     def to_blocks(batches):
         from pyspark import TaskContext
-        part = TaskContext.get().partitionId()
-        return blocks_from_arrow(batches, features_col=fcol, label_col=lcol,
-                                 n_features=n_features, n_out=n_out, label_kind=label_kind,
-                                 dtype=dtype, block_size=block_size, partition=part)
+        return blocks_from_arrow(batches, partition=TaskContext.get().partitionId(), **stacking)
 
-    blocks = df.select(features_col, label_col).mapInArrow(to_blocks, BLOCK_SCHEMA)
+    def to_resident(batches):
+        from pyspark import TaskContext
+        return resident_from_arrow(batches, token, partition=TaskContext.get().partitionId(),
+                                   **stacking)
+
+    columns = df.select(features_col, label_col)
     y_shape = None if label_kind == "class" else n_out
-    rdd = blocks.rdd.map(lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
-    rdd.persist(storage_level)
+    source = columns.mapInArrow(to_blocks, BLOCK_SCHEMA).rdd.map(
+        lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
+    handles = columns.mapInArrow(to_resident, resident.HANDLE_SCHEMA).rdd.map(tuple)
+    handles.persist(StorageLevel.MEMORY_AND_DISK)
+    layout = resident.Layout(n_features, dtype, y_shape, block_size)
+    blocks = CachedBlocks(handles, source, layout, 0, 0)
     try:
-        counts = rdd.map(lambda b: (b[0].shape[0], 1)).fold((0, 0), lambda a, b: (a[0] + b[0],
-                                                                                  a[1] + b[1]))
+        rows, n_blocks = handles.map(lambda h: (h[2], h[3])).fold(
+            (0, 0), lambda a, b: (a[0] + b[0], a[1] + b[1]))
     except Exception as error:   # an executor found bad data: say what, plainly
-        rdd.unpersist()
+        # Not blocks.unpersist(): deleting files would run the failing job again. Files of
+        # partitions that were stacked go with the executor's local directory.
+        handles.unpersist()
         plain = unwrap_data_error(error)
         if plain is None:
             raise
         raise plain from None
-    if counts[0] == 0:
-        rdd.unpersist()
+    if rows == 0:
+        handles.unpersist()
         raise ValueError(f"the DataFrame has no rows to train on (columns {features_col!r}, "
                          f"{label_col!r})")
-    return CachedBlocks(rdd, counts[0], counts[1], n_features)
+    blocks.n_rows, blocks.n_blocks = rows, n_blocks
+    return blocks
 
 
 def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col="label",

@@ -51,7 +51,7 @@ def task_network(topology, dtype, block_size, blas_threads):
 
 def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_threads,
                         faults=None, iteration=0):
-    """Executor side: ``(loss sum, gradient sum as float64, rows)`` over one partition.
+    """Executor side: ``(loss sum, gradient sum, rows)`` over one partition's blocks.
 
     An overflow in the engine gives a NaN loss (the driver stops with a DivergenceError)
     rather than a failed task that Spark would retry for nothing.
@@ -70,16 +70,14 @@ def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_th
             except FloatingPointError:
                 loss = float("nan")
         rows += X.shape[0]
-    yield loss, grad.astype(np.float64, copy=False), rows
+    yield loss, grad, rows
 
 
 def _add(a, b):
-    if a[1] is None:
-        return b
-    if b[1] is None:
-        return a
-    a[1].__iadd__(b[1])
-    return a[0] + b[0], a[1], a[2] + b[2]
+    # Partials travel in the engine's dtype (half the bytes in float32) and add up in float64.
+    grad = a[1] if a[1].dtype == np.float64 else a[1].astype(np.float64)
+    grad += b[1]
+    return a[0] + b[0], grad, a[2] + b[2]
 
 
 def task_cpus(sc):
@@ -120,7 +118,7 @@ class DistributedLossGrad:
         self.reg_param = float(reg_param)
         self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
         self.depth = depth
-        self.sc = blocks.rdd.context
+        self.sc = blocks.context
         self.threads = task_cpus(self.sc)
         self.evaluations = 0
         self.seconds = []
@@ -138,13 +136,12 @@ class DistributedLossGrad:
         block_size, threads = self.block_size, self.threads
         faults, iteration = active_spec(self.sc), self.evaluations
 
-        def one_partition(it):
-            return partition_loss_grad(it, bc, topology, dtype, block_size, threads, faults,
+        def one_partition(blocks):
+            return partition_loss_grad(blocks, bc, topology, dtype, block_size, threads, faults,
                                        iteration)
 
         try:
-            loss, grad, rows = self.blocks.rdd.mapPartitions(one_partition).treeAggregate(
-                (0.0, None, 0), _add, _add, depth=self.depth)
+            loss, grad, rows = self.blocks.tree_aggregate(one_partition, _add, depth=self.depth)
         finally:
             bc.destroy()
         self.evaluations += 1
@@ -153,9 +150,7 @@ class DistributedLossGrad:
         if rows != expected:  # a lost or retried task must neither drop nor repeat rows
             raise RuntimeError(f"the gradient job summed {rows} rows, the cached data holds "
                                f"{expected}")
-        if grad is None:
-            grad = np.zeros(len(weights))
-        return loss, grad, rows
+        return loss, np.asarray(grad, np.float64), rows
 
     def __call__(self, weights):
         """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``."""

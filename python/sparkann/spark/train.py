@@ -204,7 +204,7 @@ class Trainer:
         return w
 
     def _run_minibatch(self, w0, start=0, state=None):
-        sc = self.blocks.rdd.context
+        sc = self.blocks.context
         kind, momentum = self.solver, self.momentum
         # Spark's default stepSize (0.03) is meant for gd; adam's customary rate is 0.001.
         lr = self.step_size if (self.step_size_set or kind == "sgd") else 0.001
@@ -228,9 +228,8 @@ class Trainer:
                                              faults)
 
             try:
-                rows, w_sum, arrays, loss_sum, seen, t = self.blocks.rdd.mapPartitions(
-                    one_partition).treeAggregate((0, None, None, 0.0, 0, 0), _sum_rounds,
-                                                 _sum_rounds, depth=2)
+                rows, w_sum, arrays, loss_sum, seen, t = self.blocks.tree_aggregate(
+                    one_partition, _sum_rounds, depth=2)
             finally:
                 bc.destroy()
             if rows != self.blocks.n_rows:  # a lost or retried task must not drop or repeat
