@@ -12,7 +12,8 @@ import math
 import time
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize
+from scipy.optimize import OptimizeResult
+from scipy.optimize._dcsrch import DCSRCH  # MINPACK-2's More-Thuente line search
 
 
 class DivergenceError(FloatingPointError):
@@ -164,8 +165,196 @@ def _call(fun_grad, w, last_good, iteration):
                               weights=last_good, iteration=iteration) from e
 
 
-def lbfgs(fun_grad, w0, max_iter=100, tol=1e-6, m=10, callback=None, gtol=1e-9):
-    """Minimise ``fun_grad`` with scipy's L-BFGS-B (no bounds).
+_REACHED_MAX_ITER = "maximum number of iterations reached"
+
+
+class LBFGS:
+    """Limited-memory BFGS (no bounds) whose whole state can be saved and restored.
+
+    Each iteration takes the direction ``d = -H g`` from the two-loop recursion over the
+    last ``m`` correction pairs ``s = x_new - x``, ``y = g_new - g`` (initial scaling
+    ``gamma = s'y / y'y`` of the newest pair), then a More-Thuente line search (scipy's
+    MINPACK-2 ``DCSRCH``, sufficient decrease 1e-3, curvature 0.9, at most 20 evaluations)
+    from the trial step ``1 / ||d||`` at the first iteration and 1 afterwards. These are the
+    choices of L-BFGS-B without bounds. The direction and trial steps are also those of
+    Breeze's L-BFGS (Spark MLlib's solver): where both line searches accept the trial step,
+    the iterates are the same (measured: MLlib's objective history to 3e-16 relative).
+
+    :meth:`state_dict` holds everything the next iteration depends on; an optimizer given it
+    back with :meth:`load_state_dict` continues with bitwise the iterates of one that never
+    stopped (same ``fun_grad``, same arguments to :meth:`minimize`).
+
+    Parameters
+    ----------
+    fun_grad : callable
+        ``fun_grad(w) -> (loss, grad)`` with ``w`` a float64 vector.
+    w0 : ndarray
+        Starting weights (1-D).
+    m : int
+        Number of correction pairs kept (Spark's default is 10).
+    """
+
+    C1, C2 = 1e-3, 0.9  # L-BFGS-B's sufficient decrease and curvature constants
+    MAX_STEP = 1e10  # L-BFGS-B's step bound without box constraints
+    MAX_EVALUATIONS = 20  # per line search, as L-BFGS-B
+
+    def __init__(self, fun_grad, w0, m=10):
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"m (the number of correction pairs) must be a positive integer, "
+                             f"received {m!r}")
+        w0 = np.asarray(w0)
+        if w0.ndim != 1 or w0.size == 0:
+            raise ValueError(f"w0 must be a non-empty 1-D vector, received shape {w0.shape}")
+        self.fun_grad, self.m = fun_grad, int(m)
+        self.x = np.array(w0, dtype=np.float64)
+        self.fun = self.grad = None  # at x, once evaluated
+        self.fun_prev = None  # the loss before the last iteration (relative-reduction test)
+        self.s, self.y = [], []  # correction pairs, oldest first
+        self.nit = self.nfev = 0
+
+    # -------------------------------------------------------------------------- state
+
+    def state_dict(self):
+        """Weights, loss, gradient, correction pairs and counters (copies).
+
+        ``s`` and ``y`` are ``(k, n)`` arrays, oldest pair first, ``k <= m``.
+        """
+        n = self.x.size
+        return {"x": self.x.copy(), "fun": self.fun, "fun_prev": self.fun_prev,
+                "grad": None if self.grad is None else self.grad.copy(),
+                "s": np.array(self.s, dtype=np.float64).reshape(-1, n),
+                "y": np.array(self.y, dtype=np.float64).reshape(-1, n),
+                "nit": self.nit, "nfev": self.nfev}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned (for a vector of the same size)."""
+        n = self.x.size
+        x = np.array(state["x"], dtype=np.float64)
+        s = np.array(state["s"], dtype=np.float64)
+        y = np.array(state["y"], dtype=np.float64)
+        grad = None if state["grad"] is None else np.array(state["grad"], dtype=np.float64)
+        if x.shape != (n,) or (grad is not None and grad.shape != (n,)):
+            raise ValueError(f"the L-BFGS state is for {x.size} weights (gradient "
+                             f"{None if grad is None else grad.shape}); this problem has {n}")
+        if s.ndim != 2 or s.shape != y.shape or s.shape[1] != n or s.shape[0] > self.m:
+            raise ValueError(f"the L-BFGS state's correction pairs have shapes s {s.shape}, "
+                             f"y {y.shape}; expected two equal (k, {n}) arrays with "
+                             f"k <= m = {self.m}")
+        if (state["fun"] is None) != (grad is None):
+            raise ValueError("the L-BFGS state has a loss without a gradient or the reverse")
+        self.x, self.grad = x, grad
+        self.fun = None if state["fun"] is None else float(state["fun"])
+        self.fun_prev = None if state["fun_prev"] is None else float(state["fun_prev"])
+        self.s, self.y = list(s), list(y)
+        self.nit, self.nfev = int(state["nit"]), int(state["nfev"])
+
+    # ---------------------------------------------------------------------- iterations
+
+    def minimize(self, max_iter=100, tol=1e-6, gtol=1e-9, callback=None):
+        """Iterate until a stopping rule holds; see :func:`lbfgs` for the arguments.
+
+        ``max_iter`` counts every iteration of this optimizer, restored ones included.
+        """
+        _check_iters(max_iter, tol)
+        if self.fun is None:
+            self.fun, self.grad = self._evaluate(self.x)
+        success = True
+        while True:
+            message = self._stop_reason(max_iter, tol, gtol)
+            if message:
+                success = message != _REACHED_MAX_ITER
+                break
+            failure = self.step()
+            if failure:
+                message, success = failure, False
+                break
+            if callback is not None:
+                try:
+                    callback(self.nit, self.x, self.fun)
+                except StopIteration:
+                    message = "stopped by callback"
+                    break
+        return OptimizeResult(x=self.x.copy(), fun=self.fun, jac=self.grad.copy(),
+                              nit=self.nit, nfev=self.nfev, message=message, success=success)
+
+    def _stop_reason(self, max_iter, tol, gtol):
+        if np.max(np.abs(self.grad)) <= gtol:
+            return "converged: the largest gradient entry is below gtol"
+        # scipy's ftol: (f_prev - f) <= tol * max(|f_prev|, |f|, 1)
+        if self.fun_prev is not None and \
+                self.fun_prev - self.fun <= tol * max(abs(self.fun_prev), abs(self.fun), 1.0):
+            return "converged: the relative reduction of the loss is below tol"
+        if self.nit >= max_iter:
+            return _REACHED_MAX_ITER
+        return None
+
+    def step(self):
+        """One iteration from the current state; returns None, or why the line search failed
+        (the weights, loss, gradient and pairs are then unchanged)."""
+        d = self._direction()
+        first = min(1.0 / float(np.linalg.norm(d)), self.MAX_STEP) if self.nit == 0 else 1.0
+        trial = {}
+
+        def phi(step):
+            x = self.x + step * d
+            f, g = self._evaluate(x)
+            trial.update(step=step, x=x, f=f, g=g)
+            return f
+
+        def derphi(step):  # DCSRCH asks for it right after phi at the same step
+            return float(trial["g"] @ d)
+
+        search = DCSRCH(phi, derphi, ftol=self.C1, gtol=self.C2, xtol=1e-14, stpmin=0.0,
+                        stpmax=self.MAX_STEP)
+        step, _, _, task = search(first, phi0=self.fun, derphi0=float(self.grad @ d),
+                                  maxiter=self.MAX_EVALUATIONS)
+        if step is None or step != trial.get("step"):
+            return (f"line search failed ({task.decode(errors='replace').strip()}); "
+                    "returning the last iterate")
+        s, y = trial["x"] - self.x, trial["g"] - self.grad
+        # A pair enters the memory only with enough curvature: s'y > 0 keeps the implied
+        # inverse Hessian positive definite (so d is a descent direction), and the margin
+        # eps * y'y keeps 1 / s'y and gamma from being dominated by rounding.
+        if float(s @ y) > np.finfo(np.float64).eps * float(y @ y):
+            if len(self.s) == self.m:
+                del self.s[0], self.y[0]
+            self.s.append(s)
+            self.y.append(y)
+        self.fun_prev = self.fun
+        self.x, self.fun, self.grad = trial["x"], trial["f"], trial["g"]
+        self.nit += 1
+        return None
+
+    def _direction(self):
+        """``-H g`` by the two-loop recursion (Nocedal and Wright, Algorithm 7.4)."""
+        q = self.grad.copy()
+        alphas = []
+        for s, y in zip(reversed(self.s), reversed(self.y)):
+            alpha = float(s @ q) / float(y @ s)
+            q -= alpha * y
+            alphas.append(alpha)
+        if self.s:
+            s, y = self.s[-1], self.y[-1]
+            q *= float(s @ y) / float(y @ y)
+        for s, y, alpha in zip(self.s, self.y, reversed(alphas)):
+            beta = float(y @ q) / float(y @ s)
+            q += (alpha - beta) * s
+        return -q
+
+    def _evaluate(self, w):
+        loss, grad = _call(self.fun_grad, w, self.x, self.nit)
+        self.nfev += 1
+        loss = float(loss)
+        grad = np.array(grad, dtype=np.float64)  # a copy: callers may reuse their buffer
+        if grad.shape != self.x.shape:
+            raise ValueError(f"fun_grad returned a gradient of shape {grad.shape}; expected "
+                             f"{self.x.shape}")
+        _finite_or_raise(loss, grad, self.x, self.nit)
+        return loss, grad
+
+
+def lbfgs(fun_grad, w0, max_iter=100, tol=1e-6, m=10, callback=None, gtol=1e-9, state=None):
+    """Minimise ``fun_grad`` with :class:`LBFGS` (no bounds).
 
     Parameters
     ----------
@@ -174,9 +363,10 @@ def lbfgs(fun_grad, w0, max_iter=100, tol=1e-6, m=10, callback=None, gtol=1e-9):
     w0 : ndarray
         Starting weights (1-D); the result has the same dtype.
     max_iter : int
-        Maximum number of iterations.
+        Maximum number of iterations (with ``state``: in all, the restored ones included).
     tol : float
-        Stop when the relative reduction of the loss is below ``tol`` (scipy's ``ftol``).
+        Stop when the relative reduction of the loss is below ``tol`` (scipy's ``ftol``:
+        ``f_prev - f <= tol * max(|f_prev|, |f|, 1)``).
     m : int
         Number of correction pairs kept (Spark's default is 10).
     callback : callable, optional
@@ -184,34 +374,26 @@ def lbfgs(fun_grad, w0, max_iter=100, tol=1e-6, m=10, callback=None, gtol=1e-9):
         ``StopIteration`` ends the run with the current weights.
     gtol : float
         Stop when the largest gradient entry is below ``gtol``.
+    state : dict, optional
+        An :meth:`LBFGS.state_dict` to continue from (then ``w0`` only gives the size and
+        dtype): the run goes on exactly as if it had never stopped.
 
     Returns
     -------
-    scipy.optimize.OptimizeResult with ``x`` (dtype of ``w0``), ``fun``, ``nit``, ``nfev``,
-    ``message``.
+    scipy.optimize.OptimizeResult with ``x`` (dtype of ``w0``), ``fun``, ``jac``, ``nit``,
+    ``nfev``, ``message``, ``success`` (False when ``max_iter`` was reached or the line
+    search failed; the weights are then the last iterate).
+
+    Raises
+    ------
+    DivergenceError
+        A non-finite loss or gradient; its ``weights`` are the last iterate.
     """
     w0 = np.asarray(w0)
-    _check_iters(max_iter, tol)
-    state = {"nit": 0, "last_x": np.array(w0, dtype=np.float64), "last_f": math.inf}
-
-    def f(w):
-        loss, grad = _call(fun_grad, w, state["last_x"], state["nit"])
-        loss = float(loss)
-        grad = np.asarray(grad, dtype=np.float64)
-        _finite_or_raise(loss, grad, state["last_x"], state["nit"])
-        return loss, grad
-
-    def on_iteration(intermediate_result):
-        state["nit"] += 1
-        state["last_x"] = np.array(intermediate_result.x)
-        state["last_f"] = float(intermediate_result.fun)
-        if callback is not None:
-            callback(state["nit"], intermediate_result.x, float(intermediate_result.fun))
-
-    result = minimize(f, np.asarray(w0, dtype=np.float64), jac=True, method="L-BFGS-B",
-                      callback=on_iteration,
-                      options={"maxiter": int(max_iter), "maxcor": int(m), "ftol": float(tol),
-                               "gtol": float(gtol), "maxfun": max(15000, 20 * int(max_iter))})
+    optimizer = LBFGS(fun_grad, w0, m)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    result = optimizer.minimize(max_iter, tol, gtol, callback)
     result.x = result.x.astype(w0.dtype)
     return result
 

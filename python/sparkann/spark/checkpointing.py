@@ -4,16 +4,18 @@ With ``checkpointDir`` set, the trainer saves its state every ``checkpointInterv
 iterations (and once more when training ends) with :mod:`sparkann.checkpoint`; a later
 ``fit`` with the same directory, topology, Params and data resumes from it.
 
-What is saved, per solver:
+What is saved, per solver (every resume is exact: the resumed run ends with bitwise the
+weights and history of the uninterrupted one):
 
 - ``gd``: the weights after the step and the iteration count (the step-size schedule
-  depends on it). Resuming is exact: the same arithmetic continues.
+  depends on it): the same arithmetic continues.
 - ``adam`` / ``sgd``: the weights, the optimizer state (step count, Adam's moments or the
   momentum buffer) and the round index. The mini-batch order of a round comes from a
-  generator seeded with ``(seed, round, partition)``, so the round index restores it: exact.
-- ``l-bfgs``: the weights and iteration count only. scipy's L-BFGS-B cannot be given its
-  correction pairs back, so a resumed run restarts the L-BFGS memory from the checkpointed
-  weights: it continues from the same point but is not bitwise the uninterrupted run.
+  generator seeded with ``(seed, round, partition)``, so the round index restores it.
+- ``l-bfgs``: :meth:`sparkann.optim.LBFGS.state_dict`: the weights, loss and gradient, the
+  previous loss (for the ``tol`` test), the correction pairs in order and the counters. The
+  pairs dominate the size: ``2 * m * n_weights`` float64 numbers (m = 10: 160 bytes per
+  weight, e.g. 37 MB for 784-256-128-10), plus three more vectors of ``n_weights``.
 
 Always saved: the objective history (and validation history with the early-stopping state),
 and a fingerprint of the topology, the training Params, the initial weights and the data
@@ -126,9 +128,10 @@ class ShiftedSchedule:
 
 
 def optimizer_checkpoint_state(state):
-    """An adam/sgd ``state_dict`` -> ``(arrays, values)`` for :func:`save_checkpoint`."""
+    """An optimizer's ``state_dict`` -> ``(arrays, values)``: arrays for the ``.npz`` file,
+    the rest (numbers and None) for the JSON record."""
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-    values = {"t": int(state["t"]), "none": [k for k, v in state.items() if v is None]}
+    values = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
     return arrays, values
 
 
@@ -137,7 +140,7 @@ _STOPPER_FIELDS = ("best_metric", "best_iteration", "iteration", "bad")
 
 def save_checkpoint(trainer, iteration, w, finished=False):
     """Write the trainer's state after ``iteration`` (``finished``: the returned weights)."""
-    opt_arrays, opt_values = trainer._solver_state
+    opt_arrays, opt_values = optimizer_checkpoint_state(trainer.optimizer_state())
     arrays = {"weights": np.asarray(w, np.float64)}
     arrays.update({"optimizer_" + k: v for k, v in opt_arrays.items()})
     meta = {"solver": trainer.solver, "finished": bool(finished),
@@ -185,11 +188,27 @@ def resume_from_checkpoint(trainer):
     w = np.array(w, dtype=np.float64)
     if meta.get("finished"):
         return "finished", w
-    opt_state = None
-    values = meta.get("optimizer") or {}
-    if trainer.solver in ("adam", "sgd") and "t" in values:
-        opt_state = {"t": int(values["t"]), **{k: None for k in values.get("none", [])}}
-        opt_state.update({k[len("optimizer_"):]: np.array(v) for k, v in arrays.items()
-                          if k.startswith("optimizer_")})
-        trainer._solver_state = optimizer_checkpoint_state(opt_state)
+    if trainer.solver == "gd":
+        return iteration, w, None
+    opt_state = dict(meta.get("optimizer") or {})
+    opt_state.update({k[len("optimizer_"):]: np.array(v) for k, v in arrays.items()
+                      if k.startswith("optimizer_")})
+    if trainer.solver == "l-bfgs":
+        _check_lbfgs_state(opt_state, iteration, w, where)
     return iteration, w, opt_state
+
+
+def _check_lbfgs_state(state, iteration, w, where):
+    from sparkann.optim import LBFGS
+    if state.get("nit") != iteration or "x" not in state:
+        raise checkpoint.CheckpointError(
+            f"{where}: the checkpoint of iteration {iteration} has no L-BFGS state of that "
+            f"iteration (found {state.get('nit')!r}); it cannot be resumed exactly")
+    try:
+        LBFGS(None, w).load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{where}: the checkpoint's L-BFGS state is "
+                                         f"incomplete or inconsistent: {e!r}") from None
+    if not np.array_equal(state["x"], w):
+        raise checkpoint.CheckpointError(f"{where}: the L-BFGS state's weights differ from "
+                                         "the checkpoint's weights")

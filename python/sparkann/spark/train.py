@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from sparkann.spark.checkpointing import (ShiftedSchedule, optimizer_checkpoint_state,
-                                          resume_from_checkpoint, save_checkpoint)
+from sparkann.spark.checkpointing import (ShiftedSchedule, resume_from_checkpoint,
+                                          save_checkpoint)
 from sparkann.spark.gradient import DistributedLossGrad, task_cpus, task_network
 
 log = logging.getLogger("sparkann.spark")
@@ -117,7 +117,8 @@ class Trainer:
         self.momentum, self.validation, self.patience = momentum, validation, patience
         self.callback = callback
         self.checkpoint = checkpoint  # a checkpointing.TrainingCheckpoint or None
-        self._solver_state = ({}, {})  # arrays and values the checkpoint needs beyond w
+        self._optimizer_state = {}  # adam/sgd state_dict after the last round
+        self._lbfgs = None  # the running optimizer.LBFGS
         self.step_size_set = step_size_set
         self.l2_mask = topology.l2_mask().astype(np.float64)
         self.loss_grad = DistributedLossGrad(blocks, topology, dtype, block_size, reg_param,
@@ -129,6 +130,11 @@ class Trainer:
         self.seconds = []
         self._stopper = None
         self._last = time.perf_counter()
+
+    def optimizer_state(self):
+        """The solver's ``state_dict`` that a checkpoint holds besides the weights ({} for
+        gd)."""
+        return self._lbfgs.state_dict() if self._lbfgs is not None else self._optimizer_state
 
     def _on_iteration(self, iteration, w, loss):
         now = time.perf_counter()
@@ -164,6 +170,7 @@ class Trainer:
                 return resumed[1]
             if resumed is not None:
                 start, w0, opt_state = resumed
+                self._optimizer_state = opt_state or {}
         self._last = time.perf_counter()
         self._current = w0
 
@@ -174,8 +181,11 @@ class Trainer:
             if start >= self.max_iter:
                 w = w0
             elif self.solver == "l-bfgs":
-                w = optim.lbfgs(self.loss_grad, w0, max_iter=self.max_iter - start,
-                                tol=self.tol, callback=on_iteration).x
+                self._lbfgs = optim.LBFGS(self.loss_grad, w0)
+                if opt_state is not None:  # its iterations count on from the checkpoint
+                    self._lbfgs.load_state_dict(opt_state)
+                w = self._lbfgs.minimize(self.max_iter, self.tol,
+                                         callback=self._on_iteration).x
             elif self.solver == "gd":
                 # Spark MLlib's gradient descent: stepSize / sqrt(iteration).
                 w = optim.gd(self.loss_grad, w0, step_size=self.step_size,
@@ -237,7 +247,7 @@ class Trainer:
             if reg_param:
                 loss += 0.5 * reg_param * float((w * l2_mask) @ w)
             self._current = w
-            self._solver_state = optimizer_checkpoint_state(state)
+            self._optimizer_state = state
             self._on_iteration(r + 1, w, loss)
             if abs(previous - loss) <= self.tol * max(abs(loss), 1e-12):
                 break
