@@ -39,27 +39,85 @@ cdef void _scipy_dgemm(char *ta, char *tb, int *m, int *n, int *k, double *alpha
 
 ctypedef void (*shutdown_fn)() noexcept nogil
 ctypedef int (*pause_fn)(int kind) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
+ctypedef void (*set_threads_fn)(int n) noexcept nogil
+ctypedef int (*set_local_fn)(int n) noexcept nogil
 
 cdef gemm_table _table = gemm_table(_scipy_sgemm, _scipy_dgemm)
 cdef void *_mkl_handle = NULL
 cdef bint _using_mkl = False
 cdef bint _pool_flushes = False  # the BLAS worker threads were started by a flushing thread
 cdef shutdown_fn _openblas_shutdown = NULL
+cdef get_threads_fn _openblas_get_threads = NULL
+cdef set_threads_fn _openblas_set_threads = NULL
+cdef get_threads_fn _mkl_get_threads = NULL
+cdef set_local_fn _mkl_set_local = NULL
 
 
-def _find_openblas_shutdown():
-    """scipy's OpenBLAS exports blas_thread_shutdown_ (its fork handler): find it through
-    the module that links it, so that numpy's separate OpenBLAS is never touched."""
-    global _openblas_shutdown
+def _find_openblas_functions():
+    """scipy's OpenBLAS exports blas_thread_shutdown_ (its fork handler) and its thread count
+    functions: find them through the module that links it, so that numpy's separate OpenBLAS
+    is never touched."""
+    global _openblas_shutdown, _openblas_get_threads, _openblas_set_threads
     import scipy.linalg.cython_blas as cython_blas
     cdef bytes raw = os.fsencode(cython_blas.__file__)
     cdef void *handle = dlopen(raw, RTLD_NOW | RTLD_NOLOAD)
-    if handle != NULL:
-        _openblas_shutdown = <shutdown_fn>dlsym(handle, b"blas_thread_shutdown_")
-        dlclose(handle)
+    if handle == NULL:
+        return
+    _openblas_shutdown = <shutdown_fn>dlsym(handle, b"blas_thread_shutdown_")
+    for prefix in (b"scipy_openblas", b"openblas"):
+        _openblas_get_threads = <get_threads_fn>dlsym(handle, prefix + b"_get_num_threads")
+        _openblas_set_threads = <set_threads_fn>dlsym(handle, prefix + b"_set_num_threads")
+        if _openblas_get_threads != NULL and _openblas_set_threads != NULL:
+            break
+    dlclose(handle)
 
 
-_find_openblas_shutdown()
+_find_openblas_functions()
+
+
+cdef int engine_threads() noexcept nogil:
+    """The thread count the engine may use: the BLAS backend's current setting."""
+    if _using_mkl and _mkl_get_threads != NULL:
+        return _mkl_get_threads()
+    if not _using_mkl and _openblas_get_threads != NULL:
+        return _openblas_get_threads()
+    return 1
+
+
+cdef bint can_split_rows() noexcept nogil:
+    """Whether BLAS can be held to one thread per engine thread (see single_threaded_*)."""
+    if _using_mkl:
+        return _mkl_set_local != NULL
+    return _openblas_set_threads != NULL and _openblas_get_threads != NULL
+
+
+cdef int single_threaded_begin() noexcept nogil:
+    """Before the engine splits rows over its own threads: every BLAS call of theirs must run
+    on one thread. OpenBLAS has one global count (set to 1 here, restored by the _end);
+    MKL's is set per thread, by each engine thread (thread_single_begin)."""
+    cdef int previous = 0
+    if not _using_mkl and _openblas_get_threads != NULL:
+        previous = _openblas_get_threads()
+        _openblas_set_threads(1)
+    return previous
+
+
+cdef void single_threaded_end(int previous) noexcept nogil:
+    if not _using_mkl and _openblas_set_threads != NULL and previous > 0:
+        _openblas_set_threads(previous)
+
+
+cdef int thread_single_begin() noexcept nogil:
+    """In an engine thread: MKL computes on this thread only; returns what to restore."""
+    if _using_mkl and _mkl_set_local != NULL:
+        return _mkl_set_local(1)
+    return 0
+
+
+cdef void thread_single_end(int previous) noexcept nogil:
+    if _using_mkl and _mkl_set_local != NULL:
+        _mkl_set_local(previous)
 
 
 cdef void prepare_threads() noexcept nogil:
@@ -162,9 +220,14 @@ def _load_mkl(path):
     cdef void *d = dlsym(handle, b"dgemm_")
     if s == NULL or d == NULL:
         raise OSError(f"{path} does not export sgemm_/dgemm_: not an MKL runtime library")
+    global _mkl_get_threads, _mkl_set_local
     _mkl_handle = handle
     _table.sgemm = <sgemm_fn>s
     _table.dgemm = <dgemm_fn>d
+    # The C interface (mkl_service.h maps mkl_* names to these; the lower-case symbols of
+    # libmkl_rt are the Fortran ones, which take pointers).
+    _mkl_get_threads = <get_threads_fn>dlsym(handle, b"MKL_Get_Max_Threads")
+    _mkl_set_local = <set_local_fn>dlsym(handle, b"MKL_Set_Num_Threads_Local")
 
 
 def set_backend(name="auto"):

@@ -1,5 +1,8 @@
 """Set and report the number of BLAS threads the engine computes with.
 
+The engine uses that many threads of its own when it splits a call's rows (each then runs
+one-thread BLAS; see ``ann_core.Network``), and that many BLAS threads otherwise.
+
 Only one BLAS thread pool may be busy at a time: two pools sharing the cores slow GEMM by
 an order of magnitude. So when MKL is the backend, scipy's OpenBLAS is held to one thread.
 """
