@@ -93,7 +93,8 @@ def _vectors_to_dense(col, n, dtype, what, row0):
     wrong = np.flatnonzero(sparse & (sizes != n))
     if wrong.size:
         bad = int(wrong[0])
-        _fail(f"{what}: row {row0 + bad} is a sparse vector of size {int(sizes[bad])}, expected {n}")
+        _fail(f"{what}: row {row0 + bad} is a sparse vector of size {int(sizes[bad])}, "
+              f"expected {n}")
     offsets = np.asarray(values.offsets)
     lengths = np.diff(offsets)
     wrong = np.flatnonzero(~sparse & (lengths != n))
@@ -208,7 +209,8 @@ def blocks_from_arrow(batches, **stacking):
     import pyarrow as pa
     for X, y in stack_blocks(batches, **stacking):
         yield pa.RecordBatch.from_arrays(
-            [pa.array([X.tobytes()], pa.large_binary()), pa.array([y.tobytes()], pa.large_binary()),
+            [pa.array([X.tobytes()], pa.large_binary()),
+             pa.array([y.tobytes()], pa.large_binary()),
              pa.array([X.shape[0]], pa.int32()), pa.array([stacking["partition"]], pa.int32())],
             names=["X", "y", "rows", "partition"])
 

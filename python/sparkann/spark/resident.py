@@ -95,8 +95,8 @@ def open_partition(handle, layout):
             if os.fstat(f.fileno()).st_size != layout.nbytes(rows):
                 return None
             # MAP_POPULATE: one call maps the whole (cached) file instead of a fault per page.
-            buf = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                            prot=mmap.PROT_READ)
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            buf = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
     except FileNotFoundError:
         return None
     n, bs = layout.n_features, layout.block_size
