@@ -30,10 +30,10 @@ def test_calibration_jobs_give_observations_the_fit_reads(spark):
     sc = spark.sparkContext
     obs = scaling.spark_observations(sc, 2, [8_000, 400_000], [16_000, 800_000],
                                      partitions=[2, 4], repeats=1)
-    obs += scaling.read_observations(spark, 2, 20, rows=600, repeats=1)
+    obs += scaling.read_observations(spark, 2, 20, rows=(300, 600), repeats=1)
     kinds = [o["job"] for o in obs]
-    # per partition count: empty, 2 broadcasts, 2 gathers, 2 explicit levels; one read job
-    assert len(obs) == 2 * 7 + 1 and kinds.count("level") == 4 and kinds[-1] == "read"
+    # per partition count: empty, 2 broadcasts, 2 gathers, 2 explicit levels; two reads
+    assert len(obs) == 2 * 7 + 2 and kinds.count("level") == 4 and kinds[-2:] == ["read"] * 2
     assert all(o["seconds"] > 0 for o in obs)
     assert all(o["levels"] == [o["partitions"], 1] for o in obs if o["job"] == "level")
     read = obs[-1]

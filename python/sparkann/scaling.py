@@ -18,7 +18,8 @@ Compute. The ``P`` tasks run in ``ceil(P / n)`` waves; each task reads and proce
 examples and pays a fixed ``c_task`` (starting the task, unpacking the weights, zeroing the
 gradient)::
 
-    t_compute = ceil(P / n) * (S / P * (f / F + d / R) + c_task)   # S*(f/F + d/R)/n + c_task if P = n
+    t_compute = ceil(P / n) * (S / P * (f / F + d / R) + c_task)
+              # = S * (f / F + d / R) / n + c_task if P = n
 
 Reading is a real cost in PySpark: a cached RDD lives pickled in the JVM, and every job streams
 it to the Python workers, which unpickle it (``R`` is infinite, the term zero, for data the
@@ -745,29 +746,32 @@ def spark_observations(sc, workers, broadcast_sizes, aggregate_sizes, partitions
     return obs
 
 
-def read_observations(spark, workers, n_features, dtype="float32", rows=40000, repeats=5,
-                      partitions=None):
+def read_observations(spark, workers, n_features, dtype="float32", rows=(20000, 60000),
+                      repeats=5, partitions=None):
     """Jobs that only read training blocks cached by ``sparkann.spark.data.cache_blocks``.
 
-    Random ``rows`` x ``n_features`` data in ``partitions`` partitions (default ``n``) are
-    cached as training runs cache them; each job deserializes every block in the Python
-    workers and computes nothing (``flops_per_example=0``), which exposes the read rate.
+    For each count in ``rows``, random ``rows x n_features`` data in ``partitions``
+    partitions (default ``n``) are cached as training caches them; each job deserializes
+    every block in the Python workers and computes nothing (``flops_per_example=0``). Two
+    sizes give the read rate as a slope, apart from the fixed costs of a job.
     """
     from sparkann.spark.data import cache_blocks
 
     obs = []
     for p in partitions or [workers]:
-        blocks = cache_blocks(random_frame(spark, n_features, 2, rows, p), "features", "label",
-                              n_features, 2, dtype=dtype)
-        try:
-            def read():
-                blocks.rdd.mapPartitions(_rows_in).treeAggregate(0, _add, _add)
+        for count in sorted({int(r) for r in np.atleast_1d(rows)}):
+            blocks = cache_blocks(random_frame(spark, n_features, 2, count, p), "features",
+                                  "label", n_features, 2, dtype=dtype)
+            try:
+                def read():
+                    blocks.rdd.mapPartitions(_rows_in).treeAggregate(0, _add, _add)
 
-            obs.append({"n": workers, "partitions": p, "examples": rows, "flops_per_example": 0,
-                        "aggregate_bytes": 8, "parts": ("compute", "aggregate", "overhead"),
-                        "seconds": _timed(read, repeats), "job": "read"})
-        finally:
-            blocks.unpersist()
+                obs.append({"n": workers, "partitions": p, "examples": count,
+                            "flops_per_example": 0, "aggregate_bytes": 8,
+                            "parts": ("compute", "aggregate", "overhead"),
+                            "seconds": _timed(read, repeats), "job": "read"})
+            finally:
+                blocks.unpersist()
     return obs
 
 
