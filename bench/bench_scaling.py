@@ -4,8 +4,9 @@ For each cluster ``local-cluster[n,1,1024]`` (n = 1, 2 executors of one core eac
 topology (A = 784-256-128-10, B = 784-1024-1024-10; float32, sigmoid hidden layers, softmax
 output):
 
-1. calibrate, once per cluster and for both topologies: the native FLOP rate of one worker
-   (one BLAS thread, per topology) and the short Spark jobs of
+1. calibrate, once per cluster and for both topologies: the native FLOP rate of a worker
+   (``sparkann.scaling.worker_flop_rate``: n tasks at once, one BLAS thread each, per
+   topology) and the short Spark jobs of
    ``sparkann.scaling.spark_observations`` (empty job, broadcast of weight-sized vectors,
    treeAggregate of gradient-sized vectors, the same through one explicit shuffle level)
    and ``read_observations`` (a job that only reads cached training blocks), fitted by
@@ -157,13 +158,13 @@ def main(argv=None):
     results = []
     try:
         for n in (1, 2):
-            # Measured again before each cluster starts (median of 7, one thread): the
-            # machine is shared and the CPU a core gives changes from minute to minute.
-            rates = {name: scaling.measure_flop_rate(layers, args.dtype, threads=1, rows=8192,
-                                                     repeats=7)
-                     for name, layers in TOPOLOGIES.items()}
             spark = start(f"local-cluster[{n},1,1024]")
             try:
+                # On the executors, n tasks at once (one BLAS thread each), as the gradient
+                # job computes: two cores busy at once give less each than one alone.
+                rates = {name: scaling.worker_flop_rate(spark.sparkContext, layers, n,
+                                                        args.dtype, repeats=7)
+                         for name, layers in TOPOLOGIES.items()}
                 models, p, obs = calibrate(spark, n, rates, args.dtype, examples, repeats)
                 worst = max(abs(o["fitted"] - o["seconds"]) / o["seconds"] for o in obs)
                 if args.verbose:
@@ -172,7 +173,7 @@ def main(argv=None):
                         print(f"#   calibration {o['job']:>9} P={o['partitions']} "
                               f"{size / 1e6:6.2f} MB: measured {o['seconds']:.3f} s, fitted "
                               f"{o['fitted']:.3f} s", flush=True)
-                print(f"# n={n}: FLOP rate one thread " + ", ".join(
+                print(f"# n={n}: FLOP rate of a worker " + ", ".join(
                     f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()) +
                     f"; calibrated bandwidth {p.bandwidth / 1e6:.0f} MB/s, latency "
                     f"{p.latency * 1e3:.1f} ms, task {p.task * 1e3:.1f} ms, stage "

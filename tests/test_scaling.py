@@ -512,3 +512,12 @@ def test_cli_needs_layers_unless_ulanov(capsys):
     with pytest.raises(SystemExit):
         scaling.main(["--flops", "1G"])
     assert "--layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block_rows", [None, 128, 100])
+def test_measure_flop_rate_in_blocks_or_whole(block_rows):
+    pytest.importorskip("ann_core")
+    rate = scaling.measure_flop_rate([20, 16, 4], rows=300, repeats=1, block_rows=block_rows)
+    assert np.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="statistic"):
+        scaling.measure_flop_rate([20, 4], statistic="mean")

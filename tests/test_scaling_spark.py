@@ -48,3 +48,9 @@ def test_calibration_jobs_give_observations_the_fit_reads(spark):
     assert not a[:, names.index("sec_per_flop")].any()
     for name in names[1:]:
         assert a[:, names.index(name)].any(), name
+
+
+def test_worker_flop_rate_runs_on_the_executors(spark):
+    pytest.importorskip("ann_core")
+    rate = scaling.worker_flop_rate(spark.sparkContext, [12, 8, 3], 2, rows=256, repeats=1)
+    assert isinstance(rate, float) and np.isfinite(rate) and rate > 0

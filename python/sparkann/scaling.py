@@ -94,7 +94,7 @@ __all__ = [
     "ULANOV_BENCHMARK", "Parameters", "ScalingModel", "add_arguments", "fit_parameters",
     "main", "measure_flop_rate", "parse_bandwidth", "parse_duration", "parse_flops",
     "random_frame", "read_observations", "run", "spark_observations", "through_one_level",
-    "tree_levels", "ulanov_validation", "weights_of",
+    "tree_levels", "ulanov_validation", "weights_of", "worker_flop_rate",
 ]
 
 BROADCAST_BLOCK_BYTES = 4 * 1024 * 1024     # spark.broadcast.blockSize default (4m)
@@ -653,13 +653,14 @@ def _network(layers, dtype, activation="sigmoid"):
 
 
 def measure_flop_rate(layers, dtype="float32", rows=4096, threads=1, repeats=3, seed=0,
-                      statistic="median"):
+                      statistic="median", block_rows=128):
     """FLOP/s of one worker: the native core's ``loss_grad`` on synthetic data.
 
-    Counts the nominal ``6 * W`` FLOPs per example, as the model does. Runs with ``threads``
-    BLAS threads (a Spark task gets ``spark.task.cpus``) and returns the median rate, or with
-    ``statistic='best'`` the fastest repeat (the rate of an uncontended core on a shared
-    machine).
+    Counts the nominal ``6 * W`` FLOPs per example, as the model does. Calls ``loss_grad``
+    once per block of ``block_rows`` rows, as training does over its cached blocks (``None``:
+    one call for all rows). Runs with ``threads`` BLAS threads (a Spark task gets
+    ``spark.task.cpus``) and returns the median rate, or with ``statistic='best'`` the
+    fastest repeat (the rate of an uncontended core on a shared machine).
     """
     if statistic not in ("median", "best"):
         raise ValueError(f"statistic: expected 'median' or 'best', received {statistic!r}")
@@ -669,21 +670,46 @@ def measure_flop_rate(layers, dtype="float32", rows=4096, threads=1, repeats=3, 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((int(rows), net.n_in)).astype(dtype)
     y = rng.integers(0, net.n_out, int(rows))
+    step = int(rows) if block_rows is None else int(block_rows)
+    blocks = [(np.ascontiguousarray(x[i:i + step]), y[i:i + step])
+              for i in range(0, int(rows), step)]
     w = (0.05 * rng.standard_normal(net.n_weights)).astype(dtype)
     grad = np.zeros_like(w)
+
+    def gradient():
+        for xb, yb in blocks:
+            net.loss_grad(w, xb, yb, grad)
+
     previous = blas_threads()["threads"]
     set_blas_threads(int(threads))
     try:
-        net.loss_grad(w, x, y, grad, zero=True)           # warm-up: workspace, caches
+        gradient()                                        # warm-up: workspace, caches
         times = []
         for _ in range(int(repeats)):
             t0 = time.perf_counter()
-            net.loss_grad(w, x, y, grad, zero=True)
+            gradient()
             times.append(time.perf_counter() - t0)
     finally:
         set_blas_threads(previous)
     seconds = float(np.median(times)) if statistic == "median" else min(times)
     return 6.0 * net.n_weights * rows / seconds
+
+
+def worker_flop_rate(sc, layers, workers, dtype="float32", rows=4096, repeats=5, threads=1):
+    """FLOP/s of one worker measured on the cluster itself.
+
+    Runs ``workers`` tasks at once, each timing :func:`measure_flop_rate` in its executor,
+    so the rate is that of a core while the others compute too (on a shared machine, or a
+    node of several executors, it is lower than one core's alone). Returns the slowest
+    task's rate: a synchronous iteration waits for it. ``sc`` is a live SparkContext whose
+    executors can import sparkann and ann_core.
+    """
+    layers = [int(v) for v in layers]
+
+    def rate(_):
+        yield measure_flop_rate(layers, dtype, rows, threads, repeats)
+
+    return min(sc.parallelize(range(workers), workers).mapPartitions(rate).collect())
 
 
 def _median_seconds(fn, repeats):
@@ -829,7 +855,7 @@ def calibrate_local(layers, examples, dtype="float32", master="local[2]", worker
                     repeats=5, threads=1):
     """A model calibrated on this machine: native FLOP rate plus short Spark jobs.
 
-    The jobs are those of :func:`spark_observations` (with the network's weight and partial
+    The FLOP rate is :func:`worker_flop_rate`'s; the other jobs are those of :func:`spark_observations` (with the network's weight and partial
     sizes and 16 MB) and :func:`read_observations`. Starts (and stops) a SparkSession on
     ``master``; needs pyspark and Java.
     """
@@ -840,13 +866,13 @@ def calibrate_local(layers, examples, dtype="float32", master="local[2]", worker
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     bpw = 4 if dtype == "float32" else 8
-    flops = measure_flop_rate(layers, dtype, threads=threads)
-    model = ScalingModel(layers, examples, Parameters(flops=flops, bandwidth=1e9),
-                         bytes_per_weight=bpw)
     spark = (SparkSession.builder.master(master).appName("sparkann-scaling-calibration")
              .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
              .getOrCreate())
     try:
+        flops = worker_flop_rate(spark.sparkContext, layers, workers, dtype, threads=threads)
+        model = ScalingModel(layers, examples, Parameters(flops=flops, bandwidth=1e9),
+                             bytes_per_weight=bpw)
         probe = 16_000_000
         obs = spark_observations(spark.sparkContext, workers, [model.weight_bytes, probe],
                                  [model.partial_bytes, probe], repeats=repeats)
