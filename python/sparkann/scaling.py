@@ -240,7 +240,8 @@ class Parameters:
     task : float
         Fixed seconds per task on its worker.
     stage : float or None
-        Seconds per extra ``treeAggregate`` shuffle stage; ``None`` means ``job``.
+        Seconds per extra ``treeAggregate`` level beyond its reduce tasks and their fetches
+        (submitting the shuffle stage, waiting on its map outputs); ``None`` means ``job``.
     job : float
         Fixed seconds per iteration (job scheduling, the driver's step).
     read : float or None
@@ -695,19 +696,21 @@ def measure_flop_rate(layers, dtype="float32", rows=4096, threads=1, repeats=3, 
     return 6.0 * net.n_weights * rows / seconds
 
 
-def worker_flop_rate(sc, layers, workers, dtype="float32", rows=4096, repeats=5, threads=1):
+def worker_flop_rate(sc, layers, workers, dtype="float32", rows=4096, repeats=5, threads=1,
+                     statistic="best"):
     """FLOP/s of one worker measured on the cluster itself.
 
     Runs ``workers`` tasks at once, each timing :func:`measure_flop_rate` in its executor,
     so the rate is that of a core while the others compute too (on a shared machine, or a
-    node of several executors, it is lower than one core's alone). Returns the slowest
-    task's rate: a synchronous iteration waits for it. ``sc`` is a live SparkContext whose
-    executors can import sparkann and ann_core.
+    node of several executors, it is lower than one core's alone). Each task keeps its
+    fastest repeat by default (work that is not ours only slows a repeat down); the result
+    is the slowest task's rate, as a synchronous iteration waits for it. ``sc`` is a live
+    SparkContext whose executors can import sparkann and ann_core.
     """
     layers = [int(v) for v in layers]
 
     def rate(_):
-        yield measure_flop_rate(layers, dtype, rows, threads, repeats)
+        yield measure_flop_rate(layers, dtype, rows, threads, repeats, statistic=statistic)
 
     return min(sc.parallelize(range(workers), workers).mapPartitions(rate).collect())
 
