@@ -1,19 +1,26 @@
-"""Check the scalability model against measured Spark iterations on this machine.
+"""Check the scalability model against the product's gradient job on this machine.
 
-For each topology (A = 784-256-128-10, B = 784-1024-1024-10, float32) and each cluster
-``local-cluster[n,1,1024]`` (n = 1, 2 executors of one core each):
+For each cluster ``local-cluster[n,1,1024]`` (n = 1, 2 executors of one core each) and each
+topology (A = 784-256-128-10, B = 784-1024-1024-10; float32, sigmoid hidden layers, softmax
+output):
 
-1. calibrate: the native FLOP rate of one worker (one BLAS thread) and, on that cluster, a few
-   short Spark jobs (empty job, broadcast of a W-sized vector, treeAggregate of W-sized
-   vectors) fitted by ``sparkann.scaling.fit_parameters``;
-2. measure: seconds per full-batch gradient iteration (broadcast the weights, every partition
-   runs the native ``loss_grad`` over its cached numpy blocks, ``treeAggregate`` of (loss,
-   gradient, count), unpersist) for several partition counts: P = n is the real point, P > n
-   simulates more workers by partition count (more tasks and partials on the same slots);
+1. calibrate, once per cluster and for both topologies: the native FLOP rate of a worker
+   (``sparkann.scaling.worker_flop_rate``: n tasks at once, one BLAS thread each, per
+   topology) and the short Spark jobs of
+   ``sparkann.scaling.spark_observations`` (empty job, broadcast of weight-sized vectors,
+   treeAggregate of gradient-sized vectors, the same through one explicit shuffle level)
+   and ``read_observations`` (a job that only reads cached training blocks), fitted by
+   ``sparkann.scaling.fit_parameters``. No gradient job enters the calibration;
+2. measure: seconds per call of ``sparkann.spark.gradient.DistributedLossGrad`` (what the
+   full-batch solvers run once per iteration: broadcast the weights, the native loss and
+   gradient over the blocks ``sparkann.spark.data.cache_blocks`` cached, ``treeAggregate``
+   of float64 partials) for several partition counts: P = n is the real point, P > n
+   simulates more workers by partition count (more tasks and partials on the same slots;
+   P = 5 and 8 add a ``treeAggregate`` level);
 3. print measured next to predicted, and write a PNG per topology.
 
-The gradient job is the minimal one (mapPartitions + treeAggregate over cached blocks),
-independent of the product's Spark estimator.
+The training data are random (uniform features, random labels), generated in the executors;
+only their shape matters to the timing.
 
 Run:  PYTHONPATH=.:python python bench/bench_scaling.py [--quick] [--plot-dir DIR]
 """
@@ -24,83 +31,16 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "python"), HERE]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "python")]
 
 TOPOLOGIES = {"A": [784, 256, 128, 10], "B": [784, 1024, 1024, 10]}
 
-# Worker side: data blocks generated once per (configuration, partition) and kept in the
-# Python worker (workers are reused), as the product's cached blocks are.
-_CACHE = {}
-
-
-def _network(layers, dtype):
-    key = ("net", tuple(layers), dtype)
-    if key not in _CACHE:
-        from sparkann.scaling import _network as build
-        _CACHE[key] = build(layers, dtype)
-    return _CACHE[key]
-
-
-def _blocks(config, index):
-    """(x, y, generated): this partition's cached rows, and whether they were made now."""
-    layers, dtype, examples, partitions, seed = config
-    key = ("data", config, index)
-    made = key not in _CACHE
-    if made:
-        for old in [k for k in _CACHE if k[0] == "data" and k[1] != config]:
-            del _CACHE[old]                      # keep one configuration in memory
-        lo = examples * index // partitions
-        hi = examples * (index + 1) // partitions
-        rng = np.random.default_rng([seed, index])
-        x = rng.random((hi - lo, layers[0]), dtype=np.float32).astype(dtype, copy=False)
-        y = rng.integers(0, layers[-1], hi - lo)
-        _CACHE[key] = (x, y)
-    return _CACHE[key] + (made,)
-
-
-def partition_gradient(config, weights):
-    """mapPartitionsWithIndex body: one (loss_sum, grad_sum, rows, seconds, misses) per
-    partition; seconds is the native loss_grad time, misses counts data not found cached."""
-    def body(index, rows):
-        for _ in rows:                           # drain the input, or PySpark will not reuse
-            pass                                 # this worker (and its cached blocks)
-        from ann_core import set_blas_threads
-        set_blas_threads(1)                      # one core per task
-        layers, dtype = config[0], config[1]
-        net = _network(layers, dtype)
-        x, y, made = _blocks(config, index)
-        w = weights.value
-        grad = np.zeros(net.n_weights, dtype=dtype)
-        t0 = time.perf_counter()
-        loss, rows = net.loss_grad(w, x, y, grad) if len(x) else (0.0, 0)
-        yield (loss, grad, rows, time.perf_counter() - t0, int(made))
-    return body
-
-
-def add(a, b):
-    """treeAggregate combine; None is the empty accumulator."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    np.add(a[1], b[1], out=a[1])               # in place: no new W-sized vector per partial
-    return (a[0] + b[0], a[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
-
-
-def gradient_iteration(sc, rdd, config, weights):
-    bw = sc.broadcast(weights)
-    fn = partition_gradient(config, bw)
-    result = rdd.mapPartitionsWithIndex(fn).treeAggregate(None, add, add)
-    bw.unpersist()
-    return result
-
-
-# Driver side -------------------------------------------------------------------------------
 
 def spark_home():
     """A SPARK_HOME of symlinks, so local-cluster work dirs stay out of site-packages."""
@@ -115,7 +55,7 @@ def spark_home():
 
 def start(master):
     from pyspark.sql import SparkSession
-    path = os.pathsep.join([ROOT, os.path.join(ROOT, "python"), HERE])
+    path = os.pathsep.join([ROOT, os.path.join(ROOT, "python")])
     return (SparkSession.builder.master(master).appName("sparkann-bench-scaling")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.ui.enabled", "false")
@@ -127,28 +67,70 @@ def start(master):
             .getOrCreate())
 
 
-def measure(sc, layers, dtype, examples, workers, partitions, iterations, warmup):
-    import bench_scaling as worker_module    # pickled by reference, so the worker cache lives on
-    net = _network(layers, dtype)
-    weights = (0.05 * np.random.default_rng(1).standard_normal(net.n_weights)).astype(dtype)
-    config = (tuple(layers), dtype, examples, partitions, 7)
-    rdd = sc.parallelize(range(partitions), partitions).cache()
-    rdd.count()                                 # cached: later tasks stay on their executor
-    times, task_s, misses = [], [], 0
-    for i in range(warmup + iterations):
-        t0 = time.perf_counter()
-        loss, grad, rows, seconds, missed = worker_module.gradient_iteration(sc, rdd, config,
-                                                                            weights)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-            task_s.append(seconds)
-            misses += missed
-    if rows != examples:
-        raise RuntimeError(f"gradient over {rows} rows, expected {examples}")
-    rdd.unpersist()
-    # Native compute seen by the tasks, as the model counts it: mean task time x waves.
-    waves = -(-partitions // workers)
-    return float(np.median(times)), float(np.median(task_s)) / partitions * waves, misses
+def cached_partitions(sc, rdd):
+    """Partitions of ``rdd`` held in memory (a partition not held is recomputed each job)."""
+    for info in sc._jsc.sc().getRDDStorageInfo():
+        if info.id() == rdd.id():
+            return info.numCachedPartitions()
+    return 0
+
+
+def measure(spark, layers, dtype, examples, partitions, iterations, warmup):
+    """Median seconds per call of the product's distributed loss and gradient."""
+    from sparkann.scaling import random_frame
+    from sparkann.spark.data import cache_blocks
+    from sparkann.spark.gradient import DistributedLossGrad
+    from sparkann.topology import Topology
+
+    topology = Topology.from_sizes(layers)
+    frame = random_frame(spark, layers[0], layers[-1], examples, partitions, seed=7)
+    blocks = cache_blocks(frame, "features", "label", layers[0], layers[-1], dtype=dtype,
+                          block_size=128)
+    try:
+        held = cached_partitions(spark.sparkContext, blocks.rdd)
+        if held != partitions or blocks.n_rows != examples:
+            raise RuntimeError(f"{held} of {partitions} partitions and {blocks.n_rows} of "
+                               f"{examples} rows cached; the timing would include recomputing")
+        loss_grad = DistributedLossGrad(blocks, topology, dtype, 128)
+        weights = topology.init_weights(seed=1, dtype=dtype)
+        times = []
+        for i in range(warmup + iterations):
+            t0 = time.perf_counter()
+            loss, _ = loss_grad(weights)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        if not np.isfinite(loss):
+            raise RuntimeError(f"the gradient job gave a loss of {loss}")
+    finally:
+        blocks.unpersist()
+    return float(np.median(times))
+
+
+def calibrate(spark, workers, rates, dtype, examples, repeats):
+    """One model per topology from jobs that are not the gradient job (see the docstring)."""
+    from sparkann import scaling
+
+    models = {name: scaling.ScalingModel(layers, examples[name],
+                                         scaling.Parameters(flops=rates[name], bandwidth=1e9),
+                                         bytes_per_weight=4 if dtype == "float32" else 8)
+              for name, layers in TOPOLOGIES.items()}
+    obs = scaling.spark_observations(spark.sparkContext, workers,
+                                     [m.weight_bytes for m in models.values()],
+                                     [m.partial_bytes for m in models.values()],
+                                     repeats=repeats)
+    obs += scaling.read_observations(spark, workers, TOPOLOGIES["A"][0], dtype,
+                                     repeats=repeats)
+    # The Spark jobs compute nothing, so the FLOP rate fixed here does not enter the fit.
+    first = next(iter(models.values()))
+    machine = scaling.fit_parameters(first, obs, fixed={"sec_per_flop": 1.0 / first.params.flops})
+    for model in models.values():
+        model.params = replace(machine, flops=model.params.flops)
+    for o in obs:
+        feats = first.features(o["n"], o.get("partitions"), o.get("broadcast_bytes"),
+                               o.get("aggregate_bytes"), o.get("examples"), o["parts"],
+                               o.get("flops_per_example"), o.get("levels"))
+        o["fitted"] = float(sum(feats.values()) @ machine.theta)
+    return models, machine, obs
 
 
 def main(argv=None):
@@ -158,6 +140,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer points and repeats")
     parser.add_argument("--plot-dir", default=None, help="write scaling_<topology>.png here")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every calibration job, measured and fitted")
     args = parser.parse_args(argv)
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -166,78 +150,66 @@ def main(argv=None):
     home = spark_home()
     os.environ["SPARK_HOME"] = home
     examples = {"A": 60000, "B": 6000 if args.quick else 12000}
-    iterations, warmup = (2, 1) if args.quick else (3, 2)
-    partitions = {1: [1, 2, 4], 2: [2, 3, 4, 5, 8]}
-    if args.quick:
-        partitions = {1: [1, 2], 2: [2, 4, 5]}
+    iterations, warmup = (3, 1) if args.quick else (5, 2)
+    repeats = 5
+    partitions = {1: [1, 2], 2: [2, 4, 5]} if args.quick else {1: [1, 2, 4],
+                                                                2: [2, 3, 4, 5, 8]}
     print(f"# load average at start: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
     results = []
     try:
         for n in (1, 2):
-            # Measured again before each cluster starts (median of 7, one thread): the
-            # machine is shared and the CPU a core gives changes from minute to minute.
-            rates = {}
-            for name, layers in TOPOLOGIES.items():
-                rates[name] = scaling.measure_flop_rate(layers, args.dtype, threads=1,
-                                                        rows=8192, repeats=7)
-                print(f"# n={n} {name}: native FLOP rate, one thread: "
-                      f"{rates[name] / 1e9:.1f} GFLOP/s", flush=True)
             spark = start(f"local-cluster[{n},1,1024]")
-            sc = spark.sparkContext
             try:
+                # On the executors, n tasks at once (one BLAS thread each), as the gradient
+                # job computes: two cores busy at once give less each than one alone.
+                rates = {name: scaling.worker_flop_rate(spark.sparkContext, layers, n,
+                                                        args.dtype, repeats=7)
+                         for name, layers in TOPOLOGIES.items()}
+                models, p, obs = calibrate(spark, n, rates, args.dtype, examples, repeats)
+                worst = max(abs(o["fitted"] - o["seconds"]) / o["seconds"] for o in obs)
+                if args.verbose:
+                    for o in obs:
+                        size = max(o.get("broadcast_bytes", 0), o.get("aggregate_bytes", 0))
+                        print(f"#   calibration {o['job']:>9} P={o['partitions']} "
+                              f"{size / 1e6:6.2f} MB: measured {o['seconds']:.3f} s, fitted "
+                              f"{o['fitted']:.3f} s", flush=True)
+                print(f"# n={n}: FLOP rate of a worker " + ", ".join(
+                    f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()) +
+                    f"; calibrated bandwidth {p.bandwidth / 1e6:.0f} MB/s, latency "
+                    f"{p.latency * 1e3:.1f} ms, task {p.task * 1e3:.1f} ms, stage "
+                    f"{p.stage * 1e3:.1f} ms, job {p.job * 1e3:.1f} ms, read "
+                    f"{(p.read or float('inf')) / 1e6:.0f} MB/s (largest calibration "
+                    f"residual {worst:.0%})", flush=True)
                 for name, layers in TOPOLOGIES.items():
-                    flops = rates[name]
-                    model = scaling.ScalingModel(
-                        layers, examples[name], scaling.Parameters(flops=flops, bandwidth=1e9),
-                        bytes_per_weight=4 if args.dtype == "float32" else 8)
-                    obs = scaling.spark_observations(sc, model.weight_bytes, n,
-                                                     repeats=3 if args.quick else 5)
-                    model.params = scaling.fit_parameters(
-                        model, obs, fixed={"sec_per_flop": 1.0 / flops})
-                    p = model.params
-                    print(f"# n={n} {name}: calibrated bandwidth {p.bandwidth / 1e6:.0f} MB/s, "
-                          f"latency {p.latency * 1e3:.1f} ms, task {p.task * 1e3:.1f} ms, "
-                          f"stage {p.stage * 1e3:.1f} ms, job {p.job * 1e3:.1f} ms", flush=True)
+                    model = models[name]
                     for parts in partitions[n]:
-                        got, task_compute, misses = measure(
-                            sc, layers, args.dtype, examples[name], n, parts, iterations,
-                            warmup)
+                        got = measure(spark, layers, args.dtype, examples[name], parts,
+                                      iterations, warmup)
                         pred = model.breakdown(n, parts)
+                        levels = scaling.tree_levels(parts, model.depth, model.rule)
                         results.append({"topology": name, "n": n, "P": parts, "measured": got,
-                                        "task_compute": task_compute, "misses": misses,
-                                        "model": model, **pred})
-                        print(f"{name} n={n} P={parts}: measured {got:.3f} s (native compute "
-                              f"in tasks {task_compute:.3f} s, {misses} cache misses), "
-                              f"predicted {pred['total']:.3f} s (compute {pred['compute']:.3f})"
-                              f" {(pred['total'] - got) / got:+.1%}; load "
-                              f"{os.getloadavg()[0]:.1f}", flush=True)
+                                        "levels": len(levels) - 1, "model": model, **pred})
+                        print(f"{name} n={n} P={parts}: measured {got:.3f} s, predicted "
+                              f"{pred['total']:.3f} s {(pred['total'] - got) / got:+.1%}; "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)
             finally:
                 spark.stop()
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
     print()
-    print(f"{'topology':>8} {'n':>2} {'P':>2} {'compute':>8} {'bcast':>7} {'aggr':>7} "
-          f"{'overhead':>8} {'predicted':>9} {'measured':>9} {'error':>7} {'task-comp':>9}")
+    print(f"{'topology':>8} {'n':>2} {'P':>2} {'levels':>6} {'compute':>8} {'bcast':>7} "
+          f"{'aggr':>7} {'overhead':>8} {'predicted':>9} {'measured':>9} {'error':>7}")
     for r in results:
-        print(f"{r['topology']:>8} {r['n']:>2} {r['P']:>2} {r['compute']:>8.3f} "
-              f"{r['broadcast']:>7.3f} {r['aggregate']:>7.3f} {r['overhead']:>8.3f} "
-              f"{r['total']:>9.3f} {r['measured']:>9.3f} "
-              f"{(r['total'] - r['measured']) / r['measured']:>+7.1%} "
-              f"{r['task_compute']:>9.3f}")
-    print("task-comp: native loss_grad seconds measured inside the tasks (mean x waves); "
-          "compare with 'compute' to separate the FLOP-rate error from the rest")
-    print("\nthe non-compute part alone (measured: iteration minus task compute):")
-    for r in results:
-        rest_m = r["measured"] - r["task_compute"]
-        rest_p = r["total"] - r["compute"]
-        print(f"{r['topology']:>8} {r['n']:>2} {r['P']:>2} predicted {rest_p:.3f} s, measured "
-              f"{rest_m:.3f} s")
+        print(f"{r['topology']:>8} {r['n']:>2} {r['P']:>2} {r['levels']:>6} "
+              f"{r['compute']:>8.3f} {r['broadcast']:>7.3f} {r['aggregate']:>7.3f} "
+              f"{r['overhead']:>8.3f} {r['total']:>9.3f} {r['measured']:>9.3f} "
+              f"{(r['total'] - r['measured']) / r['measured']:>+7.1%}")
     worst = max(abs(r["total"] - r["measured"]) / r["measured"] for r in results)
     real = [r for r in results if r["P"] == r["n"]]
     worst_real = max(abs(r["total"] - r["measured"]) / r["measured"] for r in real)
     print(f"largest error: {worst:.1%} over all points, {worst_real:.1%} over P = n "
-          f"(target 20%)")
+          f"(target 20%); load average at the end {os.getloadavg()}")
     if args.plot_dir:
         os.makedirs(args.plot_dir, exist_ok=True)
         for name in TOPOLOGIES:

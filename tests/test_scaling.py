@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -183,6 +184,96 @@ def test_no_communication_cost_means_linear_speedup():
         assert row["speedup"] == pytest.approx(row["workers"], rel=1e-9)
 
 
+def test_partials_travel_in_float64_whatever_the_training_dtype():
+    m = model(layers=[784, 256, 128, 10], bytes_per_weight=4,
+              params=Parameters(flops=51e9, bandwidth=1e6))
+    assert m.weight_bytes == 4 * m.n_weights and m.partial_bytes == 8 * m.n_weights
+    parts = m.breakdown(1)
+    assert parts["broadcast"] == pytest.approx(m.weight_bytes / 1e6)
+    assert parts["aggregate"] == pytest.approx(m.partial_bytes / 1e6)
+    with pytest.raises(ValueError, match="partial_bytes_per_weight"):
+        model(partial_bytes_per_weight=2)
+
+
+THETA = Parameters(flops=51e9, bandwidth=100e6, latency=2e-3, task=0.03, stage=0.01, job=0.1)
+
+
+def expected_aggregate(m, n, levels, p=THETA):
+    """The aggregate term written out: per level a stage and waves of reduce tasks that each
+    fetch their share of partials, then the driver's gather of the last level."""
+    g = p.latency + m.partial_bytes / p.bandwidth
+    total = 0.0
+    for here, there in zip(levels[:-1], levels[1:]):
+        total += p.stage + math.ceil(there / n) * (p.task + math.ceil(here / there) * g)
+    return total + levels[-1] * g
+
+
+@pytest.mark.parametrize("n, partitions, levels", [
+    (2, 4, [4]), (2, 5, [5, 1]), (2, 8, [8, 2]), (1, 8, [8, 2]), (3, 8, [8, 2]),
+    (10, 100, [100, 10]), (3, 100, [100, 10]), (8, 1000, [1000, 100, 10]),
+])
+def test_a_tree_level_is_a_stage_of_reduce_tasks_in_waves(n, partitions, levels):
+    m = model(params=THETA, bytes_per_weight=4, depth=3 if partitions == 1000 else 2)
+    assert tree_levels(partitions, m.depth) == levels
+    assert m.breakdown(n, partitions)["aggregate"] == pytest.approx(
+        expected_aggregate(m, n, levels))
+
+
+def test_the_level_pyspark_adds_at_five_partitions():
+    # 5 partials into one reducer, then one to the driver: a stage, a task and one more
+    # partial than gathering all five at the driver.
+    m = model(params=THETA)
+    g = THETA.latency + m.partial_bytes / THETA.bandwidth
+    flat = m.features(2, 5, levels=[5])["aggregate"] @ THETA.theta
+    tree = m.breakdown(2, 5)["aggregate"]
+    assert flat == pytest.approx(5 * g)
+    assert tree - flat == pytest.approx(THETA.stage + THETA.task + g)
+
+
+def test_explicit_levels_and_their_errors():
+    m = model(params=THETA)
+    for p in (1, 2, 5, 9):
+        one = m.features(2, p, levels=[p, 1])["aggregate"] @ THETA.theta
+        assert one == pytest.approx(expected_aggregate(m, 2, [p, 1]))
+    same = m.features(2, 8, levels=tree_levels(8))["aggregate"]
+    assert np.array_equal(same, m.features(2, 8)["aggregate"])
+    with pytest.raises(ValueError, match="levels"):
+        m.features(2, 8, levels=[4, 1])
+    with pytest.raises(ValueError, match="levels"):
+        m.features(2, 8, levels=[8, 0])
+
+
+def test_stages_cost_nothing_more_without_levels():
+    m = model(params=THETA)
+    for p in (1, 2, 3, 4):
+        assert m.features(p, p)["aggregate"][Parameters.NAMES.index("stage")] == 0
+
+
+def test_reading_cached_blocks_is_part_of_compute():
+    layers = [784, 256, 128, 10]
+    fast = model(layers=layers, bytes_per_weight=4, params=Parameters(flops=51e9, bandwidth=1e9))
+    slow = model(layers=layers, bytes_per_weight=4,
+                 params=Parameters(flops=51e9, bandwidth=1e9, read=1e9))
+    assert slow.input_bytes_per_example == 784 * 4 + 8     # float32 features, int64 label
+    read_one = 60000 * slow.input_bytes_per_example / 1e9
+    for n in (1, 2, 5):
+        extra = slow.breakdown(n)["compute"] - fast.breakdown(n)["compute"]
+        assert extra == pytest.approx(read_one / n)
+    # Two waves of half the rows each read everything once per worker.
+    extra = slow.breakdown(2, 4)["compute"] - fast.breakdown(2, 4)["compute"]
+    assert extra == pytest.approx(read_one / 2)
+    assert fast.params.read is None and fast.params.theta[6] == 0
+    with pytest.raises(ValueError, match="read"):
+        Parameters(flops=1, bandwidth=1, read=0)
+
+
+def test_parameters_round_trip_through_theta():
+    for p in (THETA, replace(THETA, read=2e9), Parameters(flops=1e9, bandwidth=1e6)):
+        back = Parameters.from_theta(p.theta)
+        assert np.allclose(back.theta, p.theta)
+        assert (back.read is None) == (p.read is None)
+
+
 def test_partitions_beyond_workers_run_in_waves():
     m = model(params=Parameters(flops=51e9, bandwidth=1e30, task=0.5))
     base = 6 * m.n_weights * 60000 / 51e9
@@ -204,14 +295,16 @@ def test_optimum_is_the_brute_force_argmin():
         assert times[opt["n_within"] - 1] <= 1.05 * min(times)
 
 
-def test_closed_form_is_the_minimum_of_the_relaxed_model():
-    m = model(params=Parameters(flops=51e9, bandwidth=125e6, latency=1e-3))
+@pytest.mark.parametrize("read, bpw", [(None, 8), (2e9, 4)])
+def test_closed_form_is_the_minimum_of_the_relaxed_model(read, bpw):
+    m = model(params=Parameters(flops=51e9, bandwidth=125e6, latency=1e-3, read=read),
+              bytes_per_weight=bpw)
     p = m.params
-    c = m.flops_per_example * m.examples / p.flops
-    wb = m.weight_bytes
-    pieces = math.ceil(wb / m.broadcast_block)
-    g = p.latency + wb / p.bandwidth
-    h = p.latency + wb / (pieces * p.bandwidth)
+    c = m.examples * (m.flops_per_example / p.flops
+                      + (m.input_bytes_per_example / read if read else 0.0))
+    pieces = math.ceil(m.weight_bytes / m.broadcast_block)
+    g = p.latency + m.partial_bytes / p.bandwidth
+    h = p.latency + m.weight_bytes / (pieces * p.bandwidth)
     relaxed = minimize_scalar(lambda n: c / n + g * n + h * math.log2(n), bounds=(1, 1e4),
                               method="bounded", options={"xatol": 1e-9})
     assert m.closed_form_optimum() == pytest.approx(relaxed.x, rel=1e-5)
@@ -242,7 +335,8 @@ def test_bad_arguments_name_the_problem():
 # -- calibration ---------------------------------------------------------------------------
 
 def test_fit_recovers_known_parameters():
-    truth = Parameters(flops=40e9, bandwidth=300e6, latency=2e-3, task=0.05, stage=0.2, job=0.1)
+    truth = Parameters(flops=40e9, bandwidth=300e6, latency=2e-3, task=0.05, stage=0.2, job=0.1,
+                       read=1.5e9)
     m = model(layers=[784, 1024, 1024, 10], params=truth, bytes_per_weight=4)
     obs = []
     for n in (1, 2, 4):
@@ -250,8 +344,42 @@ def test_fit_recovers_known_parameters():
             for parts in [("compute",), ("broadcast",), ("aggregate",), ("overhead",)]:
                 seconds = sum(v @ truth.theta for v in m.features(n, p, parts=parts).values())
                 obs.append({"n": n, "partitions": p, "parts": parts, "seconds": seconds})
+        read_only = {"n": n, "partitions": n, "examples": 40000, "flops_per_example": 0,
+                     "parts": ("compute", "overhead")}
+        feats = m.features(read_only["n"], n, examples=40000, flops_per_example=0,
+                           parts=read_only["parts"])
+        obs.append(dict(read_only, seconds=sum(v @ truth.theta for v in feats.values())))
     fitted = fit_parameters(m, obs)
     assert np.allclose(fitted.theta, truth.theta, rtol=1e-6)
+
+
+def test_fit_of_the_calibration_jobs_recovers_the_level_cost():
+    # The jobs spark_observations runs: empty, broadcast, gathers and one explicit level,
+    # at P = n, 2n, 4n (no tree level of its own below P = 5).
+    truth = Parameters(flops=40e9, bandwidth=300e6, latency=2e-3, task=0.04, stage=0.015,
+                       job=0.1)
+    m = model(layers=[784, 1024, 1024, 10], params=truth, bytes_per_weight=4)
+    obs = []
+    for p in (1, 2, 4):
+        base = {"n": 1, "partitions": p, "examples": 0, "aggregate_bytes": 8,
+                "parts": ("compute", "aggregate", "overhead")}
+        jobs = [base] + [dict(base, broadcast_bytes=b,
+                              parts=("compute", "broadcast", "aggregate", "overhead"))
+                         for b in (1e6, 8e6)]
+        for b in (2e6, 15e6):
+            jobs += [dict(base, aggregate_bytes=b), dict(base, aggregate_bytes=b, levels=[p, 1])]
+        for job in jobs:
+            feats = m.features(job["n"], p, job.get("broadcast_bytes"), job["aggregate_bytes"],
+                               0, job["parts"], levels=job.get("levels"))
+            obs.append(dict(job, seconds=sum(v @ truth.theta for v in feats.values())))
+    fitted = fit_parameters(m, obs, fixed={"sec_per_flop": 1 / 40e9})
+    assert fitted.stage == pytest.approx(0.015, rel=1e-6)
+    assert fitted.task == pytest.approx(0.04, rel=1e-6)
+    assert fitted.read is None                       # no read-only job: reading left free
+    # Without the explicit level no observation shows a stage: it is taken to cost a job.
+    no_level = [o for o in obs if "levels" not in o]
+    assert fit_parameters(m, no_level, fixed={"sec_per_flop": 1 / 40e9}).stage == \
+        pytest.approx(0.1, rel=1e-6)
 
 
 def test_fit_errors_are_clear():
@@ -384,3 +512,12 @@ def test_cli_needs_layers_unless_ulanov(capsys):
     with pytest.raises(SystemExit):
         scaling.main(["--flops", "1G"])
     assert "--layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block_rows", [None, 128, 100])
+def test_measure_flop_rate_in_blocks_or_whole(block_rows):
+    pytest.importorskip("ann_core")
+    rate = scaling.measure_flop_rate([20, 16, 4], rows=300, repeats=1, block_rows=block_rows)
+    assert np.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="statistic"):
+        scaling.measure_flop_rate([20, 4], statistic="mean")

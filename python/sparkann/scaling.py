@@ -8,14 +8,22 @@ modelled as::
 
     t(n) = t_compute(n) + t_broadcast(W, n) + t_aggregate(W, n) + t_overhead
 
-Notation: ``W`` weights of ``w`` bytes each (``Wb = w * W`` bytes), ``S`` examples, ``f`` FLOPs
-per example (``6 * W``: forward 2W, backward 4W), ``F`` FLOP/s of one worker, ``B`` bytes/s of
-one network link, ``a`` seconds of latency per message.
+Notation: ``W`` weights, broadcast as ``Wb`` bytes (4 or 8 per weight, the training dtype);
+partial gradients of ``Gb`` bytes (sparkann sums them in float64: 8 per weight); ``S``
+examples of ``d`` cached bytes each; ``f`` FLOPs per example (``6 * W``: forward 2W, backward
+4W); ``F`` FLOP/s of one worker; ``R`` bytes/s at which a task reads its cached blocks; ``B``
+bytes/s of one network link; ``a`` seconds of latency per message.
 
-Compute. The ``P`` tasks run in ``ceil(P / n)`` waves; each task does ``S / P`` examples and
-pays a fixed ``c_task`` (unpacking the weights, zeroing the gradient, starting the task)::
+Compute. The ``P`` tasks run in ``ceil(P / n)`` waves; each task reads and processes ``S / P``
+examples and pays a fixed ``c_task`` (starting the task, unpacking the weights, zeroing the
+gradient)::
 
-    t_compute = ceil(P / n) * (f * S / (P * F) + c_task)          # = f*S/(n*F) + c_task if P = n
+    t_compute = ceil(P / n) * (S / P * (f / F + d / R) + c_task)
+              # = S * (f / F + d / R) / n + c_task if P = n
+
+Reading is a real cost in PySpark: a cached RDD lives pickled in the JVM, and every job streams
+it to the Python workers, which unpickle it (``R`` is infinite, the term zero, for data the
+JVM computes on directly, as MLlib's).
 
 Broadcast. Spark's ``TorrentBroadcast`` cuts the serialized value into ``m = ceil(Wb / b)``
 pieces of ``spark.broadcast.blockSize`` ``b`` (4 MiB); every executor fetches every piece, in
@@ -32,26 +40,33 @@ so a large vector costs about ``Wb / B`` whatever ``n`` is, and a one-piece vect
 Aggregate. ``treeAggregate(depth=d)`` first reduces each partition to one partial (inside the
 task), then with ``scale = max(ceil(P ** (1 / d)), 2)`` adds shuffle levels while ``P > scale +
 P / scale`` (PySpark; the JVM's version compares with ``ceil(P / scale)``), each level keeping
-``P // scale`` partitions: reducer ``j`` fetches the partials of partitions ``i`` with
-``i % P' == j``, i.e. ``ceil(P / P')`` of them over its link. The driver finally receives the
-``P_L`` remaining partials one after the other over its own link. With ``c_stage`` the cost of
-an extra stage::
+``P_{k+1} = P_k // scale`` partitions. A level is PySpark's ``reduceByKey`` of the partials
+keyed by ``i % P_{k+1}``: each map task writes its pickled partial to the shuffle instead of
+returning it, a new stage starts (``c_stage``), and its ``P_{k+1}`` reduce tasks run in
+``ceil(P_{k+1} / n)`` waves; each is a task (``c_task``) that fetches ``ceil(P_k / P_{k+1})``
+partials over its link, unpickles and adds them in its Python worker. The driver finally
+receives the ``P_L`` remaining partials one after the other over its own link. With
+``g = a + Gb / B`` the cost of moving one partial::
 
-    t_aggregate = sum_levels (c_stage + ceil(P_k / P_{k+1}) * (a + Wb / B)) + P_L * (a + Wb / B)
+    t_aggregate = sum_levels (c_stage + ceil(P_{k+1} / n) * (c_task + ceil(P_k / P_{k+1}) * g))
+                  + P_L * g
 
 With one worker the single partial still travels to the driver (a separate machine in a
-cluster), so ``t_aggregate(1) = a + Wb / B``, not zero.
+cluster), so ``t_aggregate(1) = g``, not zero.
 
 Overhead. ``t_overhead = c_job``: scheduling the job and the driver's step, independent of n.
 
-Every term is linear in the six parameters ``theta = (1/F, c_task, 1/B, a, c_stage, c_job)``:
-``t = features(n, P) . theta``. Calibration from measured runs is therefore a non-negative
-least-squares fit (:func:`fit_parameters`).
+Every term is linear in the seven parameters ``theta = (1/F, c_task, 1/B, a, c_stage, c_job,
+1/R)``: ``t = features(n, P) . theta``. Calibration from measured runs is therefore a
+non-negative least-squares fit (:func:`fit_parameters`); the jobs that calibrate on a live
+cluster (:func:`spark_observations`, :func:`read_observations`) each isolate a mechanism: an
+empty job, a broadcast, a gather of partials, a gather through one explicit shuffle level (the
+cost of a level) and a read of cached blocks.
 
 Optimum. For the closed form, take ``P = n``, drop the ceilings and the tree (all ``n`` partials
 go to the driver, which is what Spark does for small ``n``) and write ``log2(n + 1)`` as
-``log2 n``: with ``C = f * S / F`` (one worker's
-compute), ``g = a + Wb / B`` (one partial) and ``h = a + Wb / (m * B)`` (one broadcast round)::
+``log2 n``: with ``C = S * (f / F + d / R)`` (one worker's compute), ``g`` (one partial) and
+``h = a + Wb / (m * B)`` (one broadcast round)::
 
     t~(n) = C / n + g * n + h * log2(n) + const
     dt~/dn = 0  ->  g n^2 + (h / ln 2) n - C = 0
@@ -62,7 +77,8 @@ over ``n = 1 .. n_max``; :meth:`ScalingModel.optimum` reports both.
 
 Validation data: :data:`ULANOV_BENCHMARK` holds the published seconds per epoch of Spark's MLP
 on 1..5 workers; :func:`ulanov_validation` calibrates on the 1- and 2-worker points and predicts
-the rest.
+the rest. ``bench/bench_scaling.py`` compares the model with sparkann's own gradient job on
+this machine.
 """
 
 import argparse
@@ -77,7 +93,8 @@ import numpy as np
 __all__ = [
     "ULANOV_BENCHMARK", "Parameters", "ScalingModel", "add_arguments", "fit_parameters",
     "main", "measure_flop_rate", "parse_bandwidth", "parse_duration", "parse_flops",
-    "run", "tree_levels", "ulanov_validation", "weights_of",
+    "random_frame", "read_observations", "run", "spark_observations", "through_one_level",
+    "tree_levels", "ulanov_validation", "weights_of", "worker_flop_rate",
 ]
 
 BROADCAST_BLOCK_BYTES = 4 * 1024 * 1024     # spark.broadcast.blockSize default (4m)
@@ -223,9 +240,14 @@ class Parameters:
     task : float
         Fixed seconds per task on its worker.
     stage : float or None
-        Seconds per extra ``treeAggregate`` shuffle stage; ``None`` means ``job``.
+        Seconds per extra ``treeAggregate`` level beyond its reduce tasks and their fetches
+        (submitting the shuffle stage, waiting on its map outputs); ``None`` means ``job``.
     job : float
         Fixed seconds per iteration (job scheduling, the driver's step).
+    read : float or None
+        Bytes/s at which a task reads its cached training blocks into the Python worker
+        (PySpark keeps a cached RDD pickled in the JVM); ``None``: reading is free, as for
+        data cached in the JVM's own memory (MLlib).
     """
 
     flops: float
@@ -234,8 +256,10 @@ class Parameters:
     task: float = 0.0
     stage: float = None
     job: float = 0.0
+    read: float = None
 
-    NAMES = ("sec_per_flop", "task", "sec_per_byte", "latency", "stage", "job")
+    NAMES = ("sec_per_flop", "task", "sec_per_byte", "latency", "stage", "job",
+             "sec_per_read_byte")
 
     def __post_init__(self):
         for name in ("flops", "bandwidth"):
@@ -246,20 +270,25 @@ class Parameters:
                 raise ValueError(f"Parameters.{name}: must be >= 0, received {getattr(self, name)}")
         if self.stage is not None and not self.stage >= 0:
             raise ValueError(f"Parameters.stage: must be >= 0 or None, received {self.stage}")
+        if self.read is not None and not self.read > 0:
+            raise ValueError(f"Parameters.read: must be > 0 or None, received {self.read}")
 
     @property
     def theta(self):
-        """The linear coefficients ``(1/F, c_task, 1/B, a, c_stage, c_job)``."""
+        """The linear coefficients ``(1/F, c_task, 1/B, a, c_stage, c_job, 1/R)``."""
         stage = self.job if self.stage is None else self.stage
+        read = 0.0 if self.read is None else 1.0 / self.read
         return np.array([1.0 / self.flops, self.task, 1.0 / self.bandwidth, self.latency,
-                         stage, self.job])
+                         stage, self.job, read])
 
     @classmethod
     def from_theta(cls, theta):
         """Inverse of :attr:`theta`."""
         t = [float(v) for v in theta]
+        if len(t) == 6:
+            t.append(0.0)
         return cls(flops=1.0 / t[0], bandwidth=1.0 / t[2], latency=t[3], task=t[1],
-                   stage=t[4], job=t[5])
+                   stage=t[4], job=t[5], read=1.0 / t[6] if t[6] > 0 else None)
 
 
 @dataclass
@@ -275,7 +304,10 @@ class ScalingModel:
     params : Parameters
         Machine and Spark costs.
     bytes_per_weight : int
-        4 for float32, 8 for float64.
+        Bytes of a broadcast weight: 4 for float32, 8 for float64.
+    partial_bytes_per_weight : int
+        Bytes per weight of a partial gradient sent up the tree: sparkann sums gradients in
+        float64 whatever the training dtype, so 8.
     partitions_per_worker : int
         ``P = partitions_per_worker * n`` unless ``partitions`` is given to a method.
     depth : int
@@ -286,17 +318,22 @@ class ScalingModel:
         Defaults to ``6 * W``.
     broadcast_block : int
         ``spark.broadcast.blockSize`` in bytes.
+    input_bytes_per_example : float or None
+        Bytes of one cached training example (features and label) that a task reads;
+        defaults to ``n_in * bytes_per_weight + 8`` (an int64 class label).
     """
 
     layers: list
     examples: int
     params: Parameters
     bytes_per_weight: int = 4
+    partial_bytes_per_weight: int = 8
     partitions_per_worker: int = 1
     depth: int = 2
     rule: str = "python"
     flops_per_example: float = None
     broadcast_block: int = BROADCAST_BLOCK_BYTES
+    input_bytes_per_example: float = None
     n_weights: int = field(init=False)
 
     def __post_init__(self):
@@ -305,8 +342,11 @@ class ScalingModel:
             self.flops_per_example = 6.0 * self.n_weights
         if int(self.examples) < 1:
             raise ValueError(f"examples: must be >= 1, received {self.examples}")
-        if self.bytes_per_weight not in (4, 8):
-            raise ValueError(f"bytes_per_weight: expected 4 or 8, received {self.bytes_per_weight}")
+        for name in ("bytes_per_weight", "partial_bytes_per_weight"):
+            if getattr(self, name) not in (4, 8):
+                raise ValueError(f"{name}: expected 4 or 8, received {getattr(self, name)}")
+        if self.input_bytes_per_example is None:
+            self.input_bytes_per_example = int(self.layers[0]) * self.bytes_per_weight + 8
         if self.partitions_per_worker < 1 or self.depth < 1:
             raise ValueError("partitions_per_worker and depth must be >= 1, received "
                              f"{self.partitions_per_worker} and {self.depth}")
@@ -316,8 +356,13 @@ class ScalingModel:
 
     @property
     def weight_bytes(self):
-        """Bytes of the weight (and gradient) vector."""
+        """Bytes of the broadcast weight vector."""
         return self.n_weights * self.bytes_per_weight
+
+    @property
+    def partial_bytes(self):
+        """Bytes of one partial gradient on its way up the tree."""
+        return self.n_weights * self.partial_bytes_per_weight
 
     def _partitions(self, n, partitions):
         n = int(n)
@@ -329,33 +374,52 @@ class ScalingModel:
         return n, p
 
     def features(self, n, partitions=None, broadcast_bytes=None, aggregate_bytes=None,
-                 examples=None, parts=("compute", "broadcast", "aggregate", "overhead")):
-        """Coefficients of ``theta`` for each requested part: ``{part: array(6)}``.
+                 examples=None, parts=("compute", "broadcast", "aggregate", "overhead"),
+                 flops_per_example=None, levels=None):
+        """Coefficients of ``theta`` for each requested part: ``{part: array(7)}``.
 
-        ``broadcast_bytes``, ``aggregate_bytes`` and ``examples`` override the network's
-        (calibration jobs move vectors of other sizes and compute nothing).
+        ``broadcast_bytes``, ``aggregate_bytes``, ``examples`` and ``flops_per_example``
+        override the network's, and ``levels`` (``[P, P_1, ...]``) the tree that
+        :func:`tree_levels` gives: calibration jobs move vectors of other sizes, read data
+        without computing, or shuffle through levels of their own.
         """
         n, p = self._partitions(n, partitions)
         s = self.examples if examples is None else examples
+        f = self.flops_per_example if flops_per_example is None else flops_per_example
         out = {}
         if "compute" in parts:
             waves = math.ceil(p / n)
-            out["compute"] = np.array([waves * self.flops_per_example * s / p, waves,
-                                       0, 0, 0, 0], dtype=float)
+            out["compute"] = np.array([waves * f * s / p, waves, 0, 0, 0, 0,
+                                       waves * self.input_bytes_per_example * s / p],
+                                      dtype=float)
         if "broadcast" in parts:
             wb = self.weight_bytes if broadcast_bytes is None else float(broadcast_bytes)
             m = max(1, math.ceil(wb / self.broadcast_block))
             rounds = m + math.ceil(math.log2(n + 1)) - 1 if wb > 0 else 0
-            out["broadcast"] = np.array([0, 0, rounds * wb / m, rounds, 0, 0], dtype=float)
+            out["broadcast"] = np.array([0, 0, rounds * wb / m, rounds, 0, 0, 0], dtype=float)
         if "aggregate" in parts:
-            wb = self.weight_bytes if aggregate_bytes is None else float(aggregate_bytes)
-            levels = tree_levels(p, self.depth, self.rule)
-            fetches = sum(math.ceil(a / b) for a, b in zip(levels[:-1], levels[1:])) + levels[-1]
-            out["aggregate"] = np.array([0, 0, fetches * wb, fetches, len(levels) - 1, 0],
-                                        dtype=float)
+            wb = self.partial_bytes if aggregate_bytes is None else float(aggregate_bytes)
+            if levels is None:
+                levels = tree_levels(p, self.depth, self.rule)
+            elif levels[0] != p or any(b < 1 for b in levels):
+                raise ValueError(f"levels: expected [{p}, ...] of positive counts, received "
+                                 f"{levels}")
+            out["aggregate"] = self._aggregate_features(n, levels, wb)
         if "overhead" in parts:
-            out["overhead"] = np.array([0, 0, 0, 0, 0, 1], dtype=float)
+            out["overhead"] = np.array([0, 0, 0, 0, 0, 1, 0], dtype=float)
         return out
+
+    @staticmethod
+    def _aggregate_features(n, levels, wb):
+        # A level is a shuffle stage: its P_{k+1} reduce tasks run in waves on the n slots,
+        # each fetching ceil(P_k / P_{k+1}) partials; then the driver fetches P_L of them.
+        row = np.zeros(7)
+        for here, there in zip(levels[:-1], levels[1:]):
+            waves = math.ceil(there / n)
+            fetches = waves * math.ceil(here / there)
+            row += [0, waves, fetches * wb, fetches, 1, 0, 0]
+        row += [0, 0, levels[-1] * wb, levels[-1], 0, 0, 0]
+        return row
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -386,10 +450,12 @@ class ScalingModel:
     def closed_form_optimum(self):
         """Stationary point of the relaxed model (no ceilings, no tree): a float >= 1."""
         p = self.params
-        compute = self.flops_per_example * self.examples / p.flops
+        theta = p.theta
+        compute = self.examples * (self.flops_per_example * theta[0]
+                                   + self.input_bytes_per_example * theta[6])
         wb = self.weight_bytes
         m = max(1, math.ceil(wb / self.broadcast_block))
-        g = p.latency + wb / p.bandwidth
+        g = p.latency + self.partial_bytes / p.bandwidth
         h = (p.latency + wb / (m * p.bandwidth)) / math.log(2)
         n = (-h + math.sqrt(h * h + 4.0 * g * compute)) / (2.0 * g)
         return max(1.0, n)
@@ -478,10 +544,15 @@ def fit_parameters(model, observations, fixed=None):
         values of the fixed ones.
     observations : list of dict
         Each ``{'seconds': s, 'n': workers, 'parts': (...)}`` and optionally ``partitions``,
-        ``weight_bytes``, ``examples``: the measured seconds of those parts of the model.
+        ``broadcast_bytes``, ``aggregate_bytes``, ``examples``, ``flops_per_example`` and
+        ``levels`` (see :meth:`ScalingModel.features`): the measured seconds of those parts
+        of the model.
     fixed : dict, optional
         ``{name: value}`` for parameters not fitted (names of :attr:`Parameters.NAMES`). A
-        parameter that no observation constrains must be fixed.
+        parameter that no observation constrains must be fixed, with two defaults: without
+        an observed extra tree level a stage costs a job, and without a job that reads
+        cached data but computes nothing (``flops_per_example=0``), reading is free (the
+        read and FLOP costs of a network are otherwise indistinguishable).
 
     Returns
     -------
@@ -501,7 +572,8 @@ def fit_parameters(model, observations, fixed=None):
             raise ValueError(f"observations[{i}]: 'seconds' must be >= 0, received "
                              f"{obs.get('seconds')!r}")
         feats = model.features(obs["n"], obs.get("partitions"), obs.get("broadcast_bytes"),
-                               obs.get("aggregate_bytes"), obs.get("examples"), obs["parts"])
+                               obs.get("aggregate_bytes"), obs.get("examples"), obs["parts"],
+                               obs.get("flops_per_example"), obs.get("levels"))
         rows.append(sum(feats.values()))
         rhs.append(float(obs["seconds"]))
     a, b = np.array(rows), np.array(rhs)
@@ -515,6 +587,9 @@ def fit_parameters(model, observations, fixed=None):
     tie_stage = stage in free and not np.any(a[:, stage])
     if tie_stage:                      # no extra tree level observed: a stage costs a job
         free.remove(stage)
+    read = Parameters.NAMES.index("sec_per_read_byte")
+    if read in free and not np.any((a[:, read] > 0) & (a[:, 0] == 0)):
+        free.remove(read)              # no read-only job: reading costs nothing extra
     unconstrained = [Parameters.NAMES[j] for j in free if not np.any(a[:, j])]
     if unconstrained:
         raise ValueError(f"fit_parameters: no observation constrains {unconstrained}; "
@@ -579,13 +654,14 @@ def _network(layers, dtype, activation="sigmoid"):
 
 
 def measure_flop_rate(layers, dtype="float32", rows=4096, threads=1, repeats=3, seed=0,
-                      statistic="median"):
+                      statistic="median", block_rows=128):
     """FLOP/s of one worker: the native core's ``loss_grad`` on synthetic data.
 
-    Counts the nominal ``6 * W`` FLOPs per example, as the model does. Runs with ``threads``
-    BLAS threads (a Spark task gets ``spark.task.cpus``) and returns the median rate, or with
-    ``statistic='best'`` the fastest repeat (the rate of an uncontended core on a shared
-    machine).
+    Counts the nominal ``6 * W`` FLOPs per example, as the model does. Calls ``loss_grad``
+    once per block of ``block_rows`` rows, as training does over its cached blocks (``None``:
+    one call for all rows). Runs with ``threads`` BLAS threads (a Spark task gets
+    ``spark.task.cpus``) and returns the median rate, or with ``statistic='best'`` the
+    fastest repeat (the rate of an uncontended core on a shared machine).
     """
     if statistic not in ("median", "best"):
         raise ValueError(f"statistic: expected 'median' or 'best', received {statistic!r}")
@@ -595,21 +671,48 @@ def measure_flop_rate(layers, dtype="float32", rows=4096, threads=1, repeats=3, 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((int(rows), net.n_in)).astype(dtype)
     y = rng.integers(0, net.n_out, int(rows))
+    step = int(rows) if block_rows is None else int(block_rows)
+    blocks = [(np.ascontiguousarray(x[i:i + step]), y[i:i + step])
+              for i in range(0, int(rows), step)]
     w = (0.05 * rng.standard_normal(net.n_weights)).astype(dtype)
     grad = np.zeros_like(w)
+
+    def gradient():
+        for xb, yb in blocks:
+            net.loss_grad(w, xb, yb, grad)
+
     previous = blas_threads()["threads"]
     set_blas_threads(int(threads))
     try:
-        net.loss_grad(w, x, y, grad, zero=True)           # warm-up: workspace, caches
+        gradient()                                        # warm-up: workspace, caches
         times = []
         for _ in range(int(repeats)):
             t0 = time.perf_counter()
-            net.loss_grad(w, x, y, grad, zero=True)
+            gradient()
             times.append(time.perf_counter() - t0)
     finally:
         set_blas_threads(previous)
     seconds = float(np.median(times)) if statistic == "median" else min(times)
     return 6.0 * net.n_weights * rows / seconds
+
+
+def worker_flop_rate(sc, layers, workers, dtype="float32", rows=4096, repeats=5, threads=1,
+                     statistic="best"):
+    """FLOP/s of one worker measured on the cluster itself.
+
+    Runs ``workers`` tasks at once, each timing :func:`measure_flop_rate` in its executor,
+    so the rate is that of a core while the others compute too (on a shared machine, or a
+    node of several executors, it is lower than one core's alone). Each task keeps its
+    fastest repeat by default (work that is not ours only slows a repeat down); the result
+    is the slowest task's rate, as a synchronous iteration waits for it. ``sc`` is a live
+    SparkContext whose executors can import sparkann and ann_core.
+    """
+    layers = [int(v) for v in layers]
+
+    def rate(_):
+        yield measure_flop_rate(layers, dtype, rows, threads, repeats, statistic=statistic)
+
+    return min(sc.parallelize(range(workers), workers).mapPartitions(rate).collect())
 
 
 def _median_seconds(fn, repeats):
@@ -621,18 +724,20 @@ def _median_seconds(fn, repeats):
     return float(np.median(times))
 
 
-def spark_observations(sc, weight_bytes, workers, partitions=None, repeats=5,
-                       probe_bytes=16_000_000):
+def spark_observations(sc, workers, broadcast_sizes, aggregate_sizes, partitions=None,
+                       repeats=5, depth=2):
     """Short Spark jobs that expose the communication costs of the model.
 
-    For each partition count: an empty job (``c_job``, ``c_task``, latency), and for vectors of
-    ``weight_bytes`` and of ``probe_bytes`` (a larger size separates bandwidth from
-    per-message costs) a job that reads a broadcast float64 vector and a ``treeAggregate`` of
-    such vectors. Returns observations (median seconds) for :func:`fit_parameters`.
-    ``sc`` is a live SparkContext; nothing here imports pyspark.
+    For each partition count (default ``n, 2n, 4n``): an empty job (``c_job``, ``c_task``,
+    latency); per size in ``broadcast_sizes`` (bytes) a job that reads a broadcast vector;
+    and per size in ``aggregate_sizes`` a ``treeAggregate`` of such vectors and a gather
+    through one explicit shuffle level into one partition, built as PySpark's
+    ``treeAggregate`` builds its levels (the cost of a level: ``c_stage``). Give a small and
+    a large size of each kind, so that bandwidth separates from per-message costs. Returns
+    observations (median seconds) for :func:`fit_parameters`. ``sc`` is a live
+    SparkContext; nothing here imports pyspark.
     """
     partitions = partitions or [workers, 2 * workers, 4 * workers]
-    sizes = sorted({max(1, int(weight_bytes) // 8), max(1, int(probe_bytes) // 8)})
     obs = []
     for p in partitions:
         rdd = sc.parallelize(range(p), p).cache()
@@ -641,29 +746,104 @@ def spark_observations(sc, weight_bytes, workers, partitions=None, repeats=5,
                 "parts": ("compute", "aggregate", "overhead")}
 
         def empty():
-            rdd.map(lambda i: 0.0).treeAggregate(0.0, _add, _add)
+            rdd.map(lambda i: 0.0).treeAggregate(0.0, _add, _add, depth)
 
-        empty()                                        # warm-up
-        obs.append(dict(base, seconds=_median_seconds(empty, repeats)))
-        for size in sizes:
+        obs.append(dict(base, seconds=_timed(empty, repeats), job="empty"))
+        for size in sorted({max(8, int(b)) // 8 for b in broadcast_sizes}):
             def broadcast(size=size):
                 value = sc.broadcast(np.ones(size))
-                rdd.map(lambda i: float(value.value[0])).treeAggregate(0.0, _add, _add)
-                value.unpersist(blocking=True)
+                rdd.map(lambda i: float(value.value[0])).treeAggregate(0.0, _add, _add, depth)
+                value.destroy()
 
+            obs.append(dict(base, seconds=_timed(broadcast, repeats), broadcast_bytes=size * 8,
+                            parts=("compute", "broadcast", "aggregate", "overhead"),
+                            job="broadcast"))
+        for size in sorted({max(8, int(b)) // 8 for b in aggregate_sizes}):
+            # None as the zero: a vector zero would travel inside every task closure.
             def aggregate(size=size):
-                # None as the zero: a vector zero would travel inside every task closure.
                 rdd.map(lambda i: np.ones(size)).treeAggregate(None, _add_or_none,
-                                                               _add_or_none)
+                                                               _add_or_none, depth)
 
-            broadcast(); aggregate()                   # warm-up
-            obs.append(dict(base, seconds=_median_seconds(broadcast, repeats),
-                            broadcast_bytes=size * 8,
-                            parts=("compute", "broadcast", "aggregate", "overhead")))
-            obs.append(dict(base, seconds=_median_seconds(aggregate, repeats),
-                            aggregate_bytes=size * 8))
+            def one_level(size=size):
+                through_one_level(rdd.map(lambda i: np.ones(size)))
+
+            obs.append(dict(base, seconds=_timed(aggregate, repeats), aggregate_bytes=size * 8,
+                            job="aggregate"))
+            obs.append(dict(base, seconds=_timed(one_level, repeats), aggregate_bytes=size * 8,
+                            levels=[p, 1], job="level"))
         rdd.unpersist()
     return obs
+
+
+def read_observations(spark, workers, n_features, dtype="float32", rows=(20000, 60000),
+                      repeats=5, partitions=None):
+    """Jobs that only read training blocks cached by ``sparkann.spark.data.cache_blocks``.
+
+    For each count in ``rows``, random ``rows x n_features`` data in ``partitions``
+    partitions (default ``n``) are cached as training caches them; each job deserializes
+    every block in the Python workers and computes nothing (``flops_per_example=0``). Two
+    sizes give the read rate as a slope, apart from the fixed costs of a job.
+    """
+    from sparkann.spark.data import cache_blocks
+
+    obs = []
+    for p in partitions or [workers]:
+        for count in sorted({int(r) for r in np.atleast_1d(rows)}):
+            blocks = cache_blocks(random_frame(spark, n_features, 2, count, p), "features",
+                                  "label", n_features, 2, dtype=dtype)
+            try:
+                def read():
+                    blocks.rdd.mapPartitions(_rows_in).treeAggregate(0, _add, _add)
+
+                obs.append({"n": workers, "partitions": p, "examples": count,
+                            "flops_per_example": 0, "aggregate_bytes": 8,
+                            "parts": ("compute", "aggregate", "overhead"),
+                            "seconds": _timed(read, repeats), "job": "read"})
+            finally:
+                blocks.unpersist()
+    return obs
+
+
+def random_frame(spark, n_features, n_classes, rows, partitions, seed=0):
+    """A DataFrame of random float32 feature arrays and int64 class labels, made in the
+    executors (``partitions`` partitions, nothing shipped from the driver)."""
+    def generate(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        for _ in batches:                   # the input is one id per partition: unused
+            pass
+        part = TaskContext.get().partitionId()
+        lo, hi = rows * part // partitions, rows * (part + 1) // partitions
+        rng = np.random.default_rng([seed, part])
+        x = rng.random((hi - lo, n_features), dtype=np.float32)
+        offsets = pa.array(np.arange(0, x.size + 1, n_features, dtype=np.int32))
+        yield pa.RecordBatch.from_arrays(
+            [pa.ListArray.from_arrays(offsets, pa.array(x.ravel())),
+             pa.array(rng.integers(0, n_classes, hi - lo))], names=["features", "label"])
+
+    return spark.range(0, partitions, numPartitions=partitions).mapInArrow(
+        generate, "features array<float>, label long")
+
+
+def through_one_level(partials):
+    """Sum an RDD of one partial per partition through one shuffle level into one partition,
+    as PySpark's ``treeAggregate`` builds a level (``reduceByKey`` on ``index % P'``)."""
+    return (partials.mapPartitionsWithIndex(_keyed_by_zero)
+            .reduceByKey(_add_or_none, 1).values().reduce(_add_or_none))
+
+
+def _timed(fn, repeats):
+    fn()                                    # warm-up
+    return _median_seconds(fn, repeats)
+
+
+def _rows_in(blocks):
+    yield sum(x.shape[0] for x, _ in blocks)
+
+
+def _keyed_by_zero(index, partials):
+    return ((0, v) for v in partials)
 
 
 def _add(a, b):
@@ -678,7 +858,9 @@ def calibrate_local(layers, examples, dtype="float32", master="local[2]", worker
                     repeats=5, threads=1):
     """A model calibrated on this machine: native FLOP rate plus short Spark jobs.
 
-    Starts (and stops) a SparkSession on ``master``; needs pyspark and Java.
+    The FLOP rate is :func:`worker_flop_rate`'s; the other jobs are those of :func:`spark_observations` (with the network's weight and partial
+    sizes and 16 MB) and :func:`read_observations`. Starts (and stops) a SparkSession on
+    ``master``; needs pyspark and Java.
     """
     import os
 
@@ -687,15 +869,17 @@ def calibrate_local(layers, examples, dtype="float32", master="local[2]", worker
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     bpw = 4 if dtype == "float32" else 8
-    flops = measure_flop_rate(layers, dtype, threads=threads)
-    model = ScalingModel(layers, examples, Parameters(flops=flops, bandwidth=1e9),
-                         bytes_per_weight=bpw)
     spark = (SparkSession.builder.master(master).appName("sparkann-scaling-calibration")
              .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
              .getOrCreate())
     try:
-        obs = spark_observations(spark.sparkContext, model.weight_bytes, workers,
-                                 repeats=repeats)
+        flops = worker_flop_rate(spark.sparkContext, layers, workers, dtype, threads=threads)
+        model = ScalingModel(layers, examples, Parameters(flops=flops, bandwidth=1e9),
+                             bytes_per_weight=bpw)
+        probe = 16_000_000
+        obs = spark_observations(spark.sparkContext, workers, [model.weight_bytes, probe],
+                                 [model.partial_bytes, probe], repeats=repeats)
+        obs += read_observations(spark, workers, model.layers[0], dtype, repeats=repeats)
     finally:
         spark.stop()
     model.params = fit_parameters(model, obs, fixed={"sec_per_flop": 1.0 / flops})
@@ -718,6 +902,9 @@ def add_arguments(parser):
     parser.add_argument("--job-overhead", default="0.1s",
                         help="fixed seconds per iteration (default 0.1s)")
     parser.add_argument("--task-overhead", default="0s", help="fixed seconds per task")
+    parser.add_argument("--read-rate", default=None,
+                        help="bytes/s at which a task reads its cached training blocks, e.g. "
+                             "1GB/s (default: reading is free)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--depth", type=int, default=2, help="treeAggregate depth")
     parser.add_argument("--partitions-per-worker", type=int, default=1)
@@ -751,7 +938,8 @@ def model_from_args(args):
     params = Parameters(flops=parse_flops(args.flops), bandwidth=parse_bandwidth(args.bandwidth),
                         latency=parse_duration(args.latency),
                         task=parse_duration(args.task_overhead),
-                        job=parse_duration(args.job_overhead))
+                        job=parse_duration(args.job_overhead),
+                        read=None if args.read_rate is None else parse_bandwidth(args.read_rate))
     return ScalingModel(layers, args.examples, params,
                         bytes_per_weight=4 if args.dtype == "float32" else 8,
                         partitions_per_worker=args.partitions_per_worker, depth=args.depth)
@@ -788,8 +976,10 @@ def run(args, out=None):
     n_max = args.max_workers or min(max(8, 2 * opt["n_within"]), opt["n_max"])
     print(f"network {'-'.join(map(str, model.layers))}: {model.n_weights:,} weights "
           f"({model.weight_bytes / 1e6:.1f} MB), {model.examples:,} examples", file=out)
+    read = "free" if p.read is None else f"{p.read / 1e6:.3g} MB/s"
     print(f"worker {p.flops / 1e9:.3g} GFLOP/s, link {p.bandwidth * 8 / 1e9:.3g} Gbit/s, "
-          f"latency {p.latency * 1e3:.3g} ms, job {p.job:.3g} s, task {p.task:.3g} s", file=out)
+          f"latency {p.latency * 1e3:.3g} ms, job {p.job:.3g} s, task {p.task:.3g} s, reading "
+          f"cached data {read}", file=out)
     print(model.table(n_max), file=out)
     print(f"n* = {opt['n_best']} (predicted {opt['time_best']:.3f} s per iteration, "
           f"{model.time(1) / opt['time_best']:.2f}x one worker); closed form "
