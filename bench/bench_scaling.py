@@ -87,7 +87,7 @@ def measure(spark, layers, dtype, examples, partitions, iterations, warmup):
     blocks = cache_blocks(frame, "features", "label", layers[0], layers[-1], dtype=dtype,
                           block_size=128)
     try:
-        held = cached_partitions(spark.sparkContext, blocks.rdd)
+        held = cached_partitions(spark.sparkContext, blocks.handles)
         if held != partitions or blocks.n_rows != examples:
             raise RuntimeError(f"{held} of {partitions} partitions and {blocks.n_rows} of "
                                f"{examples} rows cached; the timing would include recomputing")
