@@ -184,10 +184,13 @@ def test_no_communication_cost_means_linear_speedup():
         assert row["speedup"] == pytest.approx(row["workers"], rel=1e-9)
 
 
-def test_partials_travel_in_float64_whatever_the_training_dtype():
+def test_partials_travel_in_the_training_dtype_unless_told():
     m = model(layers=[784, 256, 128, 10], bytes_per_weight=4,
               params=Parameters(flops=51e9, bandwidth=1e6))
-    assert m.weight_bytes == 4 * m.n_weights and m.partial_bytes == 8 * m.n_weights
+    assert m.weight_bytes == 4 * m.n_weights and m.partial_bytes == 4 * m.n_weights
+    wide = model(layers=[784, 256, 128, 10], bytes_per_weight=4, partial_bytes_per_weight=8,
+                 params=Parameters(flops=51e9, bandwidth=1e6))
+    assert wide.partial_bytes == 8 * m.n_weights
     parts = m.breakdown(1)
     assert parts["broadcast"] == pytest.approx(m.weight_bytes / 1e6)
     assert parts["aggregate"] == pytest.approx(m.partial_bytes / 1e6)

@@ -21,9 +21,10 @@ gradient)::
     t_compute = ceil(P / n) * (S / P * (f / F + d / R) + c_task)
               # = S * (f / F + d / R) / n + c_task if P = n
 
-Reading is a real cost in PySpark: a cached RDD lives pickled in the JVM, and every job streams
-it to the Python workers, which unpickle it (``R`` is infinite, the term zero, for data the
-JVM computes on directly, as MLlib's).
+Reading: sparkann's tasks map their partition's stacked blocks from a file on the executor
+(``sparkann.spark.resident``), so ``R`` is a memory read rate; for a cached PySpark RDD,
+which every job streams from the JVM to the Python workers to unpickle, it is far lower
+(``R`` is infinite, the term zero, for data the JVM computes on directly, as MLlib's).
 
 Broadcast. Spark's ``TorrentBroadcast`` cuts the serialized value into ``m = ceil(Wb / b)``
 pieces of ``spark.broadcast.blockSize`` ``b`` (4 MiB); every executor fetches every piece, in
@@ -246,7 +247,8 @@ class Parameters:
         Fixed seconds per iteration (job scheduling, the driver's step).
     read : float or None
         Bytes/s at which a task reads its cached training blocks into the Python worker
-        (PySpark keeps a cached RDD pickled in the JVM); ``None``: reading is free, as for
+        (a memory-mapped file for sparkann; far slower for a cached PySpark RDD, kept pickled
+        in the JVM); ``None``: reading is free, as for
         data cached in the JVM's own memory (MLlib).
     """
 
@@ -305,9 +307,9 @@ class ScalingModel:
         Machine and Spark costs.
     bytes_per_weight : int
         Bytes of a broadcast weight: 4 for float32, 8 for float64.
-    partial_bytes_per_weight : int
-        Bytes per weight of a partial gradient sent up the tree: sparkann sums gradients in
-        float64 whatever the training dtype, so 8.
+    partial_bytes_per_weight : int or None
+        Bytes per weight of a partial gradient sent up the tree; default ``bytes_per_weight``
+        (sparkann's partials travel in the training dtype and are added in float64).
     partitions_per_worker : int
         ``P = partitions_per_worker * n`` unless ``partitions`` is given to a method.
     depth : int
@@ -327,7 +329,7 @@ class ScalingModel:
     examples: int
     params: Parameters
     bytes_per_weight: int = 4
-    partial_bytes_per_weight: int = 8
+    partial_bytes_per_weight: int = None
     partitions_per_worker: int = 1
     depth: int = 2
     rule: str = "python"
@@ -342,6 +344,8 @@ class ScalingModel:
             self.flops_per_example = 6.0 * self.n_weights
         if int(self.examples) < 1:
             raise ValueError(f"examples: must be >= 1, received {self.examples}")
+        if self.partial_bytes_per_weight is None:
+            self.partial_bytes_per_weight = self.bytes_per_weight
         for name in ("bytes_per_weight", "partial_bytes_per_weight"):
             if getattr(self, name) not in (4, 8):
                 raise ValueError(f"{name}: expected 4 or 8, received {getattr(self, name)}")
