@@ -131,8 +131,10 @@ def test_parts_add_up_and_speedup_starts_at_one():
     assert m.curve(3)[0]["speedup"] == pytest.approx(1.0)
 
 
-def test_monotonic_parts():
-    m = model()
+@pytest.mark.parametrize("read", [None, 1e9])
+def test_monotonic_parts(read):
+    m = model(params=Parameters(flops=51e9, bandwidth=125e6, latency=1e-4, task=0.01, job=0.1,
+                                read=read))
     rows = m.curve(200)
     compute = [r["compute"] for r in rows]
     bcast = [r["broadcast"] for r in rows]
@@ -313,6 +315,14 @@ def test_closed_form_is_the_minimum_of_the_relaxed_model(read, bpw):
     assert m.closed_form_optimum() == pytest.approx(relaxed.x, rel=1e-5)
     # ~ sqrt(C / g) when the broadcast term is small.
     assert m.closed_form_optimum() == pytest.approx(math.sqrt(c / g), rel=0.05)
+
+
+def test_reading_cached_data_is_work_that_more_workers_share():
+    # Reading adds to one worker's compute C, so the optimum moves to more workers.
+    free = model(params=Parameters(flops=51e9, bandwidth=125e6, task=0.01, job=0.1))
+    slow = model(params=Parameters(flops=51e9, bandwidth=125e6, task=0.01, job=0.1, read=2e8))
+    assert slow.closed_form_optimum() > free.closed_form_optimum()
+    assert slow.optimum()["n_best"] >= free.optimum()["n_best"]
 
 
 def test_optimum_grows_with_bandwidth_and_shrinks_with_flops():

@@ -875,7 +875,7 @@ def calibrate_local(layers, examples, dtype="float32", master="local[2]", worker
     bpw = 4 if dtype == "float32" else 8
     spark = (SparkSession.builder.master(master).appName("sparkann-scaling-calibration")
              .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-             .getOrCreate())
+             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     try:
         flops = worker_flop_rate(spark.sparkContext, layers, workers, dtype, threads=threads)
         model = ScalingModel(layers, examples, Parameters(flops=flops, bandwidth=1e9),
