@@ -700,11 +700,14 @@ cdef class Network:
             finally:   # no share may still use the workspaces when this returns
                 for k in range(1, threads):
                     helpers[k - 1].done.acquire()
-            errors = [h.error for h in helpers[:threads - 1] if h.error is not None]
+            error = None
             for k in range(1, threads):
-                helpers[k - 1].network = helpers[k - 1].error = None
-            if errors:
-                raise errors[0]
+                helper = helpers[k - 1]
+                if error is None:
+                    error = helper.error
+                helper.network = helper.error = None
+            if error is not None:
+                raise error
         finally:
             single_threaded_end(saved)
             _engine_threads.lock.release()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a local Spark session for the tests that need one."""
+"""Shared fixtures: a local Spark session for the tests that need one, and BLAS settings
+restored after the tests that change them."""
 import os
 import shutil
 import sys
@@ -38,3 +39,13 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def restore_blas():
+    """The test leaves the BLAS backend and thread count as it found them."""
+    import ann_core
+    before, threads = ann_core.backend()["name"], ann_core.blas_threads()["threads"]
+    yield
+    ann_core.set_backend(before)
+    ann_core.set_blas_threads(threads)

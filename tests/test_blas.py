@@ -8,13 +8,8 @@ import ann_core
 from ann_core import Network
 
 
-@pytest.fixture(autouse=True)
-def restore_blas():
-    """Every test leaves the backend and thread count as it found them."""
-    before, threads = ann_core.backend()["name"], ann_core.blas_threads()["threads"]
-    yield
-    ann_core.set_backend(before)
-    ann_core.set_blas_threads(threads)
+# Every test leaves the backend and thread count as it found them.
+pytestmark = pytest.mark.usefixtures("restore_blas")
 
 
 def gradient(dtype="float64"):

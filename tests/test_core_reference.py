@@ -176,16 +176,8 @@ def test_matches_pytorch_autograd(activation, loss, dense, dtype):
 
 # ------------------------------------------------------------------------------------ MKL
 
-@pytest.fixture
-def restore_backend():
-    before, threads = ann_core.backend()["name"], ann_core.blas_threads()["threads"]
-    yield
-    ann_core.set_backend(before)
-    ann_core.set_blas_threads(threads)
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_mkl_backend_gives_the_same_results(dtype, restore_backend):
+def test_mkl_backend_gives_the_same_results(dtype, restore_blas):
     if ann_core.find_mkl() is None:
         pytest.skip("MKL (pip install mkl) is not installed")
     layers = [("dense", 64), ("activation", "sigmoid"), ("dense", 33), ("activation", "relu"),

@@ -12,12 +12,8 @@ LAYERS = [("dense", 23), ("activation", "tanh"), ("dense", 17), ("activation", "
           ("dense", 5)]
 
 
-@pytest.fixture(autouse=True)
-def restore_blas():
-    before, threads = ann_core.backend()["name"], ann_core.blas_threads()["threads"]
-    yield
-    ann_core.set_backend(before)
-    ann_core.set_blas_threads(threads)
+# Every test leaves the backend and thread count as it found them.
+pytestmark = pytest.mark.usefixtures("restore_blas")
 
 
 def problem(loss, n, dtype, seed=0):

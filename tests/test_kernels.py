@@ -238,14 +238,6 @@ def test_caller_floating_point_state_is_restored():
     assert np.finfo(np.float64).tiny / 4 > 0
 
 
-@pytest.fixture
-def restore_blas():
-    before, threads = ann_core.backend()["name"], ann_core.blas_threads()["threads"]
-    yield
-    ann_core.set_backend(before)
-    ann_core.set_blas_threads(threads)
-
-
 def subnormal_logits(threads):
     """Raw outputs of a last layer with subnormal weights, big enough for threaded GEMM."""
     ann_core.set_blas_threads(threads)

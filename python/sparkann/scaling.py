@@ -784,8 +784,8 @@ def read_observations(spark, workers, n_features, dtype="float32", rows=(20000, 
     """Jobs that only read training blocks cached by ``sparkann.spark.data.cache_blocks``.
 
     For each count in ``rows``, random ``rows x n_features`` data in ``partitions``
-    partitions (default ``n``) are cached as training caches them; each job deserializes
-    every block in the Python workers and computes nothing (``flops_per_example=0``). Two
+    partitions (default ``n``) are stacked as training stacks them; each job reads every
+    block in the Python workers and computes nothing (``flops_per_example=0``). Two
     sizes give the read rate as a slope, apart from the fixed costs of a job.
     """
     from sparkann.spark.data import cache_blocks

@@ -16,6 +16,7 @@ the source data (see ``CachedBlocks.tree_aggregate``): slower, never wrong.
 """
 import mmap
 import os
+import tempfile
 import uuid
 
 import numpy as np
@@ -31,8 +32,7 @@ def new_token():
 
 def _local_dir(token):
     # Spark gives Python workers the executor's block manager directories: removed with it.
-    root = os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0] or os.environ.get("TMPDIR",
-                                                                                   "/tmp")
+    root = os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0] or tempfile.gettempdir()
     path = os.path.join(root, f"sparkann-{token}")
     os.makedirs(path, exist_ok=True)
     return path
