@@ -60,7 +60,7 @@ int FN(ann_bias_fill)(size_t rows, size_t cols, const R *b, R *Y)
     return ANN_OK;
 }
 
-int FN(ann_bias_grad)(size_t rows, size_t cols, const R *D, R *gb)
+ANN_VECTOR_CLONES int FN(ann_bias_grad)(size_t rows, size_t cols, const R *D, R *gb)
 {
     size_t i, j;
     if (D == NULL || gb == NULL)
@@ -73,7 +73,7 @@ int FN(ann_bias_grad)(size_t rows, size_t cols, const R *D, R *gb)
     return ANN_OK;
 }
 
-int FN(ann_act_forward)(int kind, R alpha, size_t n, R *y)
+ANN_VECTOR_CLONES int FN(ann_act_forward)(int kind, R alpha, size_t n, R *y)
 {
     size_t i;
     if (y == NULL && n > 0)
@@ -108,7 +108,7 @@ int FN(ann_act_forward)(int kind, R alpha, size_t n, R *y)
     return ANN_OK;
 }
 
-int FN(ann_act_backward)(int kind, R alpha, size_t n, const R *y, R *delta)
+ANN_VECTOR_CLONES int FN(ann_act_backward)(int kind, R alpha, size_t n, const R *y, R *delta)
 {
     size_t i;
     if ((y == NULL || delta == NULL) && n > 0)
@@ -162,7 +162,7 @@ static inline void FN(softmax_row)(size_t cols, R *z, R *m_out, R *ls_out)
     *ls_out = LOG(s);
 }
 
-int FN(ann_loss_output)(int kind, size_t rows, size_t cols, R *Z)
+ANN_VECTOR_CLONES int FN(ann_loss_output)(int kind, size_t rows, size_t cols, R *Z)
 {
     size_t i, n = rows * cols;
     R m, ls;
@@ -186,7 +186,7 @@ int FN(ann_loss_output)(int kind, size_t rows, size_t cols, R *Z)
     }
 }
 
-int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z, const int64_t *labels,
+ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z, const int64_t *labels,
                  const R *T, R *delta, double *loss_sum)
 {
     size_t i, j;
@@ -268,7 +268,7 @@ int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z, const int64_t *labels
     return ANN_OK;
 }
 
-int FN(ann_all_finite)(size_t n, const R *x, size_t *first_bad)
+ANN_VECTOR_CLONES int FN(ann_all_finite)(size_t n, const R *x, size_t *first_bad)
 {
     size_t i, start;
     const size_t chunk = 4096;
