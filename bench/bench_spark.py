@@ -7,7 +7,10 @@ DataFrame, local[2], alternating the two systems.
 (b) wall time to reach 85% test accuracy, each system with its best solver (MLlib: L-BFGS,
     the only one that gets there; ours: adam with relu);
 (c) our distributed gradient time over the native single-machine full-batch gradient with the
-    same number of threads (the distributed overhead).
+    same number of threads (the distributed overhead);
+(d) the floor no implementation of the same FLOPs can beat here: GEMM time at this host's peak
+    plus an empty Spark job, and MLlib's time over it (the largest speed-up any system could
+    show against MLlib on this host).
 
 MLlib runs twice for (a): with its default pure-Java BLAS (dev.ludovic.netlib VectorBLAS,
 forced with ``-Ddev.ludovic.netlib.blas.allowNative=false``) in this process, and with a
@@ -120,6 +123,42 @@ def job_seconds(event_dir):
     return out
 
 
+def floor_seconds(sc, sizes, n_rows, repeats=9):
+    """A lower bound on one gradient job here: ``(bound, empty job, GEMM seconds)``.
+
+    The GEMM seconds are the gradient's actual FLOPs (no input gradient) over all rows at the
+    best float32 rate of 2048^3 products on one thread (either backend), times the two cores; the empty job is
+    the median of a two-task Spark job that computes nothing. No implementation of the same
+    FLOPs on this host can finish a gradient job faster than their sum.
+    """
+    import ann_core
+    from ann_core._blas import gemm
+    from sparkann.topology import Topology
+    rdd = sc.parallelize([0, 1], 2)
+    empty = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rdd.mapPartitions(lambda it: [sum(it)]).collect()
+        empty.append(time.perf_counter() - t)
+    M = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    C = np.empty_like(M)
+    in_use = ann_core.backend()["name"]
+    best = 0.0   # the fastest product seen, of either backend: the floor stays a floor
+    for name in ["openblas"] + (["mkl"] if ann_core.find_mkl() else []):
+        ann_core.set_backend(name)
+        previous = ann_core.set_blas_threads(1)
+        gemm(M, M, C)
+        for _ in range(5):
+            t = time.perf_counter()
+            gemm(M, M, C)
+            best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t))
+        ann_core.set_blas_threads(previous)
+    ann_core.set_backend(in_use)
+    actual = Topology.from_sizes(sizes).network("float32").flops_per_example()[1]
+    gemm_s = actual * n_rows / (2 * best)
+    return gemm_s + statistics.median(empty), statistics.median(empty), gemm_s
+
+
 def accuracy(topology_sizes, activation, weights, Xt, yt):
     from sparkann.topology import Topology
     net = Topology.from_sizes(topology_sizes, activation=activation).network("float64", 1024)
@@ -192,6 +231,8 @@ def main():
                 times.append(time.perf_counter() - t)
             ann_core.set_blas_threads(previous)
             row["native_float32_grad"] = statistics.median(times)
+            sc.setJobGroup("bound", "bound")
+            row["bound"], row["empty_job"], row["gemm_bound"] = floor_seconds(sc, sizes, len(X))
             results[key] = row
             print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
 
@@ -251,6 +292,15 @@ def main():
               f"{row['ours_float32_evals_per_iter']:6.2f} {f64:9.3f} {m_grad / f32:8.2f} "
               f"{m_nat / f32:8.2f} {m_grad / f64:8.2f} {m_nat / f64:8.2f} "
               f"{f32 / row['native_float32_grad']:14.2f}")
+    print("\n(d) the floor of any gradient job here: float32 GEMM seconds at this host's "
+          "one-thread 2048^3 rate on both cores, plus an empty two-task Spark job")
+    print(f"{'config':8s} {'GEMM s':>7s} {'empty job':>9s} {'floor':>7s} {'java/floor':>10s} "
+          f"{'ours f32/floor':>14s}")
+    for key, row in results.items():
+        mj = jobs.get(f"mllib-{key}", [])
+        m_grad = statistics.median(mj) if mj else float("nan")
+        print(f"{key:8s} {row['gemm_bound']:7.3f} {row['empty_job']:9.3f} {row['bound']:7.3f} "
+              f"{m_grad / row['bound']:10.2f} {row['ours_float32_grad'] / row['bound']:14.2f}")
     print("\n(b) wall seconds to 85% test accuracy")
     for key, value in to85.items():
         print(f"{key:10s} {value:8.1f}")

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from sparkann.faults import active_spec
+
 # Executor side: one engine per (topology, dtype, block size) and Python worker, reused by
 # every task that worker runs, so the workspace is allocated once, not once per iteration.
 _NETWORKS = {}
@@ -120,12 +122,13 @@ class DistributedLossGrad:
         self.depth = depth
         self.sc = blocks.context
         self.threads = task_cpus(self.sc)
+        # Read once: SparkContext.getConf() copies the whole conf (~20 ms of Py4J calls)
+        self.faults = active_spec(self.sc)
         self.evaluations = 0
         self.seconds = []
 
     def sums(self, weights):
         """``(loss sum, gradient sum (float64), row count)`` over all rows, no penalty."""
-        from sparkann.faults import active_spec
         start = time.perf_counter()
         w_cast = np.ascontiguousarray(weights, dtype=self.dtype)
         if not np.isfinite(w_cast).all():
@@ -134,7 +137,7 @@ class DistributedLossGrad:
         # Plain locals: the task closure must not capture self (or the SparkContext).
         topology, dtype = self.topology, self.dtype
         block_size, threads = self.block_size, self.threads
-        faults, iteration = active_spec(self.sc), self.evaluations
+        faults, iteration = self.faults, self.evaluations
 
         def one_partition(blocks):
             return partition_loss_grad(blocks, bc, topology, dtype, block_size, threads, faults,
