@@ -267,7 +267,7 @@ class CachedBlocks:
 
         return self.handles.mapPartitions(read)
 
-    def tree_aggregate(self, partition_fn, combine, depth=2):
+    def tree_aggregate(self, partition_fn, combine, depth=2, whole=False):
         """``treeAggregate`` of one value per partition computed from its blocks.
 
         Parameters
@@ -277,6 +277,10 @@ class CachedBlocks:
         combine : callable
             Adds two values (may modify and return its first argument).
         depth : int
+        whole : bool
+            Hand each partition over as one block of all its rows where the stored blocks are
+            row ranges of one array (they always are, except when a partition is recomputed
+            from the source).
 
         A partition whose task ran away from its file is computed again from the source
         DataFrame, in one more job, and added last.
@@ -285,7 +289,7 @@ class CachedBlocks:
 
         def on_executor(handles):
             for handle in handles:
-                blocks = resident.open_partition(handle, layout)
+                blocks = resident.open_partition(handle, layout, whole)
                 if blocks is None:
                     yield [handle[0]], None
                 else:

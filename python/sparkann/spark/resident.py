@@ -82,10 +82,11 @@ class Layout:
         return rows * self.n_features * self.dtype.itemsize + y_items * self.y_dtype.itemsize
 
 
-def open_partition(handle, layout):
+def open_partition(handle, layout, whole=False):
     """Executor side: the ``(X, y)`` blocks of a handle's file, as read-only views of a map.
 
-    Returns None when the file is not on this executor (or is not the size the handle says).
+    With ``whole``, one block holding every row of the partition. Returns None when the file
+    is not on this executor (or is not the size the handle says).
     """
     _, path, rows = handle[0], handle[1], handle[2]
     if rows == 0:
@@ -103,6 +104,8 @@ def open_partition(handle, layout):
     X = np.frombuffer(buf, layout.dtype, rows * n).reshape(rows, n)
     y_shape = (rows,) if layout.label_width is None else (rows, layout.label_width)
     y = np.frombuffer(buf, layout.y_dtype, int(np.prod(y_shape)), X.nbytes).reshape(y_shape)
+    if whole:
+        return [(X, y)]
     return [(X[i:i + bs], y[i:i + bs]) for i in range(0, rows, bs)]
 
 
