@@ -4,8 +4,8 @@ For each topology (A, B, C), block size, thread count and dtype, one "gradient" 
 loss and its gradient over the Fashion-MNIST training images (sigmoid hidden layers, softmax
 output), computed block by block with gradients accumulated and no weight update. Contenders
 run in turn (one run each per round) in this one process with the same threads, dtype, block
-size, weights and data; medians of several rounds are printed with the ratios to PyTorch and to the GEMM rate of the BLAS
-in use. Caffe's `caffe time` figures (measured earlier on this machine) are printed beside the
+size, weights and data; medians of several rounds are printed with the ratios to PyTorch and
+to the GEMM rate of the BLAS in use. Caffe's `caffe time` figures (measured earlier on this machine) are printed beside the
 milliseconds per batch.
 
     python bench/bench_core.py                 # everything (long: about an hour)

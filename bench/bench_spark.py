@@ -7,7 +7,8 @@ DataFrame, local[2], alternating the two systems.
 (b) wall time to reach 85% test accuracy, each system with its best solver (MLlib: L-BFGS,
     the only one that gets there; ours: adam with relu);
 (c) our distributed gradient time over the native single-machine full-batch gradient with the
-    same number of threads (the distributed overhead);
+    same number of threads and block size (the distributed overhead; with blockSize 128 the
+    distributed gradient still multiplies 1,024 rows at a time);
 (d) the floor no implementation of the same FLOPs can beat here: GEMM time at this host's peak
     plus an empty Spark job, and MLlib's time over it (the largest speed-up any system could
     show against MLlib on this host).
@@ -127,9 +128,10 @@ def floor_seconds(sc, sizes, n_rows, repeats=9):
     """A lower bound on one gradient job here: ``(bound, empty job, GEMM seconds)``.
 
     The GEMM seconds are the gradient's actual FLOPs (no input gradient) over all rows at the
-    best float32 rate of 2048^3 products on one thread (either backend), times the two cores; the empty job is
-    the median of a two-task Spark job that computes nothing. No implementation of the same
-    FLOPs on this host can finish a gradient job faster than their sum.
+    best float32 rate of 2048^3 products on one thread (either backend), times the two cores;
+    the empty job is the median of a two-task Spark job that computes nothing. No
+    implementation of the same FLOPs on this host can finish a gradient job faster than
+    their sum.
     """
     import ann_core
     from ann_core._blas import gemm

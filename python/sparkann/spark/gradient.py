@@ -146,11 +146,11 @@ class DistributedLossGrad:
         bc = self.sc.broadcast(w_cast)
         # Plain locals: the task closure must not capture self (or the SparkContext).
         topology, dtype = self.topology, self.dtype
-        block_size, threads = self.engine_rows, self.threads
+        engine_rows, threads = self.engine_rows, self.threads
         faults, iteration = self.faults, self.evaluations
 
         def one_partition(blocks):
-            return partition_loss_grad(blocks, bc, topology, dtype, block_size, threads, faults,
+            return partition_loss_grad(blocks, bc, topology, dtype, engine_rows, threads, faults,
                                        iteration)
 
         try:
