@@ -3,9 +3,9 @@
 For each topology (A, B, C), block size, thread count and dtype, one "gradient" is the summed
 loss and its gradient over the Fashion-MNIST training images (sigmoid hidden layers, softmax
 output), computed block by block with gradients accumulated and no weight update. Contenders
-run in turn (one run each per round) in this one process with the same threads, dtype, block
-size, weights and data; medians of several rounds are printed with the ratios to PyTorch and
-to the GEMM rate of the BLAS in use. Caffe's `caffe time` figures (measured earlier on this machine) are printed beside the
+run alternately in this one process with the same threads, dtype, block size, weights and data;
+medians of several runs are printed with the ratios to PyTorch and to the GEMM rate of the BLAS
+in use. Caffe's `caffe time` figures (measured earlier on this machine) are printed beside the
 milliseconds per batch.
 
     python bench/bench_core.py                 # everything (long: about an hour)
@@ -52,32 +52,6 @@ def median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def interleaved_medians(contenders, repeats):
-    """{name: median seconds}, the contenders timed in turn, one run each per round.
-
-    ``contenders`` maps a name to ``(setting, run)``: ``setting()`` is a context manager that
-    puts the process in that contender's configuration (threads, backend). Round-robin, a slow
-    spell of this shared machine falls on every contender, not on whichever ran then.
-    """
-    times = {name: [] for name in contenders}
-    for round_ in range(repeats + 1):   # round 0 warms up
-        for name, (setting, run) in contenders.items():
-            with setting():
-                start = time.perf_counter()
-                run()
-                elapsed = time.perf_counter() - start
-            if round_:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-@contextlib.contextmanager
-def blas(name, threads):
-    ann_core.set_backend(name)
-    ann_core.set_blas_threads(threads)
-    yield
 
 
 def spark_init(sizes, dtype, seed=0):
@@ -260,18 +234,21 @@ def main(argv=None):
                 for block in map(int, args.blocks.split(",")):
                     if threads == 1 and block != 1024 and topo != "A":
                         continue  # one thread: the configurations Caffe was timed on
-                    contenders = {}
+                    results = {}
                     if have_torch:
-                        contenders["pytorch"] = (lambda: torch_threads(threads),
-                                                 torch_gradient(sizes, dtype, block, X, y, w))
+                        with torch_threads(threads):
+                            results["pytorch"] = median_time(
+                                torch_gradient(sizes, dtype, block, X, y, w), args.repeats)
                     for name in backends:
-                        contenders[f"sparkann-{name}"] = (
-                            lambda name=name: blas(name, threads),
-                            sparkann_gradient(sizes, dtype, block, X, y, w))
+                        ann_core.set_backend(name)
+                        ann_core.set_blas_threads(threads)
+                        results[f"sparkann-{name}"] = \
+                            median_time(sparkann_gradient(sizes, dtype, block, X, y, w), args.repeats)
                     if not args.no_numpy and threads == 2:
-                        contenders["numpy"] = (lambda: blas("openblas", threads),
-                                               numpy_gradient(sizes, dtype, block, X, y, w))
-                    results = interleaved_medians(contenders, args.repeats)
+                        ann_core.set_backend("openblas")
+                        ann_core.set_blas_threads(threads)
+                        results["numpy"] = median_time(
+                            numpy_gradient(sizes, dtype, block, X, y, w), args.repeats)
                     for contender, seconds in results.items():
                         scale = 60000 / n
                         ex_s = n / seconds
