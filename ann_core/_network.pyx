@@ -380,21 +380,18 @@ cdef class Network:
 
     cdef _allocate(self):
         cdef size_t rows = self.block_size
-        # The same sum in Python integers first: in size_t it could wrap around.
+        # The size in Python integers first: in size_t it could wrap around.
         widths = [self.stages[i].n_out for i in range(self.n_stages)]
         need = rows * self.isz * (sum(widths) + 2 * max(widths) + self.n_out)
+        if need < 2**62:
+            need = self._workspace_size(False)  # exact, with the arena's alignment
         available = _available_memory()
         if need >= 2**62 or (available is not None and need > available):
             raise MemoryError(f"the workspace for block_size={self.block_size} needs "
                               f"{need / 2**20:.1f} MiB, but only "
                               f"{(available or 0) / 2**20:.1f} MiB of memory is available: "
                               "use a smaller block_size")
-        self.workspace_bytes = self._workspace_size(False)
-        if available is not None and self.workspace_bytes > available:
-            raise MemoryError(f"the workspace for block_size={self.block_size} needs "
-                              f"{self.workspace_bytes / 2**20:.1f} MiB, but only "
-                              f"{available / 2**20:.1f} MiB of memory is available: use a "
-                              "smaller block_size")
+        self.workspace_bytes = need
         self.ws = <workspace_t *>PyMem_Malloc(sizeof(workspace_t))
         if self.ws == NULL:
             raise MemoryError()

@@ -186,8 +186,9 @@ ANN_VECTOR_CLONES int FN(ann_loss_output)(int kind, size_t rows, size_t cols, R 
     }
 }
 
-ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z, const int64_t *labels,
-                 const R *T, R *delta, double *loss_sum)
+ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z,
+                                   const int64_t *labels, const R *T, R *delta,
+                                   double *loss_sum)
 {
     size_t i, j;
     double total = 0;

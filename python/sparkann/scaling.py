@@ -248,8 +248,8 @@ class Parameters:
     read : float or None
         Bytes/s at which a task reads its cached training blocks into the Python worker
         (a memory-mapped file for sparkann; far slower for a cached PySpark RDD, kept pickled
-        in the JVM); ``None``: reading is free, as for
-        data cached in the JVM's own memory (MLlib).
+        in the JVM); ``None``: reading is free, as for data cached in the JVM's own memory
+        (MLlib).
     """
 
     flops: float
