@@ -14,9 +14,9 @@ output):
 2. measure: seconds per call of ``sparkann.spark.gradient.DistributedLossGrad`` (what the
    full-batch solvers run once per iteration: broadcast the weights, the native loss and
    gradient over the blocks ``sparkann.spark.data.cache_blocks`` cached, ``treeAggregate``
-   of partials in the training dtype) for several partition counts: P = n is the real point, P > n
-   simulates more workers by partition count (more tasks and partials on the same slots;
-   P = 5 and 8 add a ``treeAggregate`` level);
+   of partials in the training dtype) for several partition counts: P = n is the real point,
+   P > n simulates more workers by partition count (more tasks and partials on the same
+   slots; P = 5 and 8 add a ``treeAggregate`` level);
 3. print measured next to predicted, and write a PNG per topology.
 
 The training data are random (uniform features, random labels), generated in the executors;
