@@ -1,6 +1,7 @@
 """IDX reader and Fashion-MNIST loader."""
 import gzip
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -38,6 +39,41 @@ def test_read_idx_rejects_bad_files(tmp_path):
     (tmp_path / "gz").write_bytes(gzip.compress(raw)[:-8])
     with pytest.raises(ValueError, match="corrupt gzip"):
         read_idx(tmp_path / "gz")
+
+
+def _peak_bytes(fn):
+    """``fn()``'s exception and the peak traced memory while it ran."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as error:
+            fn()
+        return error.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_header_claiming_less_than_the_data_is_refused_in_bounded_memory(tmp_path, compress):
+    # a header claiming one 28x28 image in front of 32 MB: with gzip, 32 KB on disk
+    header = bytes([0, 0, 0x08, 3]) + np.array([1, 28, 28], ">u4").tobytes()
+    data = header + bytes(32 << 20)
+    path = tmp_path / "bomb"
+    path.write_bytes(gzip.compress(data, 9) if compress else data)
+    error, peak = _peak_bytes(lambda: read_idx(path))
+    assert "header says shape (1, 28, 28) (800 bytes) but the file holds more" in str(error)
+    assert peak < 4 << 20, f"{peak} bytes traced reading a header of 800 bytes"
+
+
+def test_header_claiming_more_than_the_data_is_refused_in_bounded_memory(tmp_path):
+    dims = [2**32 - 1] * 3  # 7.9e28 bytes claimed, one image present
+    header = bytes([0, 0, 0x08, 3]) + np.array(dims, ">u4").tobytes()
+    path = tmp_path / "liar.gz"
+    path.write_bytes(gzip.compress(header + bytes(784)))
+    error, peak = _peak_bytes(lambda: read_idx(path))
+    claimed = 16 + (2**32 - 1) ** 3
+    assert f"header says shape {tuple(dims)} ({claimed} bytes) but the file holds 800 bytes" \
+        in str(error)
+    assert peak < 4 << 20
 
 
 def test_load_from_a_given_directory(tmp_path):

@@ -1,6 +1,8 @@
 """Data readers: IDX files (the MNIST / Fashion-MNIST format) and Fashion-MNIST itself."""
 import gzip
+import math
 import os
+import zlib
 
 import numpy as np
 
@@ -11,12 +13,18 @@ DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
+_CHUNK = 1 << 20  # bytes read at a time
+
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 def read_idx(path):
     """Read an IDX file, gzipped or not.
+
+    The header is read first and the data streamed after it, so memory never exceeds the
+    size the header declares (a small ``.gz`` that inflates to gigabytes behind a header
+    claiming one image is refused after reading one image's worth).
 
     Returns
     -------
@@ -27,26 +35,51 @@ def read_idx(path):
     ValueError
         If the file is not IDX, or is shorter or longer than its header says.
     """
-    with open(path, "rb") as f:
-        head = f.read(2)
-        f.seek(0)
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not compressed:
+            return _read_idx_stream(raw, path)
         try:
-            data = gzip.decompress(f.read()) if head == b"\x1f\x8b" else f.read()
-        except (OSError, EOFError) as e:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _read_idx_stream(stream, path)
+        except (OSError, EOFError, zlib.error) as e:
             raise ValueError(f"{path}: corrupt gzip data ({e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (magic bytes {data[:4].hex() or 'missing'})")
-    dtype, ndim = _IDX_TYPES[data[2]], data[3]
+
+
+def _read_upto(stream, n):
+    """Up to ``n`` bytes of ``stream`` (fewer at its end), read in bounded chunks."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(min(_CHUNK, n - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _read_idx_stream(stream, path):
+    magic = _read_upto(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (magic bytes {magic.hex() or 'missing'})")
+    dtype, ndim = _IDX_TYPES[magic[2]], magic[3]
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, expected {header})")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
+    dims = _read_upto(stream, 4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, expected "
+                         f"{header})")
+    shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+    n_bytes = math.prod(shape) * dtype.itemsize  # a Python int: no overflow
+    expected = header + n_bytes
+    data = _read_upto(stream, n_bytes)
+    if len(data) < n_bytes:
         raise ValueError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the "
-                         f"file holds {len(data)} bytes")
-    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+                         f"file holds {header + len(data)} bytes")
+    if stream.read(1):
+        raise ValueError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the "
+                         f"file holds more")
+    array = np.frombuffer(data, dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
 
 
 def _find(directory, stem):
