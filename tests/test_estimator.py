@@ -1,5 +1,6 @@
 """MLPClassifier / MLPRegressor: training, scikit-learn conventions, input checking."""
 import math
+import re
 import pickle
 
 import numpy as np
@@ -296,3 +297,35 @@ def test_named_cosine_schedule_decays_over_the_whole_run(solver):
     assert clf.set_params(lr_schedule="warmup").get_params()["lr_schedule"] == "warmup"
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         clf.fit(X, y)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_a_network_larger_than_memory_is_refused_with_its_size(cls):
+    X, y = blobs(n=20, n_features=4)
+    with pytest.raises(MemoryError, match=r"the network \[4, 2000000, 2000000, \d\] has "
+                                          r"4,000,01\d,000,00\d weights: [\d,]+ bytes"):
+        cls(hidden_layer_sizes=(2000000, 2000000), max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("value", [1e300, 2**63, 2**64, float(2**63), -1, 2.5, np.nan])
+@pytest.mark.parametrize("as_list", [False, True])
+def test_classifier_names_the_row_and_value_of_a_label_that_is_no_class_index(value, as_list):
+    X, y = blobs(n=20, n_features=4)
+    y = [int(v) for v in y] if as_list else y.astype(object if isinstance(value, int)
+                                                     and value >= 2**63 else np.float64)
+    y[13] = value
+    shown = "|".join(re.escape(repr(v)) for v in (value, float(value)))
+    with pytest.raises(ValueError, match=rf"y: row 13 has label ({shown}), expected a class "
+                                         "index"):
+        MLPClassifier(hidden_layer_sizes=(3,), max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_regressor_names_the_row_and_value_of_a_target_too_large_for_its_dtype(dtype):
+    X, y = regression(n=20)
+    y = y.astype(np.float64)
+    y[11] = 1e300 if dtype == "float32" else np.inf
+    expected = ("row 11 is 1e+300, too large for float32" if dtype == "float32"
+                else "row 11 is inf, expected a finite number")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        MLPRegressor(hidden_layer_sizes=(3,), max_iter=1, dtype=dtype).fit(X, y)

@@ -122,3 +122,13 @@ def test_transform_checks_vector_size(spark):
     bad = spark.createDataFrame([(Vectors.dense([1.0]), 0.0)], VEC)
     with pytest.raises(Exception, match=r"features column 'features'.*has 1 values, expected 3"):
         model.transform(bad).collect()
+
+
+def test_a_network_larger_than_memory_is_refused_before_training(spark):
+    from sparkann.spark import MultilayerPerceptronRegressor
+    df = _df(spark, _rows())
+    for est in (MultilayerPerceptronClassifier(layers=[3, 2000000, 2000000, 2]),
+                MultilayerPerceptronRegressor(layers=[3, 2000000, 2000000, 1])):
+        with pytest.raises(MemoryError, match=r"the network \[3, 2000000, 2000000, \d\] has "
+                                              r"4,000,01\d,000,00\d weights: [\d,]+ bytes"):
+            est.fit(df)

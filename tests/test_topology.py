@@ -1,5 +1,6 @@
 """Topology: shapes, weight layout, initialisation, summary, serialisation."""
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -92,3 +93,18 @@ def test_to_dict_is_json_and_round_trips():
 def test_bad_topologies_are_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+HUGE = r"the network \[4, 2000000, 2000000, 3\] has 4,000,018,000,003 weights: " \
+    r"32,000,144,000,024 bytes"
+
+
+def test_a_network_larger_than_memory_is_refused_before_any_allocation():
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match=HUGE):
+            Topology.from_sizes([4, 2000000, 2000000, 3])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20

@@ -57,11 +57,44 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_finite(a, name):
+def _where(bad, ndim):
+    return f"row {bad[0]}, column {bad[1]}" if ndim == 2 else f"row {bad[0]}"
+
+
+def _check_finite(a, name, dtype=None):
+    """Refuse NaN, infinities and (with ``dtype``) values that overflow ``dtype``."""
     if a.size and not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
-        where = f"row {bad[0]}, column {bad[1]}" if a.ndim == 2 else f"row {bad[0]}"
-        raise ValueError(f"{name}: {where} is {a[tuple(bad)]}, expected a finite number")
+        raise ValueError(f"{name}: {_where(bad, a.ndim)} is {a[tuple(bad)]}, expected a finite "
+                         "number")
+    if dtype is not None and a.size:
+        largest = np.finfo(dtype).max
+        too_large = np.abs(a) > largest
+        if too_large.any():
+            bad = np.argwhere(too_large)[0]
+            raise ValueError(f"{name}: {_where(bad, a.ndim)} is {a[tuple(bad)].item()!r}, too "
+                             f"large for {np.dtype(dtype)} (largest {float(largest):.4g})")
+
+
+#: class indices must fit int64
+_MAX_CLASS = 2**63
+
+
+def _first_bad_label(y):
+    """Index of the first label that is not a class index in [0, 2**63), or None."""
+    if y.dtype.kind == "O":  # Python ints beyond int64, or mixed objects
+        for i, v in enumerate(y.tolist()):
+            if not (_is_number(v) and 0 <= v < _MAX_CLASS and v == int(v)):
+                return i
+        return None
+    bad = y < 0
+    if y.dtype.kind == "f":
+        bad |= ~np.isfinite(y) | (y >= _MAX_CLASS)
+        with np.errstate(invalid="ignore"):
+            bad |= y != np.round(y)
+    elif y.dtype.kind == "u":
+        bad |= y >= np.uint64(_MAX_CLASS)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def _as_matrix(X, dtype, name="X"):
@@ -580,18 +613,17 @@ class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
                              f"{y.shape}")
         if y.shape[0] != n_rows:
             raise ValueError(f"y has {y.shape[0]} labels but X has {n_rows} rows")
-        if y.dtype.kind not in "iuf":
+        numbers_only = y.dtype.kind == "O" and all(_is_int(v) or isinstance(v, float)
+                                                    for v in y.tolist())
+        if y.dtype.kind not in "iuf" and not numbers_only:
             raise ValueError(f"y: labels must be class indices 0, 1, ..., k-1; received values "
                              f"of type {y.dtype} such as {y[0]!r} (encode them first, e.g. with "
                              "sklearn.preprocessing.LabelEncoder)")
-        bad = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(len(y), bool)
-        bad |= (y < 0)
-        if y.dtype.kind == "f":
-            bad |= (y != np.round(y))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"y: row {i} has label {y[i].item()!r}, expected a class index (an "
-                             "integer >= 0)")
+        i = _first_bad_label(y)
+        if i is not None:
+            value = y[i].item() if hasattr(y[i], "item") else y[i]
+            raise ValueError(f"y: row {i} has label {value!r}, expected a class index (an "
+                             "integer >= 0 that fits in int64)")
         return y.astype(np.int64)
 
     def _n_outputs(self, y):
@@ -662,7 +694,7 @@ class MLPRegressor(_MLPBase, _SkRegressor, _SkBase):
                              f"received {y.shape}")
         if y.shape[0] != n_rows:
             raise ValueError(f"y has {y.shape[0]} targets but X has {n_rows} rows")
-        _check_finite(y, "y")
+        _check_finite(y, "y", self.dtype)
         return y
 
     def _n_outputs(self, y):

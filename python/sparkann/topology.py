@@ -1,9 +1,32 @@
 """A network's topology: its layers, shapes, flat weight layout and initialisation."""
+import os
+
 import numpy as np
 
 from sparkann import layers as L
 
 FORMAT = 1  # version of the dict written by Topology.to_dict
+
+
+def machine_memory():
+    """Bytes of physical memory of this machine, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_weights_fit(n_weights, what):
+    """Refuse, before anything is allocated, a weight vector larger than this machine's memory.
+
+    Initialisation and every optimizer hold the weights as float64, so 8 bytes per weight is
+    the least any use of the network needs (training needs several such vectors).
+    """
+    need, memory = 8 * n_weights, machine_memory()
+    if memory is not None and need > memory:
+        raise MemoryError(f"{what} has {n_weights:,} weights: {need:,} bytes "
+                          f"({need / 2**30:,.1f} GiB) as float64, more than this machine's "
+                          f"{memory / 2**30:,.1f} GiB of memory; use smaller layers")
 
 
 class Topology:
@@ -83,6 +106,7 @@ class Topology:
             width = n_out
         self.n_out = width
         self.n_weights = offset
+        check_weights_fit(offset, f"the network {self.sizes}")
 
     @classmethod
     def from_sizes(cls, sizes, activation="sigmoid", loss="softmax_cross_entropy"):
