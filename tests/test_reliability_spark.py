@@ -155,6 +155,7 @@ def test_lbfgs_checkpoint_without_its_state_is_refused(df, tmp_path):
     with open(meta_path) as f:
         record = json.load(f)
     record["meta"]["optimizer"] = {}  # as if only the weights had been saved
+    record["record_sha256"] = ckpt.record_digest(record)
     with open(meta_path, "w") as f:
         json.dump(record, f)
     with pytest.raises(ckpt.CheckpointError, match="no L-BFGS state"):
@@ -208,6 +209,12 @@ def test_foreign_and_corrupt_checkpoints_are_refused(df, tmp_path):
         est.fit(df)
 
 
+def sealed(record):
+    """``record`` with its own digest recomputed: an edit that the record digest cannot
+    catch, to reach the checks behind it."""
+    return {**record, "record_sha256": ckpt.record_digest(record)}
+
+
 def test_checkpoint_module_refuses_damage_without_unpickling(tmp_path):
     fp = ckpt.fingerprint({"run": 1})
     w = np.arange(5.0)
@@ -224,7 +231,7 @@ def test_checkpoint_module_refuses_damage_without_unpickling(tmp_path):
                              ({"format": "other"}, "not a sparkann checkpoint"),
                              ({"state_file": "../x.npz"}, "invalid state file name"),
                              ({"fingerprint": "0" * 64}, "another training run")]:
-        meta_path.write_text(json.dumps({**record, **change}))
+        meta_path.write_text(json.dumps(sealed({**record, **change})))
         with pytest.raises(ckpt.CheckpointError, match=fragment):
             ckpt.load(str(tmp_path), fp)
     # a pickled object array with a matching digest is still not unpickled
@@ -236,13 +243,44 @@ def test_checkpoint_module_refuses_damage_without_unpickling(tmp_path):
 
     state = tmp_path / record["state_file"]
     np.savez(state, weights=np.array([Evil()], dtype=object))
-    meta_path.write_text(json.dumps({**record, "state_sha256": ckpt._sha256(state)}))
+    meta_path.write_text(json.dumps(sealed({**record, "state_sha256": ckpt._sha256(state)})))
     with pytest.raises(ckpt.CheckpointError, match="unreadable"):
         ckpt.load(str(tmp_path), fp)
     assert not marker.exists()
     state.write_bytes(state.read_bytes()[:40])
-    meta_path.write_text(json.dumps({**record, "state_sha256": ckpt._sha256(state)}))
+    meta_path.write_text(json.dumps(sealed({**record, "state_sha256": ckpt._sha256(state)})))
     with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
+        ckpt.load(str(tmp_path), fp)
+
+
+def test_edits_of_checkpoint_json_and_malformed_fields_are_refused(tmp_path):
+    fp = ckpt.fingerprint({"run": 1})
+    ckpt.save(str(tmp_path), 3, {"weights": np.arange(5.0)}, {"history": [1.0, 0.5]}, fp)
+    meta_path = tmp_path / ckpt.META_FILE
+    record = json.loads(meta_path.read_text())
+    # hand edits that keep the state file intact: caught by the record's own digest
+    for change in ({"iteration": 2}, {"meta": {"history": [1.0, 0.4]}},
+                   {"record_sha256": None}):
+        meta_path.write_text(json.dumps({**record, **change}))
+        with pytest.raises(ckpt.CheckpointError, match="do not match the SHA-256 recorded in "
+                                                       "it"):
+            ckpt.load(str(tmp_path), fp)
+    # the same fields malformed behind a recomputed digest: each named
+    for change, fragment in [({"iteration": "abc"}, "'iteration' is 'abc', expected an integer"),
+                             ({"iteration": True}, "'iteration' is True"),
+                             ({"iteration": -1}, "'iteration' is -1, expected a count"),
+                             ({"meta": [1]}, "'meta' is \\[1\\], expected a JSON object"),
+                             ({"state_file": 7}, "'state_file' is 7, expected a string"),
+                             ({"fingerprint": None}, "'fingerprint' is None")]:
+        meta_path.write_text(json.dumps(sealed({**record, **change})))
+        with pytest.raises(ckpt.CheckpointError, match=fragment):
+            ckpt.load(str(tmp_path), fp)
+    meta_path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ckpt.CheckpointError, match="not valid JSON"):
+        ckpt.load(str(tmp_path), fp)
+    older = {k: v for k, v in record.items() if k != "record_sha256"}
+    meta_path.write_text(json.dumps({**older, "version": 1}))
+    with pytest.raises(ckpt.CheckpointError, match="version 1 is not supported.*older sparkann"):
         ckpt.load(str(tmp_path), fp)
 
 

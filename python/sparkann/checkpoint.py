@@ -9,8 +9,10 @@ half-written one. Older state files are removed only after the commit.
 
 ``checkpoint.json`` also holds a fingerprint of what was being trained (topology, training
 parameters, data): :func:`load` refuses a checkpoint whose fingerprint differs, so a run can
-never resume from another run's state. Everything is read with ``json`` and
-``numpy.load(allow_pickle=False)``: a checkpoint cannot run code.
+never resume from another run's state. Its last field, ``record_sha256``, is the SHA-256 of
+the rest of the record (canonical JSON), so an edit of ``checkpoint.json`` itself is refused
+too. Everything is read with ``json`` and ``numpy.load(allow_pickle=False)``: a checkpoint
+cannot run code.
 """
 import glob
 import hashlib
@@ -20,7 +22,7 @@ import os
 import numpy as np
 
 FORMAT = "sparkann-checkpoint"
-VERSION = 1
+VERSION = 2  # 1: checkpoint.json had no digest of its own
 META_FILE = "checkpoint.json"
 
 
@@ -32,6 +34,12 @@ def fingerprint(description):
     """SHA-256 of a JSON-serialisable description (keys sorted): what a checkpoint belongs to."""
     text = json.dumps(description, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_digest(record):
+    """SHA-256 of a checkpoint record without its ``record_sha256`` (canonical JSON)."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return fingerprint(json.loads(json.dumps(body, allow_nan=True)))
 
 
 def _sha256(path):
@@ -82,11 +90,31 @@ def save(directory, iteration, arrays, meta, fp):
     record = {"format": FORMAT, "version": VERSION, "iteration": int(iteration),
               "fingerprint": fp, "state_file": state_name, "state_sha256": _sha256(state_path),
               "meta": meta}
+    record["record_sha256"] = record_digest(record)
     data = json.dumps(record, indent=1, allow_nan=True).encode()
     _write_atomically(os.path.join(directory, META_FILE), lambda f: f.write(data))
     for old in glob.glob(os.path.join(directory, "state-*.npz")):
         if os.path.basename(old) != state_name:
             os.remove(old)
+
+
+_FIELDS = {"iteration": int, "fingerprint": str, "state_file": str, "state_sha256": str,
+           "meta": dict}
+_KINDS = {int: "an integer", str: "a string", dict: "a JSON object"}
+
+
+def _check_fields(meta_path, record):
+    missing = set(_FIELDS) - set(record)
+    if missing:
+        raise CheckpointError(f"{meta_path}: missing fields {sorted(missing)}")
+    for name, kind in _FIELDS.items():
+        value = record[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{meta_path}: {name!r} is {value!r}, expected "
+                                  f"{_KINDS[kind]}")
+    if record["iteration"] < 0:
+        raise CheckpointError(f"{meta_path}: 'iteration' is {record['iteration']}, expected "
+                              "a count >= 0")
 
 
 def load(directory, fp):
@@ -105,25 +133,28 @@ def load(directory, fp):
     try:
         with open(meta_path, "rb") as f:
             record = json.loads(f.read().decode())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path}: not valid JSON (truncated or corrupt): {e}"
-                              ) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{meta_path}: not valid JSON (truncated or corrupt): "
+                              f"{str(e)[:200]}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: not a sparkann checkpoint")
     if record.get("version") != VERSION:
+        older = (" (written by an older sparkann; use an empty checkpoint directory for a new "
+                 "run)" if record.get("version") == 1 else "")
         raise CheckpointError(f"{meta_path}: checkpoint format version "
                               f"{record.get('version')!r} is not supported; this sparkann "
-                              f"reads version {VERSION}")
-    missing = {"iteration", "fingerprint", "state_file", "state_sha256", "meta"} - set(record)
-    if missing:
-        raise CheckpointError(f"{meta_path}: missing fields {sorted(missing)}")
+                              f"reads version {VERSION}{older}")
+    if record.get("record_sha256") != record_digest(record):
+        raise CheckpointError(f"{meta_path}: its contents do not match the SHA-256 recorded in "
+                              "it (edited or corrupt)")
+    _check_fields(meta_path, record)
     if record["fingerprint"] != fp:
         raise CheckpointError(
             f"{meta_path}: the checkpoint belongs to another training run (its fingerprint "
-            f"{str(record['fingerprint'])[:12]}... differs from this run's {fp[:12]}...: "
+            f"{record['fingerprint'][:12]}... differs from this run's {fp[:12]}...: "
             "another topology, other training parameters or other data); refusing to resume "
             "from it. Use an empty checkpoint directory for a new run.")
-    name = str(record["state_file"])
+    name = record["state_file"]
     if os.path.basename(name) != name or not name.endswith(".npz"):
         raise CheckpointError(f"{meta_path}: invalid state file name {name!r}")
     state_path = os.path.join(directory, name)
@@ -140,4 +171,4 @@ def load(directory, fp):
     except Exception as e:  # zipfile.BadZipFile, EOFError, OSError
         raise CheckpointError(f"{state_path}: truncated or corrupt ({type(e).__name__}: {e})"
                               ) from None
-    return int(record["iteration"]), arrays, record["meta"]
+    return record["iteration"], arrays, record["meta"]
