@@ -5,10 +5,9 @@ topology (A = 784-256-128-10, B = 784-1024-1024-10; float32, sigmoid hidden laye
 output):
 
 1. calibrate, once per cluster and for both topologies: the native FLOP rate of a worker
-   (``sparkann.scaling.worker_flop_rate``: n tasks at once, one BLAS thread each, per
-   topology) and the short Spark jobs of
-   ``sparkann.scaling.spark_observations`` (empty job, broadcast of weight-sized vectors,
-   treeAggregate of gradient-sized vectors, the same through one explicit shuffle level)
+   (``sparkann.spark.calibration.worker_flop_rate``: n tasks at once, one BLAS thread each,
+   per topology) and the short Spark jobs of ``sparkann.spark.calibration.spark_observations``
+   (empty job, broadcast of weight-sized vectors, treeAggregate of gradient-sized vectors, the same through one explicit shuffle level)
    and ``read_observations`` (a job that only reads cached training blocks), fitted by
    ``sparkann.scaling.fit_parameters``. No gradient job enters the calibration;
 2. measure: seconds per call of ``sparkann.spark.gradient.DistributedLossGrad`` (what the
@@ -77,7 +76,7 @@ def cached_partitions(sc, rdd):
 
 def measure(spark, layers, dtype, examples, partitions, iterations, warmup):
     """Median seconds per call of the product's distributed loss and gradient."""
-    from sparkann.scaling import random_frame
+    from sparkann.spark.calibration import random_frame
     from sparkann.spark.data import cache_blocks
     from sparkann.spark.gradient import DistributedLossGrad
     from sparkann.topology import Topology
@@ -109,17 +108,18 @@ def measure(spark, layers, dtype, examples, partitions, iterations, warmup):
 def calibrate(spark, workers, rates, dtype, examples, repeats):
     """One model per topology from jobs that are not the gradient job (see the docstring)."""
     from sparkann import scaling
+    from sparkann.spark import calibration
 
     models = {name: scaling.ScalingModel(layers, examples[name],
                                          scaling.Parameters(flops=rates[name], bandwidth=1e9),
                                          bytes_per_weight=4 if dtype == "float32" else 8)
               for name, layers in TOPOLOGIES.items()}
-    obs = scaling.spark_observations(spark.sparkContext, workers,
-                                     [m.weight_bytes for m in models.values()],
-                                     [m.partial_bytes for m in models.values()],
-                                     repeats=repeats)
-    obs += scaling.read_observations(spark, workers, TOPOLOGIES["A"][0], dtype,
-                                     repeats=repeats)
+    obs = calibration.spark_observations(spark.sparkContext, workers,
+                                         [m.weight_bytes for m in models.values()],
+                                         [m.partial_bytes for m in models.values()],
+                                         repeats=repeats)
+    obs += calibration.read_observations(spark, workers, TOPOLOGIES["A"][0], dtype,
+                                         repeats=repeats)
     # The Spark jobs compute nothing, so the FLOP rate fixed here does not enter the fit.
     first = next(iter(models.values()))
     machine = scaling.fit_parameters(first, obs, fixed={"sec_per_flop": 1.0 / first.params.flops})
@@ -135,6 +135,7 @@ def calibrate(spark, workers, rates, dtype, examples, repeats):
 
 def main(argv=None):
     from sparkann import scaling
+    from sparkann.spark import calibration
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points and repeats")
@@ -162,8 +163,8 @@ def main(argv=None):
             try:
                 # On the executors, n tasks at once (one BLAS thread each), as the gradient
                 # job computes: two cores busy at once give less each than one alone.
-                rates = {name: scaling.worker_flop_rate(spark.sparkContext, layers, n,
-                                                        args.dtype, repeats=7)
+                rates = {name: calibration.worker_flop_rate(spark.sparkContext, layers, n,
+                                                            args.dtype, repeats=7)
                          for name, layers in TOPOLOGIES.items()}
                 models, p, obs = calibrate(spark, n, rates, args.dtype, examples, repeats)
                 worst = max(abs(o["fitted"] - o["seconds"]) / o["seconds"] for o in obs)

@@ -15,6 +15,8 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from sparkann import scaling
+from sparkann.scaling import cli as scale_cli
+from sparkann.scaling import flops
 from sparkann.scaling import (Parameters, ScalingModel, fit_parameters, parse_bandwidth,
                               parse_duration, parse_flops, tree_levels, weights_of)
 
@@ -69,7 +71,7 @@ def test_bad_units_name_the_problem(fn, text, word):
 
 def test_weights_of_matches_the_engine():
     ann_core = pytest.importorskip("ann_core")
-    net = scaling._network([784, 256, 128, 10], "float32")
+    net = flops._network([784, 256, 128, 10], "float32")
     assert weights_of([784, 256, 128, 10]) == net.n_weights
     assert net.flops_per_example()[0] == 6 * net.n_weights
     assert isinstance(ann_core.Network, type)
@@ -446,11 +448,11 @@ def test_table_has_a_row_per_worker_and_measured_errors():
 
 def test_cli_prints_curve_and_optimum():
     out = io.StringIO()
-    parser = scaling.add_arguments(__import__("argparse").ArgumentParser())
+    parser = scale_cli.add_arguments(__import__("argparse").ArgumentParser())
     args = parser.parse_args(["--layers", ",".join(map(str, ULANOV_LAYERS)), "--examples",
                               "60000", "--bandwidth", "1Gbit", "--flops", "51G",
                               "--max-workers", "10"])
-    m = scaling.run(args, out=out)
+    m = scale_cli.run(args, out=out)
     text = out.getvalue()
     assert "11,972,510 weights" in text
     assert f"n* = {m.optimum()['n_best']}" in text
@@ -475,14 +477,14 @@ def test_module_entry_point_and_plot(tmp_path):
 
 def test_cli_errors_are_clear(capsys):
     with pytest.raises(SystemExit):
-        scaling.main(["--layers", "784,x,10", "--examples", "10", "--flops", "1G"])
+        scale_cli.main(["--layers", "784,x,10", "--examples", "10", "--flops", "1G"])
     assert "--layers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        scaling.main(["--layers", "784,10", "--examples", "10", "--flops", "1G",
-                      "--bandwidth", "fast"])
+        scale_cli.main(["--layers", "784,10", "--examples", "10", "--flops", "1G",
+                        "--bandwidth", "fast"])
     assert "bandwidth" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        scaling.main(["--layers", "784,10", "--examples", "10"])
+        scale_cli.main(["--layers", "784,10", "--examples", "10"])
     assert "--flops" in capsys.readouterr().err
 
 
@@ -515,7 +517,7 @@ def test_sparkann_scale_subcommand(capsys):
 
 def test_cli_ulanov_validation(tmp_path, capsys):
     png = tmp_path / "ulanov.png"
-    assert scaling.main(["--ulanov", "--plot", str(png)]) == 0
+    assert scale_cli.main(["--ulanov", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "avulanov/ann-benchmark" in out and "largest error on 3..5 workers" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -523,7 +525,7 @@ def test_cli_ulanov_validation(tmp_path, capsys):
 
 def test_cli_needs_layers_unless_ulanov(capsys):
     with pytest.raises(SystemExit):
-        scaling.main(["--flops", "1G"])
+        scale_cli.main(["--flops", "1G"])
     assert "--layers" in capsys.readouterr().err
 
 

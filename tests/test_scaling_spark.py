@@ -5,32 +5,33 @@ import pytest
 pytest.importorskip("pyspark")
 
 from sparkann import scaling  # noqa: E402
+from sparkann.spark import calibration  # noqa: E402
 
 
 def test_one_explicit_level_sums_the_partials(spark):
     sc = spark.sparkContext
     for p in (1, 3, 5):
         partials = sc.parallelize(range(p), p).map(lambda i: np.full(4, float(i)))
-        total = scaling.through_one_level(partials)
+        total = calibration.through_one_level(partials)
         assert np.array_equal(total, np.full(4, float(sum(range(p)))))
 
 
 def test_random_frame_has_the_asked_shape(spark):
-    df = scaling.random_frame(spark, 6, 3, rows=101, partitions=4, seed=2)
+    df = calibration.random_frame(spark, 6, 3, rows=101, partitions=4, seed=2)
     assert df.rdd.getNumPartitions() == 4
     assert df.schema.simpleString() == "struct<features:array<float>,label:bigint>"
     rows = df.collect()
     assert len(rows) == 101
     assert all(len(r.features) == 6 and 0 <= r.label < 3 for r in rows)
-    again = scaling.random_frame(spark, 6, 3, rows=101, partitions=4, seed=2).collect()
+    again = calibration.random_frame(spark, 6, 3, rows=101, partitions=4, seed=2).collect()
     assert rows == again
 
 
 def test_calibration_jobs_give_observations_the_fit_reads(spark):
     sc = spark.sparkContext
-    obs = scaling.spark_observations(sc, 2, [8_000, 400_000], [16_000, 800_000],
-                                     partitions=[2, 4], repeats=1)
-    obs += scaling.read_observations(spark, 2, 20, rows=(300, 600), repeats=1)
+    obs = calibration.spark_observations(sc, 2, [8_000, 400_000], [16_000, 800_000],
+                                         partitions=[2, 4], repeats=1)
+    obs += calibration.read_observations(spark, 2, 20, rows=(300, 600), repeats=1)
     kinds = [o["job"] for o in obs]
     # per partition count: empty, 2 broadcasts, 2 gathers, 2 explicit levels; two reads
     assert len(obs) == 2 * 7 + 2 and kinds.count("level") == 4 and kinds[-2:] == ["read"] * 2
@@ -52,5 +53,5 @@ def test_calibration_jobs_give_observations_the_fit_reads(spark):
 
 def test_worker_flop_rate_runs_on_the_executors(spark):
     pytest.importorskip("ann_core")
-    rate = scaling.worker_flop_rate(spark.sparkContext, [12, 8, 3], 2, rows=256, repeats=1)
+    rate = calibration.worker_flop_rate(spark.sparkContext, [12, 8, 3], 2, rows=256, repeats=1)
     assert isinstance(rate, float) and np.isfinite(rate) and rate > 0

@@ -1,20 +1,17 @@
-"""The ``sparkann`` command line: ``sparkann train / evaluate / predict``.
+"""The ``sparkann`` command line: ``sparkann train / evaluate / predict / scale``.
 
-Subcommands live in a table. Another module adds one with :func:`register_command`; the
-modules named in ``EXTENSIONS`` are imported (when present) before the command line is parsed.
+Subcommands live in a table; a module adds one with :func:`register_command`.
 """
 import argparse
-import importlib
 import sys
 import time
 
 import numpy as np
 
+from sparkann.scaling import cli as scaling_cli
+
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
 COMMANDS = {}
-
-#: modules that may register more subcommands (skipped when absent)
-EXTENSIONS = ["sparkann.scaling"]
 
 RECIPES = {
     # Spark MLlib's MultilayerPerceptronClassifier defaults
@@ -236,22 +233,13 @@ register_command("train", "train a classifier on Fashion-MNIST, report test accu
 register_command("evaluate", "score a saved model on the Fashion-MNIST test set",
                  _evaluate_arguments, _evaluate)
 register_command("predict", "predict with a saved model", _predict_arguments, _predict)
+register_command("scale", scaling_cli.HELP, scaling_cli.add_arguments, scaling_cli.command)
 
 
 # ----------------------------------------------------------------------------- entry
 
-def _load_extensions():
-    for name in EXTENSIONS:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # a missing dependency of a present module is a real error
-                raise
-
-
 def build_parser():
     """The argument parser with every registered subcommand."""
-    _load_extensions()
     parser = argparse.ArgumentParser(prog="sparkann",
                                      description="Train and use neural networks (sparkann).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -271,7 +259,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # Run the importable module, so that extensions (sparkann.scaling) register their
-    # subcommands in the same table that main() reads.
-    from sparkann.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())
