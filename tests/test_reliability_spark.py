@@ -14,7 +14,7 @@ from pyspark.ml.linalg import VectorUDT, Vectors  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
 from sparkann import checkpoint as ckpt  # noqa: E402
-from sparkann import faults  # noqa: E402
+from sparkann.spark import faults  # noqa: E402
 from sparkann.optim import DivergenceError  # noqa: E402
 from sparkann.spark import MultilayerPerceptronClassifier  # noqa: E402
 

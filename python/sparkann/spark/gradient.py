@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from sparkann.faults import active_spec
+from sparkann.spark.faults import active_spec
 
 # A gradient job multiplies at least this many rows at a time, whatever the stacking block:
 # with 128 rows per GEMM the weights are repacked for every block. Measured here on
@@ -65,7 +65,7 @@ def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_th
     An overflow in the engine gives a NaN loss (the driver stops with a DivergenceError)
     rather than a failed task that Spark would retry for nothing.
     """
-    from sparkann.faults import trigger
+    from sparkann.spark.faults import trigger
     trigger(faults, iteration)
     net = task_network(topology, dtype, block_size, blas_threads)
     w = weights_bc.value

@@ -41,7 +41,7 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
     """
     from pyspark import TaskContext
 
-    from sparkann.faults import trigger
+    from sparkann.spark.faults import trigger
     trigger(faults, round_index)
     net = task_network(topology, dtype, block_size, threads)
     data = list(blocks)
@@ -214,7 +214,7 @@ class Trainer:
         topology, dtype, block_size = self.topology, self.dtype, self.block_size
         threads, steps, seed = task_cpus(sc), self.sync_steps, int(self.seed)
         l2_mask, reg_param = self.l2_mask, self.reg_param
-        from sparkann.faults import active_spec
+        from sparkann.spark.faults import active_spec
         from sparkann.optim import DivergenceError
         faults = active_spec(sc)
         previous = self.history[-1] if self.history else math.inf
