@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 
 from sparkann import layers as L
+from sparkann import model_file
 from sparkann.optim import (SGD, Adam, Cosine, DivergenceError, EarlyStopping, History,
                             InverseSqrt, gd, lbfgs, mean_objective)
 from sparkann.topology import Topology
@@ -514,10 +515,9 @@ class _MLPBase:
         return self._fit(X, y, incremental=True)
 
     def save(self, path):
-        """Save the fitted model to the directory ``path`` (see :mod:`sparkann.persist`)."""
-        from sparkann.persist import save
-
-        return save(self, path)
+        """Save the fitted model to the directory ``path``; :func:`sparkann.persist.load` reads
+        it back (the files are described in :mod:`sparkann.model_file`)."""
+        return model_file.save(self, path, ESTIMATORS)
 
     @property
     def coefs_(self):
@@ -727,6 +727,10 @@ class MLPRegressor(_MLPBase, _SkRegressor, _SkBase):
         return _r2(np.asarray(y, dtype=np.float64).reshape(len(pred), -1),
                    pred.reshape(len(pred), -1), sample_weight)
 
+
+
+#: the estimators a model file can hold, by the class name it records
+ESTIMATORS = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
 
 def _r2(y, pred, sample_weight=None):
     y = np.asarray(y, dtype=np.float64)
