@@ -5,17 +5,25 @@ loss and its gradient over the Fashion-MNIST training images (sigmoid hidden lay
 output), computed block by block with gradients accumulated and no weight update. Contenders
 run alternately in this one process with the same threads, dtype, block size, weights and data;
 medians of several runs are printed with the ratios to PyTorch and to the GEMM rate of the BLAS
-in use. Caffe's `caffe time` figures (measured earlier on this machine) are printed beside the
-milliseconds per batch.
+in use.
+
+With --caffe PATH (a `caffe` binary or its build directory, see bench/caffe/build_caffe.sh),
+the bench instead times one batch's forward and backward pass, float32, per network, batch
+size and thread count: `caffe time` on the same network (bench/caffe/caffe_nets.py writes it),
+the engine's `loss_grad` on one block of rows and PyTorch, in interleaved rounds, with the
+share of Caffe's time spent in its Sigmoid layers and the floor set by the best sgemm rate.
 
     python bench/bench_core.py                 # everything (long: about an hour)
     python bench/bench_core.py --quick         # A and B, float32, 2 threads
     python bench/bench_core.py --topologies C --dtypes float32 --threads 2 --blocks 1024
+    python bench/bench_core.py --caffe ~/caffe-build --repeats 5    # against Caffe (~10 min)
 
 For peak numbers, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in that one command.
 """
 import argparse
 import contextlib
+import os
+import pathlib
 import statistics
 import sys
 import time
@@ -31,10 +39,6 @@ TOPOLOGIES = {
     "B": [784, 1024, 1024, 10],
     "C": [784, 2500, 2000, 1500, 1000, 500, 10],
 }
-# `caffe time`, CPU, OpenBLAS, float32, sigmoid hidden + softmax loss: ms per forward+backward.
-CAFFE_MS = {(2, "A", 128): 1.10, (2, "A", 1024): 7.43, (2, "B", 128): 7.38,
-            (2, "B", 1024): 53.8, (2, "C", 128): 45.1, (2, "C", 1024): 293,
-            (1, "A", 1024): 10.4, (1, "B", 1024): 85.5, (1, "C", 1024): 493}
 
 
 def spec(sizes):
@@ -166,22 +170,87 @@ def saturated_weights(sizes, X, y, iterations):
     return res.x.astype(np.float32), res.nit
 
 
-def print_caffe_bound(threads, topologies, gemm_peak):
-    """The GEMM rate each Caffe figure implies, against the best GEMM rate measured here now.
+def per_batch_ms(fn, calls):
+    """Milliseconds per call of `fn`, over `calls` calls in a row."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return 1000 * (time.perf_counter() - start) / calls
 
-    Caffe does the same GEMMs per batch (no gradient for the data either), so a figure that
-    implies more than this host's peak was measured on a faster host or day: nothing that runs
-    these GEMMs can match it here.
-    """
-    for (t, topo, block), ms in sorted(CAFFE_MS.items()):
-        if t != threads or topo not in topologies:
-            continue
-        sizes = TOPOLOGIES[topo]
-        actual = ann_core.Network(sizes[0], spec(sizes)).flops_per_example()[1]
-        implied = actual * block / (ms / 1000) / 1e9
-        print(f"caffe {topo}/{block} {ms} ms/batch at {threads} thread(s) implies "
-              f"{implied:.0f} GFLOP/s of GEMM work: {100 * implied / gemm_peak:.0f}% of this "
-              f"host's best float32 GEMM rate now ({gemm_peak:.0f} GFLOP/s)", flush=True)
+
+def caffe_comparison(args, backend, X_all, y_all, have_torch):
+    """One batch's forward + backward: `caffe time`, the engine and PyTorch, in interleaved rounds."""
+    import tempfile
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "caffe"))
+    from caffe_nets import write_nets
+    from caffe_time import best_coretype, blas_library, caffe_time, find_caffe
+
+    binary = find_caffe(args.caffe)
+    caffe_blas = blas_library(binary)
+    topologies = {t: TOPOLOGIES[t] for t in args.topologies.split(",")}
+    blocks = [int(b) for b in args.blocks.split(",")]
+    print(f"caffe: {binary} (BLAS {caffe_blas}); sparkann: {backend}; float32; "
+          f"medians of {args.repeats} interleaved rounds; load average {_load()}", flush=True)
+    header = (f"{'topo':4} {'thr':>3} {'batch':>5} {'caffe ms':>9} {'sigm %':>6} {'sparkann ms':>11} "
+              f"{'pytorch ms':>10} {'caffe/ours':>10} {'torch/ours':>10} {'floor ms':>8} "
+              f"{'ours/floor':>10}")
+    with tempfile.TemporaryDirectory(prefix="sparkann-caffe-") as tmp:
+        nets = write_nets(tmp, topologies, blocks, spec)
+        for threads in map(int, args.threads.split(",")):
+            ann_core.set_backend(backend)
+            ann_core.set_blas_threads(threads)
+            ours_rate = gemm_rate("float32", args.repeats)
+            coretype, caffe_rates = (best_coretype(caffe_blas, threads, args.repeats)
+                                     if caffe_blas else (None, {}))
+            peak = max([ours_rate, *caffe_rates.values()])
+            print(f"sgemm 2048^3, {threads} thread(s), GFLOP/s: sparkann {backend} {ours_rate:.0f}; "
+                  "caffe's BLAS " + ", ".join(f"{k} {v:.0f}" for k, v in caffe_rates.items()) +
+                  f"; caffe runs with OPENBLAS_CORETYPE={coretype or '(unset)'}", flush=True)
+            print(header)
+            print("-" * len(header), flush=True)
+            for topo, sizes in topologies.items():
+                actual = ann_core.Network(sizes[0], spec(sizes)).flops_per_example()[1]
+                w = spark_init(sizes, "float32")
+                for block in blocks:
+                    X = np.ascontiguousarray(X_all[:block], dtype="float32")
+                    y = y_all[:block]
+                    ours = sparkann_gradient(sizes, "float32", block, X, y, w)
+                    ours()  # warm up, then size the rounds to about half a second of ours
+                    calls = int(min(400, max(5, 500 / per_batch_ms(ours, 3))))
+                    contenders = {"sparkann": lambda: per_batch_ms(ours, calls)}
+                    if have_torch:
+                        torch_run = torch_gradient(sizes, "float32", block, X, y, w)
+                        with torch_threads(threads):
+                            torch_run()
+                        contenders["pytorch"] = lambda: _with_torch_threads(threads, torch_run, calls)
+                    ms = {name: [] for name in ["caffe", *contenders]}
+                    sigmoid = []
+                    for _ in range(args.repeats):
+                        total, layers = caffe_time(binary, nets[topo, block], calls, threads, coretype)
+                        ms["caffe"].append(total)
+                        sigmoid.append(sum(f + b for name, (f, b) in layers.items()
+                                           if name.startswith("sigmoid")) / total)
+                        for name, run in contenders.items():
+                            ann_core.set_blas_threads(threads)
+                            ms[name].append(run())
+                    med = {name: statistics.median(v) for name, v in ms.items()}
+                    floor = 1000 * actual * block / (peak * 1e9)
+                    torch_ms = med.get("pytorch", float("nan"))
+                    print(f"{topo:4} {threads:>3} {block:>5} {med['caffe']:9.3f} "
+                          f"{100 * statistics.median(sigmoid):6.1f} {med['sparkann']:11.3f} "
+                          f"{torch_ms:10.3f} {med['caffe'] / med['sparkann']:10.2f} "
+                          f"{torch_ms / med['sparkann']:10.2f} {floor:8.3f} "
+                          f"{med['sparkann'] / floor:10.2f}", flush=True)
+    print(f"load average at the end: {_load()}")
+
+
+def _load():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _with_torch_threads(threads, run, calls):
+    with torch_threads(threads):
+        return per_batch_ms(run, calls)
 
 
 def main(argv=None):
@@ -197,6 +266,9 @@ def main(argv=None):
                              "scales the seconds to 60,000: throughput does not depend on it)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy reference")
     parser.add_argument("--denormal-iterations", type=int, default=100)
+    parser.add_argument("--caffe", metavar="PATH",
+                        help="a BVLC Caffe binary or build directory: time one batch against "
+                             "`caffe time` instead of the full-batch gradients")
     parser.add_argument("--quick", action="store_true",
                         help="A and B, float32, 2 threads, blocks 128 and 1024")
     args = parser.parse_args(argv)
@@ -210,10 +282,13 @@ def main(argv=None):
     except ImportError:
         have_torch = False
         print("PyTorch is not installed: its columns are empty")
+    if args.caffe:
+        caffe_comparison(args, backends[0], X_all, y_all, have_torch)
+        return 0
 
     header = (f"{'topo':4} {'dtype':7} {'thr':>3} {'block':>5} {'contender':17} {'s/60k':>7} "
               f"{'ex/s':>8} {'GF/s nom':>8} {'GF/s act':>8} {'x torch':>7} {'% gemm':>6} "
-              f"{'ms/batch':>8} {'caffe ms':>8}")
+              f"{'ms/batch':>8}")
     print(header)
     print("-" * len(header))
     for threads in map(int, args.threads.split(",")):
@@ -233,7 +308,7 @@ def main(argv=None):
                 nominal, actual = probe.flops_per_example()
                 for block in map(int, args.blocks.split(",")):
                     if threads == 1 and block != 1024 and topo != "A":
-                        continue  # one thread: the configurations Caffe was timed on
+                        continue  # one thread: block 1024 only (and A at 128), to keep the run short
                     results = {}
                     if have_torch:
                         with torch_threads(threads):
@@ -257,15 +332,11 @@ def main(argv=None):
                         pct = (100 * actual * ex_s / 1e9 / rates[backend]
                                if contender.startswith("sparkann") else float("nan"))
                         ms = 1000 * seconds / -(-n // block)
-                        caffe = CAFFE_MS.get((threads, topo, block)) if dtype == "float32" else None
                         print(f"{topo:4} {dtype:7} {threads:>3} {block:>5} {contender:17} "
                               f"{seconds * scale:7.3f} {ex_s:8.0f} {nominal * ex_s / 1e9:8.1f} "
-                              f"{actual * ex_s / 1e9:8.1f} {vs_torch:7.2f} {pct:6.1f} {ms:8.2f} "
-                              f"{caffe if caffe else '':>8}", flush=True)
+                              f"{actual * ex_s / 1e9:8.1f} {vs_torch:7.2f} {pct:6.1f} {ms:8.2f}", flush=True)
             print(f"GEMM rate ({dtype}, {threads} threads, 2048^3): " +
                   ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
-            if dtype == "float32":
-                print_caffe_bound(threads, args.topologies.split(","), max(rates.values()))
 
     if args.denormal_iterations:
         sizes = TOPOLOGIES["A"]
