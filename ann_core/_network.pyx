@@ -52,21 +52,62 @@ cdef struct stage_t:
 
 
 cdef struct workspace_t:
-    # One engine thread's buffers, in one arena: block_size rows of each stage's output
-    # (after its activation), two deltas, the loss kernel's scratch, and for every engine
-    # thread but the first a private gradient.
+    # The buffers of one share of a call, in one arena: block_size rows of each stage's
+    # output (after its activation), two deltas and the loss kernel's scratch. A share
+    # whose gradient is not the caller's adds into a private one (grad_arena, made on
+    # first need).
     ann_arena_t arena
+    ann_arena_t grad_arena
     char **outs
     char *delta_a
     char *delta_b
     char *loss_buf
     char *grad
-    double loss
-    int status
 
 
+# The most engine threads one call is split among.
+DEF MAX_ENGINE_THREADS = 64
 # Fewer rows than this per engine thread are not worth a thread.
 DEF MIN_ROWS_PER_THREAD = 32
+
+
+cdef struct call_t:
+    # Everything one call computes with, passed by pointer to every share: a Network holds
+    # no per-call state, so any number of threads may call it at once.
+    const char *w
+    const char *x
+    const int64_t *labels    # class indices, or NULL
+    const char *targets      # dense targets, or NULL
+    char *grad               # the caller's gradient (share 0 adds into it)
+    char *out                # forward: the caller's output
+    bint forward, raw
+    bint blas_threads        # BLAS may start its own threads (the engine holds the pool)
+    int threads              # shares the rows are split into
+    Py_ssize_t bounds[MAX_ENGINE_THREADS + 1]
+    workspace_t *ws[MAX_ENGINE_THREADS]
+    double loss[MAX_ENGINE_THREADS]
+    int status[MAX_ENGINE_THREADS]
+
+
+cdef class _Workspace:
+    """Owner of one workspace_t; a Network keeps the idle ones for the next calls."""
+    cdef workspace_t ws
+
+    def __dealloc__(self):
+        ann_arena_free(&self.ws.arena)
+        ann_arena_free(&self.ws.grad_arena)
+        PyMem_Free(self.ws.outs)
+
+
+cdef class _Call:
+    """One call's state and the workspaces it holds, alive until every share is done."""
+    cdef call_t c
+    cdef Network net
+    cdef list held
+
+    def share(self, int k):
+        """Compute share k of the call (run by engine thread k)."""
+        self.net._compute_share(&self.c, k)
 
 
 class _EngineThread:
@@ -80,8 +121,8 @@ class _EngineThread:
         self.go.acquire()
         self.done = _thread.allocate_lock()
         self.done.acquire()
-        self.network = None
-        self.share = self.threads = 0
+        self.call = None
+        self.share = 0
         self.error = None
         threading.Thread(target=self._serve, name="sparkann-engine", daemon=True).start()
 
@@ -89,36 +130,63 @@ class _EngineThread:
         while True:
             self.go.acquire()
             try:
-                self.network._run_share(self.share, self.threads)
+                self.call.share(self.share)
             except BaseException as error:  # noqa: BLE001 - handed to the calling thread
                 self.error = error
             self.done.release()
 
 
 class _EngineThreads:
-    """The process's extra engine threads; the caller's thread computes the first share.
+    """The process's extra engine threads and its BLAS thread pool, held by one call at a time.
 
-    One call uses them at a time (``lock``); a call that finds them busy runs on its own
-    thread. Threads do not survive a fork: a new process starts its own.
+    A call that computes with more than one thread (split rows, or BLAS's own threads)
+    holds them with ``with _engine_threads.hold(extra) as helpers:`` and a second such call
+    waits, so the thread count BLAS runs with, and hence every result, is that of the call
+    alone. The lock is reentrant: a Python layer may call a network. Threads do not
+    survive a fork: a new process starts its own.
     """
 
     def __init__(self):
-        self.lock = _thread.allocate_lock()
+        self.lock = _thread.RLock()
         self.pid = None
         self.threads = []
+        self.extra = 0
 
-    def take(self, int extra):
-        """The lock is held and ``extra`` threads are ready, or False (busy)."""
-        if not self.lock.acquire(False):
-            return False
+    def hold(self, int extra):
+        self.lock.acquire()   # releases the GIL while it waits
         if self.pid != os.getpid():
             self.pid, self.threads = os.getpid(), []
-        while len(self.threads) < extra:
-            self.threads.append(_EngineThread())
-        return True
+        try:
+            while len(self.threads) < extra:
+                self.threads.append(_EngineThread())
+        except BaseException:
+            self.lock.release()
+            raise
+        self.extra = extra
+        return self
+
+    def __enter__(self):
+        return self.threads
+
+    def __exit__(self, *exc):
+        self.lock.release()
+        return False
 
 
 _engine_threads = _EngineThreads()
+
+
+def _raise_helper_errors(helpers):
+    """Raise the first error of the engine threads' shares, with the others as notes."""
+    errors = []
+    for helper in helpers:
+        if helper.error is not None:
+            errors.append(helper.error)
+        helper.call = helper.error = None
+    if errors:
+        for other in errors[1:]:
+            errors[0].add_note(f"another engine thread failed too: {other!r}")
+        raise errors[0]
 
 
 cdef inline void _gemm(bint dbl, bint ta, bint tb, int m, int n, int k, const char *A, int lda,
@@ -221,10 +289,14 @@ cdef class Network:
     Threads: with ``ann_core.set_blas_threads(t)``, t > 1, a call of at least 64 rows is split
     into up to t contiguous shares of rows, one per engine thread, each computing with
     one-thread BLAS in its own workspace; the gradients of the shares are then added. A
-    network with Python layers, or a call that finds the engine threads busy with another
-    call, computes on the caller's thread with t BLAS threads. ``workspace_bytes`` is one
-    thread's workspace; every further engine thread also holds one gradient, and
-    ``last_threads`` says how many threads the last call used.
+    network with Python layers, or a call of fewer rows, computes on the caller's thread with
+    t BLAS threads. ``workspace_bytes`` is one thread's workspace; every further engine
+    thread also holds one gradient, and ``last_threads`` says how many threads the last call
+    used.
+
+    Any number of threads may call one Network at once: each call computes in workspaces
+    of its own (kept for later calls), and with t > 1 calls take turns on the engine's
+    threads, so every result is bitwise that of the same call made alone.
     """
     cdef readonly int n_in, n_out, block_size, n_stages
     cdef readonly Py_ssize_t n_weights
@@ -237,24 +309,14 @@ cdef class Network:
     cdef size_t isz
     cdef int loss_kind
     cdef stage_t *stages
-    cdef workspace_t *ws          # one per engine thread; ws[0] is allocated with the network
-    cdef int n_ws
+    cdef list idle_ws             # workspaces no call holds now (_Workspace)
+    cdef int n_ws                 # workspaces made, held or idle
     cdef list py_layers
     cdef list _layout
-    # The call being computed, read by every engine thread (a Network computes one call at
-    # a time: the workspaces are its state).
-    cdef const char *c_w
-    cdef const char *c_x
-    cdef const int64_t *c_labels
-    cdef const char *c_targets
-    cdef char *c_grad
-    cdef char *c_out
-    cdef bint c_forward, c_raw
-    cdef Py_ssize_t c_bounds[65]
 
     def __cinit__(self):
         self.stages = NULL
-        self.ws = NULL
+        self.idle_ws = []
         self.n_ws = 0
 
     def __init__(self, n_in, layers, dtype="float32", block_size=128):
@@ -278,11 +340,6 @@ cdef class Network:
         self._allocate()
 
     def __dealloc__(self):
-        cdef int k
-        for k in range(self.n_ws):
-            ann_arena_free(&self.ws[k].arena)
-            PyMem_Free(self.ws[k].outs)
-        PyMem_Free(self.ws)
         PyMem_Free(self.stages)
 
     @cython.wraparound(True)
@@ -392,11 +449,7 @@ cdef class Network:
                               f"{(available or 0) / 2**20:.1f} MiB of memory is available: "
                               "use a smaller block_size")
         self.workspace_bytes = need
-        self.ws = <workspace_t *>PyMem_Malloc(sizeof(workspace_t))
-        if self.ws == NULL:
-            raise MemoryError()
-        self._init_workspace(&self.ws[0], False)
-        self.n_ws = 1
+        self.idle_ws.append(self._new_workspace())
 
     cdef size_t _workspace_size(self, bint with_grad):
         cdef size_t rows = self.block_size, total = 0, widest = 0
@@ -410,52 +463,73 @@ cdef class Network:
             total += ann_arena_aligned_size(self.n_weights * self.isz)
         return total
 
-    cdef _init_workspace(self, workspace_t *ws, bint with_grad):
-        cdef size_t rows = self.block_size, total = self._workspace_size(with_grad), widest = 0
-        cdef int i
-        ws.arena.base = NULL
-        ws.grad = NULL
+    cdef _Workspace _new_workspace(self):
+        cdef _Workspace owner = _Workspace()
+        cdef workspace_t *ws = &owner.ws
+        cdef size_t rows = self.block_size, total = self._workspace_size(False), widest = 0
+        cdef int i, status = ANN_OK
         ws.outs = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
         if ws.outs == NULL:
             raise MemoryError()
         if ann_arena_init(&ws.arena, total) != ANN_OK:
-            PyMem_Free(ws.outs)
             raise MemoryError(f"cannot allocate the {total / 2**20:.1f} MiB workspace")
         for i in range(self.n_stages):
-            ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
-                            <void **>&ws.outs[i])
+            status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
+                                      <void **>&ws.outs[i])
             widest = max(widest, <size_t>self.stages[i].n_out)
-        ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_a)
-        ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_b)
-        ann_arena_alloc(&ws.arena, rows * self.n_out * self.isz, <void **>&ws.loss_buf)
-        if with_grad:
-            ann_arena_alloc(&ws.arena, self.n_weights * self.isz, <void **>&ws.grad)
+        status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_a)
+        status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_b)
+        status |= ann_arena_alloc(&ws.arena, rows * self.n_out * self.isz,
+                                  <void **>&ws.loss_buf)
+        if status != ANN_OK:   # the arena was sized for exactly these pieces
+            raise RuntimeError(f"workspace layout: {ann_strerror(status).decode()}")
+        self.n_ws += 1
+        return owner
 
-    cdef int _threads_for(self, Py_ssize_t n):
+    cdef _give_private_grad(self, workspace_t *ws):
+        if ws.grad != NULL:
+            return
+        cdef size_t size = self.n_weights * self.isz
+        if (ann_arena_init(&ws.grad_arena, size) != ANN_OK
+                or ann_arena_alloc(&ws.grad_arena, size, <void **>&ws.grad) != ANN_OK):
+            raise MemoryError(f"cannot allocate a {size / 2**20:.1f} MiB gradient")
+
+    cdef int _threads_for(self, Py_ssize_t n, int blas_threads):
         """How many engine threads share a call over n rows (1: the caller's thread alone,
         with as many BLAS threads as the backend is set to)."""
-        if self.has_python_layers or n < 2 * MIN_ROWS_PER_THREAD or not can_split_rows():
+        if (self.has_python_layers or n < 2 * MIN_ROWS_PER_THREAD or blas_threads < 2
+                or not can_split_rows()):
             return 1
-        cdef int threads = min(engine_threads(), 64, <int>(n // MIN_ROWS_PER_THREAD))
-        if threads > self.n_ws:
-            threads = self._add_workspaces(threads)
+        cdef int threads = min(blas_threads, MAX_ENGINE_THREADS, <int>(n // MIN_ROWS_PER_THREAD))
+        available = _available_memory()
+        if threads > self.n_ws and available is not None:   # fewer when memory is short
+            extra = self._workspace_size(True)
+            threads = max(1, min(threads, self.n_ws + int(available // (2 * extra))))
         return threads
 
-    cdef int _add_workspaces(self, int threads):
-        """Workspaces for ``threads`` engine threads; fewer threads when memory is short."""
-        available = _available_memory()
-        extra = self._workspace_size(True)
-        if available is not None:
-            threads = max(self.n_ws, min(threads, self.n_ws + int(available // (2 * extra))))
-        cdef workspace_t *grown = <workspace_t *>PyMem_Realloc(self.ws,
-                                                                threads * sizeof(workspace_t))
-        if grown == NULL:
-            raise MemoryError()
-        self.ws = grown
-        while self.n_ws < threads:
-            self._init_workspace(&self.ws[self.n_ws], True)
-            self.n_ws += 1
-        return threads
+    cdef _take_workspaces(self, _Call call):
+        """Workspaces for every share of the call: idle ones first, else new ones."""
+        cdef call_t *c = &call.c
+        cdef _Workspace owner
+        cdef int k
+        call.held = []
+        try:
+            for k in range(c.threads):
+                try:
+                    owner = self.idle_ws.pop()
+                except IndexError:
+                    owner = self._new_workspace()
+                call.held.append(owner)
+                c.ws[k] = &owner.ws
+                if k > 0 and not c.forward:
+                    self._give_private_grad(c.ws[k])
+        except BaseException:
+            self._return_workspaces(call)
+            raise
+
+    cdef _return_workspaces(self, _Call call):
+        self.idle_ws.extend(call.held)
+        call.held = []
 
     @property
     def layout(self):
@@ -597,118 +671,132 @@ cdef class Network:
             delta_prev = swap
         return 0
 
-    cdef int _loss_grad_rows(self, workspace_t *ws, Py_ssize_t r0, Py_ssize_t r1,
-                             char *grad) except -1 nogil:
-        """Rows r0..r1 of the current call: loss into ws.loss, gradient added into grad."""
+    cdef int _loss_grad_rows(self, call_t *c, int k, char *grad) except -1 nogil:
+        """Share k of a loss_grad call: its loss into c.loss[k], its gradient added into
+        grad, the loss kernel's status into c.status[k]."""
+        cdef workspace_t *ws = c.ws[k]
+        cdef Py_ssize_t r0 = c.bounds[k], r1 = c.bounds[k + 1]
         cdef int m, n_out = self.n_out
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
-        ws.loss = 0.0
-        ws.status = ANN_OK
-        while r0 < r1 and ws.status == ANN_OK:
+        c.loss[k] = 0.0
+        c.status[k] = ANN_OK
+        while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
-            self._forward_block(ws, self.c_w, self.c_x + r0 * row_in, m)
+            self._forward_block(ws, c.w, c.x + r0 * row_in, m)
             memcpy(ws.loss_buf, last, m * row_out)
             if self.dbl:
-                ws.status = ann_loss_d(
+                c.status[k] = ann_loss_d(
                     self.loss_kind, m, n_out, <double *>ws.loss_buf,
-                    self.c_labels + r0 if self.c_labels != NULL else NULL,
-                    <const double *>(self.c_targets + r0 * row_out) if self.c_targets != NULL
-                    else NULL, <double *>ws.delta_a, &ws.loss)
+                    c.labels + r0 if c.labels != NULL else NULL,
+                    <const double *>(c.targets + r0 * row_out) if c.targets != NULL
+                    else NULL, <double *>ws.delta_a, &c.loss[k])
             else:
-                ws.status = ann_loss_s(
+                c.status[k] = ann_loss_s(
                     self.loss_kind, m, n_out, <float *>ws.loss_buf,
-                    self.c_labels + r0 if self.c_labels != NULL else NULL,
-                    <const float *>(self.c_targets + r0 * row_out) if self.c_targets != NULL
-                    else NULL, <float *>ws.delta_a, &ws.loss)
-            if ws.status == ANN_OK:
-                self._backward_block(ws, self.c_w, self.c_x + r0 * row_in, m, grad)
+                    c.labels + r0 if c.labels != NULL else NULL,
+                    <const float *>(c.targets + r0 * row_out) if c.targets != NULL
+                    else NULL, <float *>ws.delta_a, &c.loss[k])
+            if c.status[k] == ANN_OK:
+                self._backward_block(ws, c.w, c.x + r0 * row_in, m, grad)
             r0 += m
         return 0
 
-    cdef int _forward_rows(self, workspace_t *ws, Py_ssize_t r0, Py_ssize_t r1) except -1 nogil:
-        """Rows r0..r1 of the current call's outputs into c_out."""
+    cdef int _forward_rows(self, call_t *c, int k) except -1 nogil:
+        """Share k of a forward call: its rows' outputs into c.out."""
+        cdef workspace_t *ws = c.ws[k]
+        cdef Py_ssize_t r0 = c.bounds[k], r1 = c.bounds[k + 1]
         cdef int m, n_out = self.n_out
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
         cdef char *o
-        while r0 < r1:
+        c.status[k] = ANN_OK
+        while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
-            o = self.c_out + r0 * row_out
-            self._forward_block(ws, self.c_w, self.c_x + r0 * row_in, m)
+            o = c.out + r0 * row_out
+            self._forward_block(ws, c.w, c.x + r0 * row_in, m)
             memcpy(o, last, m * row_out)
-            if not self.c_raw:
+            if not c.raw:
                 if self.dbl:
-                    ann_loss_output_d(self.loss_kind, m, n_out, <double *>o)
+                    c.status[k] = ann_loss_output_d(self.loss_kind, m, n_out, <double *>o)
                 else:
-                    ann_loss_output_s(self.loss_kind, m, n_out, <float *>o)
+                    c.status[k] = ann_loss_output_s(self.loss_kind, m, n_out, <float *>o)
             r0 += m
         return 0
 
-    def _run_share(self, int k, int threads):
-        """Engine thread k's share of the current call (rows c_bounds[k] to c_bounds[k+1]).
+    cdef int _compute_share(self, call_t *c, int k) except -1:
+        """Share k of a call (rows c.bounds[k] to c.bounds[k + 1]), in workspace c.ws[k].
 
         Each engine thread flushes denormals itself; when the rows are split, BLAS computes
         on the calling thread only.
         """
-        cdef workspace_t *ws = &self.ws[k]
         cdef unsigned long fpu
         cdef int saved = 0
         with nogil:
             fpu = ann_fpu_enter()
-            if threads > 1:
+            if c.threads > 1:
                 saved = thread_single_begin()
-            else:
+            elif c.blas_threads:
                 prepare_threads()
             try:
-                if k > 0 and not self.c_forward:
-                    memset(ws.grad, 0, self.n_weights * self.isz)
-                if self.c_forward:
-                    self._forward_rows(ws, self.c_bounds[k], self.c_bounds[k + 1])
+                if c.forward:
+                    self._forward_rows(c, k)
                 else:
-                    self._loss_grad_rows(ws, self.c_bounds[k], self.c_bounds[k + 1],
-                                         self.c_grad if k == 0 else ws.grad)
+                    if k > 0:
+                        memset(c.ws[k].grad, 0, self.n_weights * self.isz)
+                    self._loss_grad_rows(c, k, c.grad if k == 0 else c.ws[k].grad)
             finally:
-                if threads > 1:
+                if c.threads > 1:
                     thread_single_end(saved)
                 ann_fpu_leave(fpu)
+        return 0
 
-    cdef int _run(self, Py_ssize_t n) except -1:
-        """Compute the current call over n rows, split among the engine threads."""
-        cdef int k, threads = self._threads_for(n)
-        if threads > 1 and not _engine_threads.take(threads - 1):
-            threads = 1
-        self.last_threads = threads
-        cdef Py_ssize_t share = (n + threads - 1) // threads
-        for k in range(threads + 1):
-            self.c_bounds[k] = min(k * share, n)
-        if threads == 1:
-            self._run_share(0, 1)
-            return 1
-        cdef int saved = single_threaded_begin()
-        helpers = _engine_threads.threads
+    cdef int _run(self, _Call call, Py_ssize_t n) except -1:
+        """Compute a call over n rows: on the caller's thread alone when BLAS is set to one
+        thread (any number of such calls at once, each in its own workspace), else holding
+        the engine's threads, split among them when n is large enough."""
+        cdef call_t *c = &call.c
+        cdef int blas = engine_threads()
+        call.net = self
+        c.blas_threads = blas > 1
+        if not c.blas_threads:
+            c.threads = 1
+            self._run_shares(call, n, None)
+        else:
+            c.threads = self._threads_for(n, blas)
+            with _engine_threads.hold(c.threads - 1) as helpers:
+                self._run_shares(call, n, helpers)
+        self.last_threads = c.threads
+        return c.threads
+
+    cdef int _run_shares(self, _Call call, Py_ssize_t n, list helpers) except -1:
+        cdef call_t *c = &call.c
+        cdef int k, saved = 0
+        cdef Py_ssize_t share = (n + c.threads - 1) // c.threads
+        for k in range(c.threads + 1):
+            c.bounds[k] = min(k * share, n)
+        self._take_workspaces(call)
         try:
-            for k in range(1, threads):
-                helper = helpers[k - 1]
-                helper.network, helper.share, helper.threads = self, k, threads
-                helper.go.release()
+            if c.threads == 1:
+                self._compute_share(c, 0)
+                return 0
+            saved = single_threaded_begin()
             try:
-                self._run_share(0, threads)
-            finally:   # no share may still use the workspaces when this returns
-                for k in range(1, threads):
-                    helpers[k - 1].done.acquire()
-            error = None
-            for k in range(1, threads):
-                helper = helpers[k - 1]
-                if error is None:
-                    error = helper.error
-                helper.network = helper.error = None
-            if error is not None:
-                raise error
+                for k in range(1, c.threads):
+                    helper = helpers[k - 1]
+                    helper.call, helper.share = call, k
+                    helper.go.release()
+                try:
+                    self._compute_share(c, 0)
+                finally:   # no share may still use the workspaces when this returns
+                    for k in range(1, c.threads):
+                        helpers[k - 1].done.acquire()
+                _raise_helper_errors(helpers[:c.threads - 1])
+            finally:
+                single_threaded_end(saved)
         finally:
-            single_threaded_end(saved)
-            _engine_threads.lock.release()
-        return threads
+            self._return_workspaces(call)
+        return 0
 
     cdef object _view(self, const char *p, int rows, int cols):
         if self.dbl:
@@ -748,8 +836,10 @@ cdef class Network:
         cdef char *o = self._check_matrix(out, "out", n, self.n_out, True)
         self._check_weights_finite(w)
         self._check_matrix_finite(X, "X")
-        self.c_w, self.c_x, self.c_out, self.c_raw, self.c_forward = w, x, o, raw, True
-        self._run(n)
+        cdef _Call call = _Call()
+        call.c.w, call.c.x, call.c.out, call.c.raw, call.c.forward = w, x, o, raw, True
+        self._run(call, n)
+        self._raise_status(&call.c)
         return out
 
     def loss_grad(self, weights, X, y, grad, bint zero=False):
@@ -802,23 +892,26 @@ cdef class Network:
             self._check_labels(y, labels, n)
         if zero:
             memset(g, 0, self.n_weights * self.isz)
-        self.c_w, self.c_x, self.c_labels, self.c_targets = w, x, labels, T
-        self.c_grad, self.c_forward = g, False
-        cdef int k, threads = self._run(n)
+        cdef _Call call = _Call()
+        call.c.w, call.c.x, call.c.labels, call.c.targets = w, x, labels, T
+        call.c.grad, call.c.forward = g, False
+        cdef int k, threads = self._run(call, n)
         cdef double loss = 0.0
-        cdef int status = ANN_OK
         for k in range(threads):
-            loss += self.ws[k].loss
-            if status == ANN_OK:
-                status = self.ws[k].status
+            loss += call.c.loss[k]
             if k > 0:
-                self._add_into(g, self.ws[k].grad)
-        if status != ANN_OK:
-            raise ValueError(f"loss kernel failed: {ann_strerror(status).decode()}")
+                self._add_into(g, call.c.ws[k].grad)
+        self._raise_status(&call.c)
         cdef size_t bad = 0
         if not isfinite(loss) or not _all_finite(self.dbl, self.n_weights, g, &bad):
             self._diagnose_non_finite(X, y)
         return loss, n
+
+    cdef _raise_status(self, call_t *c):
+        cdef int k
+        for k in range(c.threads):
+            if c.status[k] != ANN_OK:
+                raise ValueError(f"loss kernel failed: {ann_strerror(c.status[k]).decode()}")
 
     cdef void _add_into(self, char *g, const char *other) noexcept nogil:
         cdef Py_ssize_t i

@@ -6,6 +6,8 @@ one-thread BLAS; see ``ann_core.Network``), and that many BLAS threads otherwise
 Only one BLAS thread pool may be busy at a time: two pools sharing the cores slow GEMM by
 an order of magnitude. So when MKL is the backend, scipy's OpenBLAS is held to one thread.
 """
+import os
+
 from threadpoolctl import ThreadpoolController
 
 from ann_core._blas import backend, threads_changed
@@ -36,14 +38,23 @@ def blas_threads():
             "threads": pools[0]["num_threads"] if pools else 1}
 
 
+def machine_threads():
+    """The number of CPUs of this machine: more BLAS threads than that only compete."""
+    return os.cpu_count() or 1
+
+
 def set_blas_threads(n):
     """Compute with ``n`` BLAS threads from now on; returns the previous count.
 
-    With the MKL backend, OpenBLAS is set to one thread so the two pools never compete.
+    A count above the machine's CPUs (``machine_threads()``) is clamped to it: more threads
+    than CPUs only slow GEMM down, and BLAS libraries crash on counts in the tens of
+    thousands. With the MKL backend, OpenBLAS is set to one thread so the two pools never
+    compete.
     """
     n = int(n)
     if n < 1:
         raise ValueError(f"the number of BLAS threads must be >= 1, received {n}")
+    n = min(n, machine_threads())
     previous = blas_threads()["threads"]
     pools = _pools()
     if backend()["name"] == "mkl":

@@ -107,3 +107,49 @@ def test_a_forked_process_computes_with_its_own_threads():
         pytest.fail("the forked process hung")
     assert child.exitcode == 0
     np.testing.assert_allclose(queue.get(timeout=10), expected, rtol=1e-12)
+
+
+def test_thread_counts_above_the_machine_are_clamped():
+    previous = ann_core.set_blas_threads(1)
+    assert ann_core.set_blas_threads(100000) == 1
+    assert ann_core.blas_threads()["threads"] == ann_core.threads.machine_threads()
+    net, w, X, y = problem("softmax_cross_entropy", 50, "float32")
+    assert np.isfinite(net.forward(w, X)).all()
+    ann_core.set_blas_threads(previous)
+
+
+def run_python(code, *args, timeout=300):
+    """Run code in a fresh interpreter (a crash must fail the test, not end the run)."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    return done.stdout
+
+
+@pytest.mark.parametrize("backend", ["openblas", "mkl"])
+def test_estimator_with_a_huge_n_threads_fits_and_predicts(backend):
+    if backend == "mkl" and ann_core.find_mkl() is None:
+        pytest.skip("MKL is not installed")
+    out = run_python(
+        "import sys, numpy as np, ann_core\n"
+        "ann_core.set_backend(sys.argv[1])\n"
+        "from sparkann import MLPClassifier\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(50, 50)).astype(np.float32)\n"
+        "y = (X[:, 0] > 0).astype(int)\n"
+        "clf = MLPClassifier(hidden_layer_sizes=(300,), solver='lbfgs', max_iter=3,\n"
+        "                    n_threads=100000).fit(X, y)\n"
+        "print(clf.score(X, y))\n", backend)
+    assert 0.0 <= float(out.split()[-1]) <= 1.0
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs Debian's dataset-fashion-mnist")
+def test_cli_train_with_a_huge_thread_count(tmp_path):
+    out = run_python("import sys; from sparkann import cli; sys.exit(cli.main(sys.argv[1:]))",
+                     "train", "--limit", "300", "--test-limit", "50", "--hidden", "16",
+                     "--epochs", "1", "--threads", "100000", "--no-progress",
+                     "--out", str(tmp_path / "m"))
+    assert "test accuracy" in out

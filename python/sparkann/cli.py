@@ -92,7 +92,8 @@ def _train_arguments(p):
     p.add_argument("--early-stopping", action="store_true",
                    help="hold out 10%% for validation, keep the best weights")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive, help="BLAS threads")
+    p.add_argument("--threads", type=_positive,
+                   help="BLAS threads (at most the machine's CPUs: more count as that)")
     p.add_argument("--out", default="sparkann-model", metavar="DIR",
                    help="where to save the model (default: ./sparkann-model)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the training curve (matplotlib)")

@@ -589,7 +589,8 @@ class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
     seed : int, optional
         Makes initialisation, shuffling and the validation split reproducible.
     n_threads : int, optional
-        BLAS threads during fit (restored afterwards).
+        BLAS threads during fit (restored afterwards); more than the machine's CPUs
+        count as its CPUs.
     verbose : bool
         Show a progress bar.
     warm_start : bool
