@@ -13,7 +13,7 @@ cdef void prepare_threads() noexcept nogil
 
 cdef int engine_threads() noexcept nogil
 cdef bint can_split_rows() noexcept nogil
-cdef int single_threaded_begin() noexcept nogil
-cdef void single_threaded_end(int previous) noexcept nogil
-cdef int thread_single_begin() noexcept nogil
-cdef void thread_single_end(int previous) noexcept nogil
+cdef int openblas_one_thread_begin() noexcept nogil
+cdef void openblas_threads_restore(int previous) noexcept nogil
+cdef int mkl_local_threads_begin(int threads) noexcept nogil
+cdef void mkl_local_threads_end(int previous) noexcept nogil

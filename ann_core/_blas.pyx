@@ -52,6 +52,9 @@ cdef get_threads_fn _openblas_get_threads = NULL
 cdef set_threads_fn _openblas_set_threads = NULL
 cdef get_threads_fn _mkl_get_threads = NULL
 cdef set_local_fn _mkl_set_local = NULL
+# The count set_blas_threads gave MKL (0: none). MKL's own count is per thread under GNU
+# OpenMP (a thread started by Python has OMP_NUM_THREADS's), so the engine keeps this one.
+cdef int _mkl_threads = 0
 
 
 def _find_openblas_functions():
@@ -78,6 +81,8 @@ _find_openblas_functions()
 
 cdef int engine_threads() noexcept nogil:
     """The thread count the engine may use: the BLAS backend's current setting."""
+    if _using_mkl and _mkl_threads > 0:
+        return _mkl_threads
     if _using_mkl and _mkl_get_threads != NULL:
         return _mkl_get_threads()
     if not _using_mkl and _openblas_get_threads != NULL:
@@ -86,16 +91,17 @@ cdef int engine_threads() noexcept nogil:
 
 
 cdef bint can_split_rows() noexcept nogil:
-    """Whether BLAS can be held to one thread per engine thread (see single_threaded_*)."""
+    """Whether BLAS can be held to one thread per engine thread (see openblas_one_thread_*
+    and mkl_local_threads_*)."""
     if _using_mkl:
         return _mkl_set_local != NULL
     return _openblas_set_threads != NULL and _openblas_get_threads != NULL
 
 
-cdef int single_threaded_begin() noexcept nogil:
+cdef int openblas_one_thread_begin() noexcept nogil:
     """Before the engine splits rows over its own threads: every BLAS call of theirs must run
-    on one thread. OpenBLAS has one global count (set to 1 here, restored by the _end);
-    MKL's is set per thread, by each engine thread (thread_single_begin)."""
+    on one thread. OpenBLAS has one global count, set to 1 here and given back by
+    openblas_threads_restore; MKL's is set per thread (mkl_local_threads_begin)."""
     cdef int previous = 0
     if not _using_mkl and _openblas_get_threads != NULL:
         previous = _openblas_get_threads()
@@ -103,19 +109,20 @@ cdef int single_threaded_begin() noexcept nogil:
     return previous
 
 
-cdef void single_threaded_end(int previous) noexcept nogil:
+cdef void openblas_threads_restore(int previous) noexcept nogil:
     if not _using_mkl and _openblas_set_threads != NULL and previous > 0:
         _openblas_set_threads(previous)
 
 
-cdef int thread_single_begin() noexcept nogil:
-    """In an engine thread: MKL computes on this thread only; returns what to restore."""
+cdef int mkl_local_threads_begin(int threads) noexcept nogil:
+    """MKL computes with ``threads`` threads in the GEMMs of the calling thread; returns
+    what to give mkl_local_threads_end. No-op with OpenBLAS."""
     if _using_mkl and _mkl_set_local != NULL:
-        return _mkl_set_local(1)
+        return _mkl_set_local(threads)
     return 0
 
 
-cdef void thread_single_end(int previous) noexcept nogil:
+cdef void mkl_local_threads_end(int previous) noexcept nogil:
     if _using_mkl and _mkl_set_local != NULL:
         _mkl_set_local(previous)
 
@@ -146,10 +153,12 @@ cdef void prepare_threads() noexcept nogil:
         _openblas_shutdown()
 
 
-def threads_changed():
-    """Say that BLAS threads may have been started outside the engine (thread count changed)."""
-    global _pool_flushes
+def threads_changed(int threads=0):
+    """Say that the thread count changed (to ``threads``, 0 if unknown): BLAS threads may have
+    been started outside the engine."""
+    global _pool_flushes, _mkl_threads
     _pool_flushes = False
+    _mkl_threads = threads if _using_mkl else 0
 _state = {"name": "openblas", "library": None}
 
 
@@ -246,8 +255,9 @@ def set_backend(name="auto"):
     """
     if name not in ("auto", "openblas", "mkl"):
         raise ValueError(f"BLAS backend must be 'auto', 'openblas' or 'mkl', received {name!r}")
-    global _using_mkl, _pool_flushes
+    global _using_mkl, _pool_flushes, _mkl_threads
     _pool_flushes = False
+    _mkl_threads = 0
     if name == "openblas":
         _table.sgemm = _scipy_sgemm
         _table.dgemm = _scipy_dgemm

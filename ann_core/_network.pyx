@@ -28,8 +28,8 @@ from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 
 from ann_core._blas cimport (gemm_s, gemm_d, prepare_threads, engine_threads, can_split_rows,
-                             single_threaded_begin, single_threaded_end, thread_single_begin,
-                             thread_single_end)
+                             openblas_one_thread_begin, openblas_threads_restore,
+                             mkl_local_threads_begin, mkl_local_threads_end)
 from ann_core._csrc cimport *
 
 ACTIVATIONS = {"identity": ANN_ACT_IDENTITY, "sigmoid": ANN_ACT_SIGMOID, "tanh": ANN_ACT_TANH,
@@ -81,7 +81,7 @@ cdef struct call_t:
     char *grad               # the caller's gradient (share 0 adds into it)
     char *out                # forward: the caller's output
     bint forward, raw
-    bint blas_threads        # BLAS may start its own threads (the engine holds the pool)
+    int blas_threads         # the engine's thread count when the call started
     int threads              # shares the rows are split into
     Py_ssize_t bounds[MAX_ENGINE_THREADS + 1]
     workspace_t *ws[MAX_ENGINE_THREADS]
@@ -100,10 +100,12 @@ cdef class _Workspace:
 
 
 cdef class _Call:
-    """One call's state and the workspaces it holds, alive until every share is done."""
+    """The state of one call and the workspaces of its shares. A Network keeps the idle
+    ones for its next calls, so a call allocates nothing, and concurrent calls each hold
+    their own."""
     cdef call_t c
     cdef Network net
-    cdef list held
+    cdef list held   # _Workspace of each share, kept between calls
 
     def share(self, int k):
         """Compute share k of the call (run by engine thread k)."""
@@ -176,11 +178,13 @@ class _EngineThreads:
 _engine_threads = _EngineThreads()
 
 
-def _raise_helper_errors(helpers):
+def _raise_helper_errors(helpers, int count):
     """Raise the first error of the engine threads' shares, with the others as notes."""
-    errors = []
-    for helper in helpers:
+    errors = None
+    for k in range(count):
+        helper = helpers[k]
         if helper.error is not None:
+            errors = errors or []
             errors.append(helper.error)
         helper.call = helper.error = None
     if errors:
@@ -309,15 +313,13 @@ cdef class Network:
     cdef size_t isz
     cdef int loss_kind
     cdef stage_t *stages
-    cdef list idle_ws             # workspaces no call holds now (_Workspace)
-    cdef int n_ws                 # workspaces made, held or idle
+    cdef list idle_calls          # call states (with their workspaces) no call holds now
     cdef list py_layers
     cdef list _layout
 
     def __cinit__(self):
         self.stages = NULL
-        self.idle_ws = []
-        self.n_ws = 0
+        self.idle_calls = []
 
     def __init__(self, n_in, layers, dtype="float32", block_size=128):
         n_in = _size(n_in, "n_in")
@@ -449,7 +451,7 @@ cdef class Network:
                               f"{(available or 0) / 2**20:.1f} MiB of memory is available: "
                               "use a smaller block_size")
         self.workspace_bytes = need
-        self.idle_ws.append(self._new_workspace())
+        self.idle_calls.append(self._new_call())
 
     cdef size_t _workspace_size(self, bint with_grad):
         cdef size_t rows = self.block_size, total = 0, widest = 0
@@ -483,8 +485,13 @@ cdef class Network:
                                   <void **>&ws.loss_buf)
         if status != ANN_OK:   # the arena was sized for exactly these pieces
             raise RuntimeError(f"workspace layout: {ann_strerror(status).decode()}")
-        self.n_ws += 1
         return owner
+
+    cdef _Call _new_call(self):
+        cdef _Call call = _Call()
+        call.net = self
+        call.held = [self._new_workspace()]
+        return call
 
     cdef _give_private_grad(self, workspace_t *ws):
         if ws.grad != NULL:
@@ -494,42 +501,40 @@ cdef class Network:
                 or ann_arena_alloc(&ws.grad_arena, size, <void **>&ws.grad) != ANN_OK):
             raise MemoryError(f"cannot allocate a {size / 2**20:.1f} MiB gradient")
 
-    cdef int _threads_for(self, Py_ssize_t n, int blas_threads):
+    cdef int _threads_for(self, _Call call, Py_ssize_t n, int blas_threads):
         """How many engine threads share a call over n rows (1: the caller's thread alone,
         with as many BLAS threads as the backend is set to)."""
         if (self.has_python_layers or n < 2 * MIN_ROWS_PER_THREAD or blas_threads < 2
                 or not can_split_rows()):
             return 1
         cdef int threads = min(blas_threads, MAX_ENGINE_THREADS, <int>(n // MIN_ROWS_PER_THREAD))
+        cdef int have = len(call.held)
         available = _available_memory()
-        if threads > self.n_ws and available is not None:   # fewer when memory is short
+        if threads > have and available is not None:   # fewer when memory is short
             extra = self._workspace_size(True)
-            threads = max(1, min(threads, self.n_ws + int(available // (2 * extra))))
+            threads = max(1, min(threads, have + int(available // (2 * extra))))
         return threads
 
-    cdef _take_workspaces(self, _Call call):
-        """Workspaces for every share of the call: idle ones first, else new ones."""
+    cdef _Call _take_call(self):
+        """An idle call state, or a new one."""
+        try:
+            return self.idle_calls.pop()
+        except IndexError:
+            return self._new_call()
+
+    cdef _prepare_workspaces(self, _Call call):
+        """A workspace for every share of the call, and a private gradient for every
+        loss_grad share but the first."""
         cdef call_t *c = &call.c
         cdef _Workspace owner
         cdef int k
-        call.held = []
-        try:
-            for k in range(c.threads):
-                try:
-                    owner = self.idle_ws.pop()
-                except IndexError:
-                    owner = self._new_workspace()
-                call.held.append(owner)
-                c.ws[k] = &owner.ws
-                if k > 0 and not c.forward:
-                    self._give_private_grad(c.ws[k])
-        except BaseException:
-            self._return_workspaces(call)
-            raise
-
-    cdef _return_workspaces(self, _Call call):
-        self.idle_ws.extend(call.held)
-        call.held = []
+        while len(call.held) < c.threads:
+            call.held.append(self._new_workspace())
+        for k in range(c.threads):
+            owner = call.held[k]
+            c.ws[k] = &owner.ws
+            if k > 0 and not c.forward:
+                self._give_private_grad(c.ws[k])
 
     @property
     def layout(self):
@@ -728,15 +733,15 @@ cdef class Network:
         """Share k of a call (rows c.bounds[k] to c.bounds[k + 1]), in workspace c.ws[k].
 
         Each engine thread flushes denormals itself; when the rows are split, BLAS computes
-        on the calling thread only.
+        on the calling thread only, else with the engine's thread count whichever thread
+        calls (MKL's own count is per thread).
         """
         cdef unsigned long fpu
         cdef int saved = 0
         with nogil:
             fpu = ann_fpu_enter()
-            if c.threads > 1:
-                saved = thread_single_begin()
-            elif c.blas_threads:
+            saved = mkl_local_threads_begin(1 if c.threads > 1 else c.blas_threads)
+            if c.threads == 1 and c.blas_threads > 1:
                 prepare_threads()
             try:
                 if c.forward:
@@ -746,8 +751,7 @@ cdef class Network:
                         memset(c.ws[k].grad, 0, self.n_weights * self.isz)
                     self._loss_grad_rows(c, k, c.grad if k == 0 else c.ws[k].grad)
             finally:
-                if c.threads > 1:
-                    thread_single_end(saved)
+                mkl_local_threads_end(saved)
                 ann_fpu_leave(fpu)
         return 0
 
@@ -757,13 +761,12 @@ cdef class Network:
         the engine's threads, split among them when n is large enough."""
         cdef call_t *c = &call.c
         cdef int blas = engine_threads()
-        call.net = self
-        c.blas_threads = blas > 1
-        if not c.blas_threads:
+        c.blas_threads = blas
+        if blas == 1:
             c.threads = 1
             self._run_shares(call, n, None)
         else:
-            c.threads = self._threads_for(n, blas)
+            c.threads = self._threads_for(call, n, blas)
             with _engine_threads.hold(c.threads - 1) as helpers:
                 self._run_shares(call, n, helpers)
         self.last_threads = c.threads
@@ -775,27 +778,24 @@ cdef class Network:
         cdef Py_ssize_t share = (n + c.threads - 1) // c.threads
         for k in range(c.threads + 1):
             c.bounds[k] = min(k * share, n)
-        self._take_workspaces(call)
+        self._prepare_workspaces(call)
+        if c.threads == 1:
+            self._compute_share(c, 0)
+            return 0
+        saved = openblas_one_thread_begin()
         try:
-            if c.threads == 1:
-                self._compute_share(c, 0)
-                return 0
-            saved = single_threaded_begin()
+            for k in range(1, c.threads):
+                helper = helpers[k - 1]
+                helper.call, helper.share = call, k
+                helper.go.release()
             try:
+                self._compute_share(c, 0)
+            finally:   # no share may still use the workspaces when this returns
                 for k in range(1, c.threads):
-                    helper = helpers[k - 1]
-                    helper.call, helper.share = call, k
-                    helper.go.release()
-                try:
-                    self._compute_share(c, 0)
-                finally:   # no share may still use the workspaces when this returns
-                    for k in range(1, c.threads):
-                        helpers[k - 1].done.acquire()
-                _raise_helper_errors(helpers[:c.threads - 1])
-            finally:
-                single_threaded_end(saved)
+                    helpers[k - 1].done.acquire()
+            _raise_helper_errors(helpers, c.threads - 1)
         finally:
-            self._return_workspaces(call)
+            openblas_threads_restore(saved)
         return 0
 
     cdef object _view(self, const char *p, int rows, int cols):
@@ -836,10 +836,13 @@ cdef class Network:
         cdef char *o = self._check_matrix(out, "out", n, self.n_out, True)
         self._check_weights_finite(w)
         self._check_matrix_finite(X, "X")
-        cdef _Call call = _Call()
+        cdef _Call call = self._take_call()
         call.c.w, call.c.x, call.c.out, call.c.raw, call.c.forward = w, x, o, raw, True
-        self._run(call, n)
-        self._raise_status(&call.c)
+        try:
+            self._run(call, n)
+            self._raise_status(&call.c)
+        finally:
+            self.idle_calls.append(call)
         return out
 
     def loss_grad(self, weights, X, y, grad, bint zero=False):
@@ -892,16 +895,20 @@ cdef class Network:
             self._check_labels(y, labels, n)
         if zero:
             memset(g, 0, self.n_weights * self.isz)
-        cdef _Call call = _Call()
+        cdef _Call call = self._take_call()
         call.c.w, call.c.x, call.c.labels, call.c.targets = w, x, labels, T
         call.c.grad, call.c.forward = g, False
-        cdef int k, threads = self._run(call, n)
+        cdef int k, threads
         cdef double loss = 0.0
-        for k in range(threads):
-            loss += call.c.loss[k]
-            if k > 0:
-                self._add_into(g, call.c.ws[k].grad)
-        self._raise_status(&call.c)
+        try:
+            threads = self._run(call, n)
+            for k in range(threads):
+                loss += call.c.loss[k]
+                if k > 0:
+                    self._add_into(g, call.c.ws[k].grad)
+            self._raise_status(&call.c)
+        finally:
+            self.idle_calls.append(call)
         cdef size_t bad = 0
         if not isfinite(loss) or not _all_finite(self.dbl, self.n_weights, g, &bad):
             self._diagnose_non_finite(X, y)

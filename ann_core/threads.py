@@ -62,5 +62,5 @@ def set_blas_threads(n):
         pools.select(internal_api="openblas").limit(limits=1)
     else:
         pools.select(internal_api="openblas").limit(limits=n)  # numpy's too, if separate
-    threads_changed()
+    threads_changed(n)
     return previous

@@ -122,8 +122,8 @@ def run_python(code, *args, timeout=300):
     """Run code in a fresh interpreter (a crash must fail the test, not end the run)."""
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run([sys.executable, "-P", "-c", code, *args], capture_output=True,
+                          text=True, timeout=timeout)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     return done.stdout
 
