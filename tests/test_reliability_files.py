@@ -131,6 +131,88 @@ def test_spark_metadata_tampering_is_refused(spark_model, tmp_path, change, frag
         _load(target)
 
 
+def _sealed(model, change):
+    """An edit that also recomputes the digest: reaches the checks behind the digest."""
+    from sparkann.spark.model_files import model_digest
+
+    def edit(meta):
+        change(meta)
+        meta["sha256"] = model_digest(meta, model._weights, model.history)
+    return edit
+
+
+def _set(section, **values):
+    return lambda m: m[section].update(values)
+
+
+@pytest.mark.parametrize("change", [
+    _set("defaultParamMap", activation="relu"),
+    _set("paramMap", activation="tanh"),
+    _set("paramMap", layers=[4, 5, 3]),
+    _set("defaultParamMap", dtype="float64"),
+    _set("defaultParamMap", blockSize=7),
+    _set("paramMap", thresholds=[0.9, 0.1]),
+    _set("paramMap", predictionCol="other"),
+    lambda m: m.update(uid="MultilayerPerceptronClassificationModel_other"),
+    lambda m: m.update(timestamp=0),
+], ids=["activation default", "activation", "layers", "dtype", "blockSize", "thresholds",
+        "predictionCol", "uid", "timestamp"])
+def test_spark_metadata_edits_are_refused_by_the_digest(spark_model, tmp_path, change):
+    from sparkann.spark import SparkModelFileError
+    _, path = spark_model
+    target = _spark_copy(path, tmp_path)
+    _edit_metadata(target, change)
+    with pytest.raises(SparkModelFileError, match="do not match the SHA-256 recorded"):
+        _load(target)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (_set("paramMap", nonsense=1), "unknown Param 'nonsense' in paramMap"),
+    (_set("defaultParamMap", nonsense=1), "unknown Param 'nonsense' in defaultParamMap"),
+    (_set("paramMap", layers="abc"), "paramMap layers='abc' cannot be used"),
+    (_set("paramMap", layers=[4, 0, 2]), "layers must hold at least two positive sizes"),
+    (_set("paramMap", layers=[4, 6, 2]), "the model needs 44 weights"),
+    (_set("defaultParamMap", blockSize=0), "blockSize must be >= 1, received 0"),
+    (_set("defaultParamMap", blockSize=2.5), "defaultParamMap blockSize=2.5 cannot be used"),
+    (_set("defaultParamMap", blockSize="big"), "blockSize='big' cannot be used"),
+    (_set("defaultParamMap", dtype="float16"), "dtype must be one of"),
+    (_set("defaultParamMap", activation="nope"), "nope"),
+    (_set("paramMap", thresholds=[0.5]), "thresholds \\[0.5\\] must be 2 values"),
+    (lambda m: m.update(paramMap=[1]), "'paramMap' is \\[1\\], expected a JSON object"),
+    (lambda m: m.update(**{"class": "sparkann.spark.model."
+                           "MultilayerPerceptronRegressionModel"}),
+     "holds a sparkann.spark.model.MultilayerPerceptronRegressionModel, not a"),
+])
+def test_spark_metadata_that_cannot_work_is_refused_at_load(spark_model, tmp_path, change,
+                                                            fragment):
+    from sparkann.spark import SparkModelFileError
+    model, path = spark_model
+    target = _spark_copy(path, tmp_path)
+    _edit_metadata(target, _sealed(model, change))
+    with pytest.raises(SparkModelFileError, match=fragment):
+        _load(target)
+
+
+def test_spark_large_block_size_still_loads(spark_model, tmp_path):
+    model, path = spark_model
+    target = _spark_copy(path, tmp_path)
+    _edit_metadata(target, _sealed(model, _set("defaultParamMap", blockSize=10**9)))
+    assert _load(target).getBlockSize() == 10**9
+
+
+def test_spark_deeply_nested_or_older_metadata_is_refused(spark_model, tmp_path):
+    from sparkann.spark import SparkModelFileError
+    model, path = spark_model
+    target = _spark_copy(path, tmp_path)
+    _edit_metadata(target, lambda m: m.update(sparkann=2))
+    with pytest.raises(SparkModelFileError, match="version 2 is not supported.*save it again"):
+        _load(target)
+    part = glob.glob(os.path.join(target, "metadata", "part-*"))[0]
+    open(part, "w").write("[" * 100000 + "]" * 100000)
+    with pytest.raises(SparkModelFileError, match="not valid JSON"):
+        _load(target)
+
+
 def test_spark_truncated_metadata_is_refused(spark_model, tmp_path):
     _, path = spark_model
     target = _spark_copy(path, tmp_path)

@@ -7,15 +7,15 @@ import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseVector
-from pyspark.ml.util import (DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader,
-                             MLWritable, MLWriter)
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkann.spark.data import (_check_finite, _list_to_dense, _vectors_to_dense,
                                  check_schema, unwrap_data_error)
-from sparkann.spark.model_files import load_metadata, load_weights, metadata_extra
-from sparkann.spark.params import _ClassifierParams, _RegressorParams
+from sparkann.spark.model_files import (SparkModelFileError, check_digest, load_metadata,
+                                        load_weights, set_params, write_metadata)
+from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams
 from sparkann.spark.shipping import ship_to_executors
 
 
@@ -42,18 +42,19 @@ class ParamsWriter(MLWriter):
 
     def saveImpl(self, path):
         weights = getattr(self.instance, "_weights", None)
-        extra = metadata_extra(weights, getattr(self.instance, "history", []))
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extra,
-                                         _json_params(self.instance))
+        history = list(getattr(self.instance, "history", []))
+        write_metadata(self.instance, path, self.sparkSession, _json_params(self.instance),
+                       weights, history)
         if weights is not None:
-            data = [(weights.astype(np.float64).tolist(), list(self.instance.history))]
+            data = [(weights.astype(np.float64).tolist(), history)]
             self.sparkSession.createDataFrame(
                 data, "weights array<double>, objectiveHistory array<double>").coalesce(1) \
                 .write.parquet(path + "/data")
 
 
 class ParamsReader(MLReader):
-    """Reads what :class:`ParamsWriter` wrote: JSON and Parquet only, nothing unpickled."""
+    """Reads what :class:`ParamsWriter` wrote: JSON and Parquet only, nothing unpickled, and
+    only into the class it was asked for (the class named in the file is never imported)."""
 
     def __init__(self, cls):
         super().__init__()
@@ -63,16 +64,18 @@ class ParamsReader(MLReader):
         metadata = load_metadata(path, self.sparkSession)
         expected = self.cls.__module__ + "." + self.cls.__name__
         if metadata["class"] != expected:
-            raise ValueError(f"{path} holds a {metadata['class']}, not a {expected}")
+            raise SparkModelFileError(f"{path} holds a {metadata['class']}, not a {expected}")
         if issubclass(self.cls, _NetworkModel):
-            weights, history = load_weights(path, self.sparkSession, metadata)
+            weights, history = load_weights(path, self.sparkSession)
+            check_digest(path, metadata, weights, history)
             instance = self.cls(weights=weights, history=history)
         else:
+            check_digest(path, metadata)
             instance = self.cls()
         instance._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(instance, metadata)
+        set_params(path, instance, metadata)
         if isinstance(instance, _NetworkModel):
-            instance._check_weights()
+            instance._check_loaded(path)
         return instance
 
 
@@ -171,6 +174,26 @@ class _NetworkModel(Model, PersistMixin):
             got = None if self._weights is None else self._weights.shape
             raise ValueError(f"the model needs {n} weights for layers {self.getLayers()}, "
                              f"received {got}")
+
+    def _check_loaded(self, path):
+        """The Params that predictions use can work: refused at load, not at transform."""
+        try:
+            layers = self.getLayers()
+            if len(layers) < 2 or min(layers) < 1:
+                raise ValueError(f"layers must hold at least two positive sizes, received "
+                                 f"{layers}")
+            if self.getDtype() not in DTYPES:
+                raise ValueError(f"dtype must be one of {DTYPES}, received {self.getDtype()!r}")
+            if self.getBlockSize() < 1:  # a large one is fine: blocks never exceed the rows
+                raise ValueError(f"blockSize must be >= 1, received {self.getBlockSize()}")
+            self._check_weights()  # builds the topology: sizes, activation, memory
+            if self._kind == "class" and self.isDefined(self.thresholds):
+                thresholds = self.getThresholds()
+                if len(thresholds) != self.numClasses or min(thresholds) < 0:
+                    raise ValueError(f"thresholds {thresholds} must be {self.numClasses} values "
+                                     ">= 0 (one per class)")
+        except (KeyError, ValueError, TypeError, MemoryError) as e:
+            raise SparkModelFileError(f"{path}/metadata: {e}") from None
 
     def _engine(self):
         return self.topology.network(dtype=self.getDtype(), block_size=self.getBlockSize())

@@ -1,43 +1,73 @@
-"""Integrity checks of saved Spark models: format version and a digest of the weights.
+"""Saved Spark models and estimators: Spark ML's metadata JSON, sealed by a SHA-256.
 
-The writer records ``sparkann`` (the format version) and ``weightsSha256`` (SHA-256 of the
-float64 weights followed by the objective history) in ``metadata/``; the reader refuses a
-model whose version it does not know, whose metadata or data files are unreadable, truncated
-or missing, or whose weights do not match the digest. Only JSON and Parquet are read.
+The writer produces Spark ML's own metadata (``class``, ``timestamp``, ``sparkVersion``,
+``uid``, ``paramMap``, ``defaultParamMap``) plus ``sparkann`` (the format version) and
+``sha256``: the SHA-256 of every other metadata field (canonical JSON) followed by the float64
+weights and the objective history. So an edit of anything that changes predictions (the
+class, ``layers``, ``activation``, ``dtype``, ``blockSize``, ``thresholds``, the weights)
+is refused. The reader refuses a model whose version it does not know, whose metadata or
+data files are unreadable, truncated or missing, whose digest does not match, or whose Params
+are unknown or cannot work. Only JSON and Parquet are read; no class named in a file is
+imported.
 """
 import hashlib
+import json
+import time
 
 import numpy as np
 
-FORMAT_VERSION = 2  # 1: no digest
+FORMAT_VERSION = 3  # 1: no digest; 2: a digest of the weights only
+DIGEST_KEY = "sha256"
 
 
 class SparkModelFileError(ValueError):
     """A saved Spark model that is missing, truncated, altered, or of another version."""
 
 
-def weights_digest(weights, history):
-    h = hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(history, dtype="<f8").tobytes())
+def _canonical(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def model_digest(metadata, weights=None, history=()):
+    """SHA-256 of ``metadata`` (without its own ``sha256``), then the weights and history."""
+    h = hashlib.sha256(_canonical({k: v for k, v in metadata.items() if k != DIGEST_KEY})
+                       .encode())
+    if weights is not None:
+        h.update(np.ascontiguousarray(weights, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(history, dtype="<f8").tobytes())
     return h.hexdigest()
 
 
-def metadata_extra(weights, history):
-    """What the writer adds to Spark ML's metadata JSON."""
-    extra = {"sparkann": FORMAT_VERSION}
-    if weights is not None:
-        extra["weightsSha256"] = weights_digest(weights, history)
-    return extra
+def write_metadata(instance, path, spark, param_map, weights=None, history=()):
+    """Write ``path/metadata`` as Spark ML does, sealed with :func:`model_digest`."""
+    metadata = {
+        "class": type(instance).__module__ + "." + type(instance).__name__,
+        "timestamp": int(round(time.time() * 1000)),
+        "sparkVersion": spark.version,
+        "uid": instance.uid,
+        "paramMap": param_map,
+        "defaultParamMap": {p.name: v for p, v in instance._defaultParamMap.items()},
+        "sparkann": FORMAT_VERSION,
+    }
+    metadata = json.loads(_canonical(metadata))  # the values exactly as a reader sees them
+    metadata[DIGEST_KEY] = model_digest(metadata, weights, history)
+    spark.createDataFrame([(json.dumps(metadata, separators=(",", ":")),)], "value string") \
+        .coalesce(1).write.text(path + "/metadata")
+
+
+_FIELDS = {"class": str, "uid": str, "sparkVersion": str, "paramMap": dict,
+           "defaultParamMap": dict}
 
 
 def load_metadata(path, spark):
-    """Spark ML's metadata JSON of the model at ``path``, with its format version checked."""
+    """The metadata JSON of the model at ``path``, with its format version and fields checked
+    (not yet its digest: that needs the weights, see :func:`check_digest`)."""
     from pyspark.ml.util import DefaultParamsReader
     try:
         metadata = DefaultParamsReader.loadMetadata(path, spark)
-    except ValueError as e:  # json.JSONDecodeError
-        raise SparkModelFileError(f"{path}/metadata: not valid JSON (truncated or edited?): {e}"
-                                  ) from None
+    except (ValueError, RecursionError) as e:  # json.JSONDecodeError, deeply nested JSON
+        raise SparkModelFileError(f"{path}/metadata: not valid JSON (truncated or edited?): "
+                                  f"{str(e)[:200]}") from None
     except Exception as e:  # missing directory: Spark's AnalysisException or a Py4J error
         raise SparkModelFileError(f"{path}: not a saved sparkann model (cannot read "
                                   f"metadata/: {str(e).splitlines()[0][:200]})") from None
@@ -45,14 +75,21 @@ def load_metadata(path, spark):
         raise SparkModelFileError(f"{path}/metadata: not Spark ML metadata")
     version = metadata.get("sparkann")
     if version != FORMAT_VERSION:
+        older = (" (saved by an earlier sparkann, whose digest did not cover the Params: load "
+                 "it with that version and save it again)" if version in (1, 2) else "")
         raise SparkModelFileError(f"{path}/metadata: sparkann model format version {version!r} "
                                   f"is not supported; this sparkann reads version "
-                                  f"{FORMAT_VERSION}")
+                                  f"{FORMAT_VERSION}{older}")
+    for name, kind in _FIELDS.items():
+        if not isinstance(metadata.get(name), kind):
+            raise SparkModelFileError(f"{path}/metadata: {name!r} is "
+                                      f"{metadata.get(name)!r}, expected a "
+                                      f"{'JSON object' if kind is dict else 'string'}")
     return metadata
 
 
-def load_weights(path, spark, metadata):
-    """``(weights, history)`` from ``path/data``, checked against the metadata's digest."""
+def load_weights(path, spark):
+    """``(weights, history)`` from ``path/data``."""
     try:
         row = spark.read.parquet(path + "/data").head()
     except Exception as e:  # truncated or missing Parquet: Spark reports it as a Java error
@@ -60,9 +97,27 @@ def load_weights(path, spark, metadata):
                                   f"{str(e).splitlines()[0][:200]}") from None
     if row is None or row.weights is None:
         raise SparkModelFileError(f"{path}/data holds no weights")
-    weights = np.array(row.weights, dtype=np.float64)
-    history = list(row.objectiveHistory or [])
-    if weights_digest(weights, history) != metadata.get("weightsSha256"):
-        raise SparkModelFileError(f"{path}/data: the weights do not match the SHA-256 recorded "
-                                  "in metadata/ (altered or corrupt)")
-    return weights, history
+    return np.array(row.weights, dtype=np.float64), list(row.objectiveHistory or [])
+
+
+def check_digest(path, metadata, weights=None, history=()):
+    if model_digest(metadata, weights, history) != metadata.get(DIGEST_KEY):
+        what = "metadata/ and data/ do" if weights is not None else "metadata/ does"
+        raise SparkModelFileError(f"{path}: {what} not match the SHA-256 recorded in "
+                                  "metadata/ (altered or corrupt)")
+
+
+def set_params(path, instance, metadata):
+    """Set the saved Params on ``instance``: unknown names and unconvertible values are
+    :class:`SparkModelFileError` naming the Param."""
+    for section, setter in (("paramMap", instance.set),
+                            ("defaultParamMap", lambda p, v: instance._setDefault(**{p.name: v}))):
+        for name, value in metadata[section].items():
+            if not instance.hasParam(name):
+                raise SparkModelFileError(f"{path}/metadata: unknown Param {name!r} in "
+                                          f"{section} for {type(instance).__name__}")
+            try:
+                setter(instance.getParam(name), value)
+            except (TypeError, ValueError) as e:
+                raise SparkModelFileError(f"{path}/metadata: {section} {name}={value!r} cannot "
+                                          f"be used ({e})") from None
