@@ -11,6 +11,7 @@ import sparkann
 from sparkann import layers as L
 from sparkann import optim
 from sparkann.estimator import MLPClassifier, MLPRegressor
+from sparkann.model_file import meta_digest
 from sparkann.persist import ModelFileError, load, save
 
 
@@ -85,11 +86,14 @@ def test_unfitted_or_unsupported_cannot_be_saved(tmp_path):
         save(object(), tmp_path / "x")
 
 
-def edit_meta(path, change):
+def edit_meta(path, change, seal=True):
+    """Edit model.json; ``seal`` recomputes its digest, to reach the checks behind it."""
     meta_path = os.path.join(path, "model.json")
     with open(meta_path) as f:
         meta = json.load(f)
     change(meta)
+    if seal:
+        meta["sha256"] = meta_digest(meta)
     with open(meta_path, "w") as f:
         json.dump(meta, f)
 
@@ -101,8 +105,8 @@ def write_npz(path, **arrays):
 
 def test_wrong_version(fitted):
     _, path, _ = fitted
-    edit_meta(path, lambda m: m.update(version=2))
-    with pytest.raises(ModelFileError, match="format version 2 is not supported"):
+    edit_meta(path, lambda m: m.update(version=99))
+    with pytest.raises(ModelFileError, match="format version 99 is not supported"):
         load(path)
 
 
@@ -189,9 +193,78 @@ def test_tampered_metadata_is_detected(fitted):
     with pytest.raises(ModelFileError, match="unknown hyperparameters"):
         load(path)
     edit_meta(path, lambda m: m["params"].pop("bogus"))
+    with pytest.raises(ModelFileError, match="learning_rate must be a positive number"):
+        load(path)
+    edit_meta(path, lambda m: m["params"].update(learning_rate=0.01))
     edit_meta(path, lambda m: m["topology"]["layers"][0].update(type="os.system"))
     with pytest.raises(ModelFileError, match="unknown layer type 'os.system'"):
         load(path)
     edit_meta(path, lambda m: m.update(**{"class": "Popen"}))
     with pytest.raises(ModelFileError, match="unknown estimator class"):
+        load(path)
+
+
+def _set(**values):
+    return lambda m: m.update(values)
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m["topology"]["layers"][3].update(type="sigmoid"),   # tanh -> sigmoid
+    lambda m: m["params"].update(activation="identity"),
+    _set(**{"class": "MLPRegressor"}),
+    lambda m: m["params"].update(dtype="float64"),
+    lambda m: m["weights"].update(dtype="float64"),
+    _set(classes=[0, 2, 1]),
+    _set(n_iter=1),
+    lambda m: m["history"]["loss"].__setitem__(0, 0.0),
+    lambda m: m.pop("sha256"),
+], ids=["activation", "param", "class", "dtype", "weights dtype", "classes", "n_iter",
+        "history", "no digest"])
+def test_any_edit_of_model_json_is_refused(fitted, change):
+    _, path, _ = fitted
+    edit_meta(path, change, seal=False)
+    with pytest.raises(ModelFileError, match="does not match the SHA-256 recorded in it"):
+        load(path)
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["edited", "edited and resealed"])
+@pytest.mark.parametrize("change, fragment", [
+    (_set(weights="abc"), "'weights' is abc, expected a JSON object"),
+    (lambda m: m["weights"].update(shape="abc"), "'weights.shape' is abc, expected a list"),
+    (_set(history=[1]), "'history' is \\[1\\], expected a JSON object"),
+    (lambda m: m["history"].update(loss="abc"), "history 'loss' must be a list of numbers"),
+    (lambda m: m["history"].update(seconds=[1.0]), "history 'seconds' has 1 entries"),
+    (_set(n_iter="abc"), "'n_iter' is abc, expected an integer"),
+    (_set(n_iter=-3), "'n_iter' is -3, expected a count"),
+    (_set(n_iter=2.5), "'n_iter' is 2.5, expected an integer"),
+    (_set(targets_1d="yes"), "'targets_1d' is yes, expected true or false"),
+    (lambda m: m.pop("history"), "missing fields \\['history'\\]"),
+    (lambda m: m["params"].update(dtype="float16"), "dtype"),
+])
+def test_malformed_fields_are_model_file_errors(fitted, change, fragment, seal):
+    _, path, _ = fitted
+    edit_meta(path, change, seal=seal)
+    with pytest.raises(ModelFileError, match=fragment if seal else None):
+        load(path)
+
+
+def test_deeply_nested_json_is_a_model_file_error(fitted):
+    _, path, _ = fitted
+    with open(os.path.join(path, "model.json"), "w") as f:
+        f.write('{"format": "sparkann-model", "x": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load(path)
+
+
+def test_files_of_the_format_without_a_digest_of_model_json_are_refused(fitted):
+    _, path, _ = fitted
+    edit_meta(path, lambda m: (m.pop("sha256"), m.update(version=1)), seal=False)
+    with pytest.raises(ModelFileError, match="version 1 is not supported.*save it again"):
+        load(path)
+
+
+def test_a_network_too_large_for_memory_in_a_file_is_a_model_file_error(fitted):
+    _, path, _ = fitted
+    edit_meta(path, lambda m: m["topology"]["layers"][0].update(n_out=2000000000))
+    with pytest.raises(ModelFileError, match="weights: [\\d,]+ bytes"):
         load(path)

@@ -3,12 +3,16 @@
 Layout of a saved model directory::
 
     model.json    format name and version, class, hyperparameters, topology, classes,
-                  training history, and the SHA-256 of the weights
+                  training history, the SHA-256 of the weights, and last ``sha256``: the
+                  SHA-256 of all the other fields (canonical JSON)
     weights.npz   the flat weight vector, read with ``allow_pickle=False``
 
-Nothing is unpickled: a model file cannot run code. A file that is truncated, tampered
-with, of another format version, holding an object array or a weight vector of the wrong
-shape raises :class:`ModelFileError` (a ``ValueError``) that says what is wrong.
+The digest of ``model.json`` covers the digest of the weights, so one check covers everything
+that makes a prediction (class, topology, activations, dtype, classes, hyperparameters).
+Nothing is unpickled: a model file cannot run code. A file that is truncated, edited, of
+another format version, holding an object array, a weight vector of the wrong shape or a
+field of the wrong type raises :class:`ModelFileError` (a ``ValueError``) that says what is
+wrong.
 """
 import hashlib
 import json
@@ -17,7 +21,8 @@ import os
 import numpy as np
 
 FORMAT_NAME = "sparkann-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: only the weights had a digest
+DIGEST_KEY = "sha256"
 META_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
 
@@ -68,6 +73,13 @@ def params_from_json(params, cls):
     return params
 
 
+def meta_digest(meta):
+    """SHA-256 of ``model.json``'s fields but its own ``sha256``, as canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _digest(weights):
     return hashlib.sha256(np.ascontiguousarray(weights).tobytes()).hexdigest()
 
@@ -97,6 +109,8 @@ def save(estimator, path, classes):
         "weights": {"file": WEIGHTS_FILE, "dtype": str(weights.dtype),
                     "shape": list(weights.shape), "sha256": _digest(weights)},
     }
+    meta = json.loads(json.dumps(meta, allow_nan=True))  # the values exactly as read back
+    meta[DIGEST_KEY] = meta_digest(meta)
     os.makedirs(path, exist_ok=True)
     text = json.dumps(meta, indent=1, allow_nan=True)  # history may hold NaN
     # write both files fully before either replaces an older model
@@ -110,25 +124,55 @@ def save(estimator, path, classes):
     return path
 
 
+#: the fields of model.json, their JSON types, and whether they may be null
+_FIELDS = {"class": (str, False), "params": (dict, False), "topology": (dict, False),
+           "n_features_in": (int, False), "n_outputs": (int, False), "classes": (list, True),
+           "targets_1d": (bool, False), "n_iter": (int, False), "history": (dict, False),
+           "weights": (dict, False)}
+_WEIGHT_FIELDS = {"file": str, "dtype": str, "shape": list, "sha256": str}
+_KINDS = {str: "a string", dict: "a JSON object", int: "an integer", list: "a list",
+          bool: "true or false"}
+
+
+def _check_type(meta_path, name, value, kind, nullable=False):
+    if value is None and nullable:
+        return
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ModelFileError(f"{meta_path}: {name!r} is {str(value)[:80]}, expected "
+                             f"{_KINDS[kind]}")
+
+
 def read_meta(path):
+    """The checked fields of ``model.json``: JSON, format, version, digest, field types."""
     meta_path = os.path.join(path, META_FILE)
-    if not os.path.isfile(meta_path):
+    if os.path.isdir(meta_path) or not os.path.exists(meta_path):
         raise ModelFileError(f"{path!r} is not a saved sparkann model: {META_FILE} is missing")
     try:
         with open(meta_path) as f:
             meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{meta_path}: not valid JSON (truncated or edited?): {e}"
-                             ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ModelFileError(f"{meta_path}: not valid JSON (truncated or edited?): "
+                             f"{str(e)[:200]}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{meta_path}: not a sparkann model file (format "
                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != FORMAT_VERSION:
+        older = (" (saved by an earlier sparkann, whose digest covered only the weights: load "
+                 "it with that version and save it again)" if meta.get("version") == 1 else "")
         raise ModelFileError(f"{meta_path}: format version {meta.get('version')!r} is not "
-                             f"supported; this sparkann reads version {FORMAT_VERSION}")
-    missing = {"class", "params", "topology", "n_features_in", "n_outputs", "weights"} - set(meta)
+                             f"supported; this sparkann reads version {FORMAT_VERSION}{older}")
+    if meta.get(DIGEST_KEY) != meta_digest(meta):
+        raise ModelFileError(f"{meta_path}: the file does not match the SHA-256 recorded in it "
+                             "(edited or damaged)")
+    missing = set(_FIELDS) - set(meta)
     if missing:
         raise ModelFileError(f"{meta_path}: missing fields {sorted(missing)}")
+    for name, (kind, nullable) in _FIELDS.items():
+        _check_type(meta_path, name, meta[name], kind, nullable)
+    for name, kind in _WEIGHT_FIELDS.items():
+        _check_type(meta_path, f"weights.{name}", meta["weights"].get(name), kind)
+    if meta["n_iter"] < 0:
+        raise ModelFileError(f"{meta_path}: 'n_iter' is {meta['n_iter']}, expected a count >= 0")
     return meta
 
 

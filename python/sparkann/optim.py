@@ -594,9 +594,21 @@ class History:
 
     @classmethod
     def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`; ValueError naming the field that is not a list of
+        numbers of the same length as ``loss``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"history must be a JSON object, received {str(d)[:80]}")
         h = cls()
         for key in ("loss", "val_loss", "val_metric", "seconds"):
-            setattr(h, key, [float(x) for x in d.get(key, [])])
+            values = d.get(key, [])
+            if not isinstance(values, list) or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+                raise ValueError(f"history {key!r} must be a list of numbers, received "
+                                 f"{str(values)[:80]}")
+            setattr(h, key, [float(x) for x in values])
+            if len(getattr(h, key)) != len(h.loss):
+                raise ValueError(f"history {key!r} has {len(values)} entries, 'loss' has "
+                                 f"{len(h.loss)}")
         return h
 
 

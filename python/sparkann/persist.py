@@ -43,10 +43,12 @@ def load(path):
                              f"one of {sorted(classes)}")
     try:
         estimator = cls(**params_from_json(meta["params"], cls))
+        estimator._validate_params()  # dtype, block_size...: refused now, not at predict
         topology = Topology.from_dict(meta["topology"])
+        history = History.from_dict(meta["history"])
     except ModelFileError:
         raise
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, AttributeError, MemoryError) as e:
         raise ModelFileError(f"{os.path.join(path, META_FILE)}: {e}") from None
     weights = read_weights(path, meta["weights"])
     if weights.shape != (topology.n_weights,):
@@ -60,8 +62,8 @@ def load(path):
     estimator.weights_ = weights.astype(estimator.dtype)
     estimator.n_features_in_ = topology.n_in
     estimator.n_outputs_ = topology.n_out
-    estimator.n_iter_ = int(meta.get("n_iter", 0))
-    estimator.history_ = History.from_dict(meta.get("history") or {})
+    estimator.n_iter_ = meta["n_iter"]
+    estimator.history_ = history
     estimator._l2_mask = topology.l2_mask()
     estimator._optimizer = None
     if meta["class"] == "MLPClassifier":
@@ -70,5 +72,5 @@ def load(path):
                                  f"{topology.n_out} outputs")
         estimator.classes_ = np.arange(topology.n_out)
     else:
-        estimator._y_1d = bool(meta.get("targets_1d"))
+        estimator._y_1d = meta["targets_1d"]
     return estimator
