@@ -17,6 +17,7 @@ from sparkann.spark.model_files import (SparkModelFileError, check_digest, load_
                                         load_weights, set_params, write_metadata)
 from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams
 from sparkann.spark.shipping import ship_to_executors
+from sparkann.spark.weights_frame import write_weights
 
 
 def build_topology(layers, activation, loss):
@@ -46,10 +47,7 @@ class ParamsWriter(MLWriter):
         write_metadata(self.instance, path, self.sparkSession, _json_params(self.instance),
                        weights, history)
         if weights is not None:
-            data = [(weights.astype(np.float64).tolist(), history)]
-            self.sparkSession.createDataFrame(
-                data, "weights array<double>, objectiveHistory array<double>").coalesce(1) \
-                .write.parquet(path + "/data")
+            write_weights(self.sparkSession, path + "/data", weights, history)
 
 
 class ParamsReader(MLReader):
