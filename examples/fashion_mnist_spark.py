@@ -10,8 +10,12 @@ The same script runs on a laptop (``local[*]``) and on a cluster (``spark-submit
     # 3. load and evaluate (a second application)
     spark-submit --py-files dist/sparkann-*.whl examples/fashion_mnist_spark.py \\
         evaluate --data /tmp/fashion-mnist --model /tmp/fashion-mnist-model
-    # or all three in one go on local[*] (what scripts/main.sh runs)
+    # or all three in one go (what scripts/main.sh runs); prepare is skipped when the data is
+    # there already (--overwrite writes it again)
     python examples/fashion_mnist_spark.py all --data /tmp/fashion-mnist --model /tmp/fm-model
+
+The master is spark-submit's when run with spark-submit; with plain python it is ``--master``,
+else ``$SPARK_MASTER``, else Spark's configuration (``spark.master``), else ``local[*]``.
 
 ``--estimator mllib`` runs the same job with Spark MLlib's own
 ``MultilayerPerceptronClassifier``, for comparison: sparkann's estimator is a drop-in for it.
@@ -43,6 +47,32 @@ def prepare(data, train_rows=None, test_rows=None, source=None):
     return data
 
 
+def prepared_rows(data):
+    """``{"train": rows, "test": rows}`` of the Parquet files in ``data``, or None when
+    either is missing."""
+    import pyarrow.parquet as pq
+
+    paths = {kind: os.path.join(data, name) for kind, name in (("train", TRAIN), ("test", TEST))}
+    if not all(os.path.exists(p) for p in paths.values()):
+        return None
+    return {kind: pq.read_metadata(p).num_rows for kind, p in paths.items()}
+
+
+def prepare_once(args):
+    """Mode all: prepare the data unless it is there already; returns an error or None."""
+    existing = None if args.overwrite else prepared_rows(args.data)
+    if existing is None:
+        prepare(args.data, args.train_rows, args.test_rows, args.source)
+        return None
+    for kind, asked in (("train", args.train_rows), ("test", args.test_rows)):
+        if asked is not None and asked != existing[kind]:
+            return (f"{args.data} already holds {existing[kind]} {kind} rows, --{kind}-rows asks "
+                    f"for {asked}: add --overwrite to prepare it again, or give another --data")
+    print(f"using the data prepared in {args.data} ({existing['train']} train, "
+          f"{existing['test']} test rows; --overwrite prepares it again)", flush=True)
+    return None
+
+
 def estimator_classes(name):
     """(classifier, model) classes: sparkann's, or Spark MLlib's own."""
     if name == "mllib":
@@ -71,26 +101,27 @@ def train(spark, args):
           f"{args.max_iter} iterations of {args.solver}", flush=True)
     mlp = classifier(layers=layers, maxIter=args.max_iter, blockSize=args.block_size,
                      solver=args.solver, seed=args.seed, tol=1e-9, stepSize=args.step_size)
-    start = time.perf_counter()
+    progress = None
     if args.estimator == "sparkann":
+        from sparkann.progress import TrainingProgress
+
         # Params Spark MLlib does not have: hidden activation, initialisation, averaging
         mlp.setParams(activation=args.activation, initScheme=args.init, syncSteps=args.sync_steps)
-        mlp.setCallback(progress(args.max_iter, start))
-    model = mlp.fit(df)
+        unit = "round" if args.solver in ("adam", "sgd") else "iteration"
+        progress = TrainingProgress(args.max_iter, unit=unit)
+        mlp.setCallback(progress)
+    start = time.perf_counter()
+    try:
+        model = mlp.fit(df)
+    finally:
+        if progress is not None:
+            progress.close()
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.1f} s", flush=True)
     model.write().overwrite().save(args.model)
     print(f"saved the model to {args.model}", flush=True)
     df.unpersist()
     return seconds
-
-
-def progress(max_iter, start):
-    """A training callback that prints the loss and the elapsed time of each iteration."""
-    def report(iteration, weights, loss):
-        print(f"  iteration {iteration:3d}/{max_iter}: loss {loss:.4f}  "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
-    return report
 
 
 def evaluate(spark, args):
@@ -107,26 +138,14 @@ def evaluate(spark, args):
     return accuracy
 
 
-def session(master):
-    """The SparkSession: spark-submit's settings, or ``master`` when run with plain python."""
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.appName("sparkann-fashion-mnist")
-    if master:
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = (builder.master(master).config("spark.driver.memory", "4g")
-                   .config("spark.ui.showConsoleProgress", "false"))
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=["prepare", "train", "evaluate", "all"])
     parser.add_argument("--data", required=True, help="folder of train.parquet and test.parquet")
     parser.add_argument("--model", help="where the model is saved / loaded from")
     parser.add_argument("--source", help="folder of the IDX files (default: Debian's package)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="all: prepare the data again even when --data holds it already")
     parser.add_argument("--train-rows", type=int, help="prepare: keep the first N rows only")
     parser.add_argument("--test-rows", type=int, help="prepare: keep the first N rows only")
     parser.add_argument("--estimator", choices=["sparkann", "mllib"], default="sparkann")
@@ -147,8 +166,10 @@ def main(argv=None):
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--master", help="Spark master when run with plain python "
-                        "(default for mode all: local[*])")
+    parser.add_argument("--master", help="Spark master (default: spark-submit's; with plain "
+                        "python $SPARK_MASTER, else spark.master, else local[*])")
+    parser.add_argument("--log-level", default="WARN",
+                        help="Spark's log level, set as the session starts (default: WARN)")
     args = parser.parse_args(argv)
     if args.mode != "prepare" and not args.model:
         parser.error(f"{args.mode} needs --model")
@@ -162,8 +183,13 @@ def main(argv=None):
         return 0
     start = time.perf_counter()
     if args.mode == "all":
-        prepare(args.data, args.train_rows, args.test_rows, args.source)
-    spark = session(args.master or ("local[*]" if args.mode == "all" else None))
+        error = prepare_once(args)
+        if error:
+            parser.error(error)
+    from sparkann.spark.session import script_session
+
+    spark = script_session("sparkann-fashion-mnist", master=args.master,
+                           log_level=args.log_level, driver_memory="4g")
     try:
         if args.mode in ("train", "all"):
             train(spark, args)

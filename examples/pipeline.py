@@ -46,24 +46,22 @@ def build_pipeline(classifier_class):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--master", default="local[*]",
-                        help="Spark master (ignored under spark-submit, which sets it)")
+    parser.add_argument("--master", help="Spark master (default: spark-submit's; with plain "
+                        "python $SPARK_MASTER, else spark.master, else local[*])")
     parser.add_argument("--estimator", choices=["sparkann", "mllib"], default="sparkann")
     args = parser.parse_args(argv)
 
     from pyspark.ml import PipelineModel
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.sql import SparkSession
+
+    from sparkann.spark.session import script_session
 
     if args.estimator == "mllib":
         from pyspark.ml.classification import MultilayerPerceptronClassifier
     else:
         from sparkann.spark import MultilayerPerceptronClassifier
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.appName("sparkann-pipeline").master(args.master)
-             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
-    spark.sparkContext.setLogLevel("WARN")
+    spark = script_session("sparkann-pipeline", master=args.master)
     try:
         df = spark.createDataFrame(spirals(), ["x", "y", "radius", "colour"])
         train, test = df.randomSplit([0.8, 0.2], seed=1)

@@ -66,6 +66,72 @@ def test_fashion_mnist_job_on_standalone_cluster(cluster, bare_python, wheel, tm
     assert any(name.startswith("ann_core-") for name in extracted), extracted
 
 
+def app_names(cluster):
+    """Names of the applications the master has seen (running or completed)."""
+    state = cluster.state() or {}
+    return [app["name"] for key in ("activeapps", "completedapps") for app in state.get(key, [])]
+
+
+def test_fashion_mnist_all_trains_on_the_master_it_is_given(cluster, tmp_path):
+    """``all`` under spark-submit runs on spark-submit's master, not local[*]; with plain
+    python, on $SPARK_MASTER. The data is prepared once, Spark warns of no oversized task
+    (the weights of [784, 256, 128, 10] are 1.8 MiB), and the INFO lines of Spark's default
+    logging stop as the session starts."""
+    needs_spark_estimator()
+    data, model = tmp_path / "data", tmp_path / "model"
+    job = os.path.join(EXAMPLES, "fashion_mnist_spark.py")
+    args = ["all", "--data", str(data), "--model", str(model), "--train-rows", "2000",
+            "--test-rows", "500", "--max-iter", "2", "--partitions", "2"]
+    before = app_names(cluster).count("sparkann-fashion-mnist")
+    # Spark's own log4j defaults (INFO), not the cluster's quiet configuration
+    defaults = tmp_path / "no-conf"
+    defaults.mkdir()
+    submitted = cluster.submit(job, *args, python=sys.executable,
+                               env={"SPARK_CONF_DIR": str(defaults)})
+    assert submitted.returncode == 0, failure(submitted)
+    assert "wrote 2000 train rows" in submitted.stdout
+    printed(r"test accuracy: ([0-9.]+) on 500 rows", submitted.stdout)
+    assert re.search(r"round 2/2: loss [0-9.]+ \| this round [0-9.]+ s \| total [0-9.]+ s",
+                     submitted.stdout), submitted.stdout
+    assert app_names(cluster).count("sparkann-fashion-mnist") == before + 1
+    assert "task of very large size" not in submitted.stderr, submitted.stderr[-4000:]
+    info = [line for line in submitted.stderr.splitlines() if " INFO " in line]
+    assert len(info) <= 5, "\n".join(info[:20])
+
+    prepared = os.path.getmtime(data / "train.parquet")
+    plain = subprocess.run([sys.executable, job, "all", "--data", str(data), "--model",
+                            str(model), "--max-iter", "1", "--partitions", "2"],
+                           env=dict(cluster.env, SPARK_MASTER=cluster.url,
+                                    PYSPARK_PYTHON=sys.executable),
+                           capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, failure(plain)
+    assert "using the data prepared in" in plain.stdout
+    assert os.path.getmtime(data / "train.parquet") == prepared
+    assert app_names(cluster).count("sparkann-fashion-mnist") == before + 2
+
+
+def test_fashion_mnist_all_keeps_prepared_data_of_another_size(tmp_path):
+    """Rows asked for that the prepared data does not hold: an error, nothing rewritten."""
+    pytest.importorskip("pyarrow")
+    from sparkann.datasets import DEBIAN_FASHION_MNIST
+    if not os.path.isdir(DEBIAN_FASHION_MNIST):
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    job = os.path.join(EXAMPLES, "fashion_mnist_spark.py")
+    data = tmp_path / "data"
+    prep = subprocess.run([sys.executable, job, "prepare", "--data", str(data),
+                           "--train-rows", "300", "--test-rows", "100"],
+                          env=local_env(), capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    before = os.path.getmtime(data / "train.parquet")
+    again = subprocess.run([sys.executable, job, "all", "--data", str(data), "--model",
+                            str(tmp_path / "m"), "--train-rows", "200"],
+                           env=local_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2
+    assert "already holds 300 train rows, --train-rows asks for 200" in again.stderr
+    assert "--overwrite" in again.stderr
+    assert os.path.getmtime(data / "train.parquet") == before
+
+
 def test_pipeline_example(tmp_path):
     needs_spark_estimator()
     proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "pipeline.py"),
