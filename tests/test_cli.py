@@ -54,7 +54,7 @@ def test_spark_recipe_runs_lbfgs(tmp_path, capsys):
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert cli.main(["evaluate", "--model", str(tmp_path / "none")]) == 2
-    assert "model.json is missing" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
     assert cli.main(["train", "--data", str(tmp_path), "--no-progress",
                      "--out", str(tmp_path / "m")]) == 2
     assert "no train-images-idx3-ubyte" in capsys.readouterr().err
@@ -78,3 +78,31 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "sparkann.cli", "--help"], check=True,
                          capture_output=True, text=True).stdout
     assert "train" in out and "evaluate" in out and "predict" in out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_model_folder_errors_say_what_is_wrong(tmp_path, capsys, command):
+    missing = tmp_path / "nowhere"
+    assert cli.main([command, "--model", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"--model {missing}: no such folder" in err and "model.json" not in err
+    (tmp_path / "file").write_text("x")
+    assert cli.main([command, "--model", str(tmp_path / "file")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main([command, "--model", str(tmp_path / "empty")]) == 2
+    assert "model.json is missing" in capsys.readouterr().err
+
+
+def test_spark_model_of_mllib_is_named(tmp_path, capsys):
+    """A folder of Spark ML's layout holding MLlib's own model: say which and how to load it."""
+    pytest.importorskip("pyspark")
+    meta = tmp_path / "mllib" / "metadata"
+    meta.mkdir(parents=True)
+    (meta / "part-00000").write_text(
+        '{"class":"org.apache.spark.ml.classification.MultilayerPerceptronClassificationModel",'
+        '"paramMap":{"layers":[4,3]}}\n')
+    assert cli.main(["evaluate", "--model", str(tmp_path / "mllib")]) == 2
+    err = capsys.readouterr().err
+    assert "a Spark MLlib model" in err
+    assert "spark.ml.classification.MultilayerPerceptronClassificationModel.load" in err

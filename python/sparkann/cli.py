@@ -3,6 +3,7 @@
 Subcommands live in a table; a module adds one with :func:`register_command`.
 """
 import argparse
+import os
 import sys
 import time
 
@@ -125,45 +126,44 @@ def _train(args):
     clf.save(args.out)
     print(f"model saved to {args.out}")
     if args.plot:
-        plot_history(clf.history_, args.plot, per="epoch" if clf.solver in ("adam", "sgd")
-                     else "iteration")
+        from sparkann.plots import network_name, save_training_plot
+
+        save_training_plot(args.plot, clf.history_, network=network_name(clf),
+                           solver=clf.solver, accuracy=accuracy,
+                           per="epoch" if clf.solver in ("adam", "sgd") else "iteration")
         print(f"training curve drawn to {args.plot}")
     return 0
-
-
-def plot_history(history, path, per="epoch"):
-    """Draw the training loss (and validation metric, if any) to an image file."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install 'sparkann[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.arange(1, len(history) + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, history.loss, label="training loss", color="tab:blue")
-    if not np.all(np.isnan(history.val_loss)):
-        ax.plot(steps, history.val_loss, label="validation loss", color="tab:orange")
-    ax.set_xlabel(per)
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    if not np.all(np.isnan(history.val_metric)):
-        ax2 = ax.twinx()
-        ax2.plot(steps, history.val_metric, label="validation metric", color="tab:green")
-        ax2.set_ylabel("validation metric")
-    ax.legend(loc="upper right")
-    ax.set_title(f"training curve ({history.seconds[-1]:.1f} s)" if len(history) else "")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------- evaluate, predict
 
 def _model_arguments(p):
     p.add_argument("--model", default="sparkann-model", metavar="DIR",
-                   help="saved model directory (default: ./sparkann-model)")
+                   help="saved model directory: by 'sparkann train', or by the Spark "
+                        "estimators' save (default: ./sparkann-model)")
+
+
+def _load_model(path):
+    """The model saved in the folder ``path``: by ``sparkann train`` / ``MLPClassifier.save``, or
+    by the Spark estimators (Spark ML's ``metadata/`` and ``data/``, read without Spark)."""
+    from sparkann.persist import load
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--model {path}: no such folder")
+    if not os.path.isdir(path):
+        raise ValueError(f"--model {path}: not a folder (a saved model is a folder)")
+    if not os.path.isdir(os.path.join(path, "metadata")):
+        return load(path)
+    try:
+        from sparkann.spark.local_model import load_local
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith(("pyspark", "pyarrow")):
+            raise
+        raise ValueError(f"{path} holds a model saved by sparkann.spark (Spark ML's layout); "
+                         "reading it needs pyspark and pyarrow: pip install 'sparkann[spark]'. "
+                         "In Spark, load it with sparkann.spark."
+                         "MultilayerPerceptronClassificationModel.load(path)") from None
+    return load_local(path)
 
 
 def _evaluate_arguments(p):
@@ -172,9 +172,7 @@ def _evaluate_arguments(p):
 
 
 def _evaluate(args):
-    from sparkann.persist import load
-
-    model = load(args.model)
+    model = _load_model(args.model)
     args.dtype = model.dtype
     X, y = _load(args, "test")
     start = time.perf_counter()
@@ -209,9 +207,7 @@ def _read_rows(path):
 
 
 def _predict(args):
-    from sparkann.persist import load
-
-    model = load(args.model)
+    model = _load_model(args.model)
     if args.input:
         X = _limit(_read_rows(args.input), np.zeros(0), args.limit)[0]
     else:

@@ -1,0 +1,117 @@
+"""A model saved by the Spark estimators, read without Spark, as a single-machine estimator.
+
+``MultilayerPerceptronClassificationModel.save(path)`` writes Spark ML's layout:
+``metadata/`` (one line of JSON: class, Params, format version, SHA-256 of the weights) and
+``data/`` (Parquet: the weights and the objective history). This module reads both with json
+and pyarrow (no SparkSession, no JVM) and returns the ``sparkann.MLPClassifier`` or
+``MLPRegressor`` of the same network and weights, so the same predictions: what the command
+line's ``evaluate`` and ``predict`` do with such a folder.
+"""
+import glob
+import json
+import os
+
+import numpy as np
+
+from sparkann.spark.model_files import FORMAT_VERSION, SparkModelFileError, weights_digest
+
+# saved class -> single-machine estimator class
+ESTIMATORS = {"sparkann.spark.model.MultilayerPerceptronClassificationModel": "MLPClassifier",
+              "sparkann.spark.model.MultilayerPerceptronRegressionModel": "MLPRegressor"}
+
+
+def read_metadata(path):
+    """The metadata JSON of the Spark model at ``path``, its class and version checked."""
+    lines = []
+    for name in sorted(glob.glob(os.path.join(path, "metadata", "part-*"))):
+        with open(name, errors="replace") as f:
+            lines += [line for line in f if line.strip()]
+    if not lines:
+        raise SparkModelFileError(f"{path}/metadata holds no JSON (truncated?)")
+    try:
+        metadata = json.loads(lines[0])
+    except ValueError as e:
+        raise SparkModelFileError(f"{path}/metadata: not valid JSON (truncated or edited?): {e}"
+                                  ) from None
+    cls = metadata.get("class") if isinstance(metadata, dict) else None
+    if cls not in ESTIMATORS:
+        hint = ""
+        if isinstance(cls, str) and cls.startswith("org.apache.spark.ml."):
+            hint = (f": a Spark MLlib model, to load in Spark with {cls.replace('org.apache.', '')}"
+                    f".load(path)")
+        raise SparkModelFileError(f"{path} holds a {cls}, not a model of sparkann.spark{hint}")
+    if metadata.get("sparkann") != FORMAT_VERSION:
+        raise SparkModelFileError(f"{path}/metadata: sparkann model format version "
+                                  f"{metadata.get('sparkann')!r} is not supported; this sparkann "
+                                  f"reads version {FORMAT_VERSION}")
+    return metadata
+
+
+def read_weights(path, metadata):
+    """``(weights, history)`` from ``path/data`` (Parquet), checked against the digest."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SparkModelFileError(f"{path} holds a model saved by sparkann.spark; reading it "
+                                  "without Spark needs pyarrow: pip install "
+                                  "'sparkann[spark]'") from None
+    try:
+        table = pq.read_table(os.path.join(path, "data"), columns=["weights", "objectiveHistory"])
+    except (OSError, ValueError, KeyError) as e:  # missing, truncated or foreign Parquet
+        raise SparkModelFileError(f"{path}/data: unreadable weights (truncated or corrupt?): "
+                                  f"{str(e).splitlines()[0][:200]}") from None
+    if table.num_rows != 1 or table.column("weights")[0].as_py() is None:
+        raise SparkModelFileError(f"{path}/data holds {table.num_rows} rows, expected one row "
+                                  "of weights")
+    weights = np.asarray(table.column("weights")[0].values.to_numpy(zero_copy_only=False),
+                         dtype=np.float64)
+    history = table.column("objectiveHistory")[0].as_py() or []
+    if weights_digest(weights, history) != metadata.get("weightsSha256"):
+        raise SparkModelFileError(f"{path}/data: the weights do not match the SHA-256 recorded "
+                                  "in metadata/ (altered or corrupt)")
+    return weights, history
+
+
+def load_local(path):
+    """The single-machine estimator of the Spark model saved at ``path``.
+
+    Returns an ``MLPClassifier`` (``classes_`` 0..numClasses-1) or an ``MLPRegressor`` with
+    the saved layers, activation, dtype and weights; ``history_`` holds the objective history.
+
+    Raises
+    ------
+    SparkModelFileError
+        If the folder is not a readable sparkann Spark model (the message says why).
+    """
+    from sparkann.estimator import MLPClassifier, MLPRegressor
+    from sparkann.optim import History
+
+    metadata = read_metadata(path)
+    params = {**metadata.get("defaultParamMap", {}), **metadata.get("paramMap", {})}
+    layers = [int(n) for n in params.get("layers", [])]
+    if len(layers) < 2:
+        raise SparkModelFileError(f"{path}/metadata: layers {params.get('layers')!r} need an "
+                                  "input and an output size")
+    cls = {"MLPClassifier": MLPClassifier,
+           "MLPRegressor": MLPRegressor}[ESTIMATORS[metadata["class"]]]
+    estimator = cls(hidden_layer_sizes=tuple(layers[1:-1]),
+                    activation=params.get("activation", "sigmoid"),
+                    dtype=params.get("dtype", "float32"),
+                    block_size=int(params.get("blockSize", 128)))
+    weights, history = read_weights(path, metadata)
+    estimator._start(layers[0], layers[-1])  # the topology (and throwaway initial weights)
+    if weights.shape != (estimator.topology_.n_weights,):
+        raise SparkModelFileError(f"{path}/data: {weights.size} weights, layers {layers} need "
+                                  f"{estimator.topology_.n_weights}")
+    estimator.weights_ = weights.astype(estimator.dtype)
+    estimator.history_ = History()
+    for loss in history:
+        estimator.history_.append(float(loss))
+    estimator.n_iter_ = len(history)
+    if history:
+        estimator.loss_ = float(history[-1])
+    if cls is MLPClassifier:
+        estimator.classes_ = np.arange(layers[-1])
+    else:
+        estimator._y_1d = layers[-1] == 1
+    return estimator
