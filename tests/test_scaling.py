@@ -536,3 +536,66 @@ def test_measure_flop_rate_in_blocks_or_whole(block_rows):
     assert np.isfinite(rate) and rate > 0
     with pytest.raises(ValueError, match="statistic"):
         scaling.measure_flop_rate([20, 4], statistic="mean")
+
+
+def _figure_facts(fig):
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    return ax, lines, legend
+
+
+def test_plot_marks_one_optimum_inside_the_range_it_shows():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    m = ScalingModel(ULANOV_LAYERS, 60000, Parameters(flops=51e9, bandwidth=125e6,
+                                                      latency=1e-4, job=0.1))
+    opt = m.optimum()
+    fig = m.figure(measured={1: 86.0, 2: 47.0})
+    try:
+        fig.canvas.draw()
+        ax, lines, legend = _figure_facts(fig)
+        stars = [line for line in lines if line.get_marker() == "*"]
+        assert len(stars) == 1 and list(stars[0].get_xdata()) == [opt["n_best"]]
+        # no second marker of the closed form (a vertical line at a fractional n)
+        assert not any(len(set(line.get_xdata())) == 1 and len(line.get_xdata()) > 1
+                       for line in lines)
+        assert not any("closed" in label for label in legend)
+        assert legend == ["predicted total", "compute", "broadcast + aggregate + overhead",
+                          "measured", f"optimum n* = {opt['n_best']} "
+                          f"({opt['time_best']:.3g} s)"]
+        assert ax.get_xlim()[1] >= opt["n_best"] + 1
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+        renderer = fig.canvas.get_renderer()
+        assert not ax.get_legend().get_window_extent(renderer).overlaps(
+            ax.get_window_extent(renderer))
+    finally:
+        plt.close(fig)
+
+
+def test_ulanov_table_and_plot_reach_the_predicted_optimum(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    png = tmp_path / "ulanov.png"
+    assert scale_cli.main(["--ulanov", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    n_best = scaling.ulanov_validation()["optimum"]["n_best"]
+    assert f"predicted n* = {n_best}" in out
+    rows = [int(line.split()[0]) for line in out.splitlines()
+            if line.strip() and line.split()[0].isdigit()]
+    assert rows[0] == 1 and rows[-1] > n_best and rows == list(range(1, rows[-1] + 1))
+    assert "lies past" not in out
+    model = scaling.ulanov_validation()["model"]
+    fig = model.figure(n_max=rows[-1])
+    try:
+        assert fig.axes[0].get_xlim()[1] > n_best
+    finally:
+        plt.close(fig)
+
+
+def test_fewer_workers_asked_than_the_optimum_says_so(capsys):
+    n_best = scaling.ulanov_validation()["optimum"]["n_best"]
+    assert scale_cli.main(["--ulanov", "--max-workers", "8"]) == 0
+    out = capsys.readouterr().out
+    assert f"n* = {n_best} lies past the 8 workers shown" in out

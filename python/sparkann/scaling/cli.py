@@ -79,15 +79,24 @@ def _run_ulanov(args, out):
     print(f"calibrated on {data['workers'][:2]} workers: {p.flops / 1e9:.1f} GFLOP/s, "
           f"{p.bandwidth * 8 / 1e9:.2f} Gbit/s effective, task {p.task:.2f} s, job "
           f"{p.job:.3f} s", file=out)
-    print(model.table(args.max_workers or 8, measured=measured), file=out)
     opt = result["optimum"]
+    n_max = args.max_workers or model.shown_workers(opt)
+    print(model.table(n_max, measured=measured), file=out)
     print(f"largest error on 3..5 workers: {result['max_abs_error']:.1%}; measured best "
           f"{result['measured_best']} workers, predicted n* = {opt['n_best']} (closed form "
           f"{opt['n_closed_form']:.2f}, {opt['n_within']} within 5% of the best)", file=out)
+    _beyond(opt, n_max, out)
     if args.plot:
-        model.plot(args.plot, measured=measured, title="Ulanov ann-benchmark, 1 GbE, float64")
+        model.plot(args.plot, n_max=n_max, measured=measured,
+                   title="Ulanov ann-benchmark, 1 GbE, float64")
         print(f"plot written to {args.plot}", file=out)
     return model
+
+
+def _beyond(opt, n_max, out):
+    if opt["n_best"] > n_max:
+        print(f"(n* = {opt['n_best']} lies past the {n_max} workers shown: raise "
+              f"--max-workers to see it)", file=out)
 
 
 def run(args, out=None):
@@ -98,7 +107,7 @@ def run(args, out=None):
     model = model_from_args(args)
     opt = model.optimum()
     p = model.params
-    n_max = args.max_workers or min(max(8, 2 * opt["n_within"]), opt["n_max"])
+    n_max = args.max_workers or model.shown_workers(opt)
     print(f"network {'-'.join(map(str, model.layers))}: {model.n_weights:,} weights "
           f"({model.weight_bytes / 1e6:.1f} MB), {model.examples:,} examples", file=out)
     read = "free" if p.read is None else f"{p.read / 1e6:.3g} MB/s"
@@ -110,8 +119,9 @@ def run(args, out=None):
           f"{model.time(1) / opt['time_best']:.2f}x one worker); closed form "
           f"n* = {opt['n_closed_form']:.2f}; {opt['n_within']} workers come within 5% of the "
           f"best", file=out)
+    _beyond(opt, n_max, out)
     if args.plot:
-        model.plot(args.plot)
+        model.plot(args.plot, n_max=n_max)
         print(f"plot written to {args.plot}", file=out)
     return model
 

@@ -398,17 +398,25 @@ class ScalingModel:
             lines.append(line)
         return "\n".join(lines)
 
-    def plot(self, path, n_max=None, measured=None, title=None):
-        """Write a PNG: predicted curve, its parts, measured points and the optimum."""
+    def shown_workers(self, opt=None):
+        """How many workers the printed table and the plot cover by default: past the optimum
+        (by a quarter, at least 2), to twice the fewest workers within 5% of it, at least 8."""
+        opt = opt or self.optimum()
+        n_best = opt["n_best"]
+        return min(opt["n_max"], max(8, 2 * opt["n_within"], n_best + max(2, n_best // 4)))
+
+    def figure(self, n_max=None, measured=None, title=None):
+        """The matplotlib figure of :meth:`plot` (the caller closes it)."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         opt = self.optimum()
-        n_max = n_max or max(8, min(opt["n_max"], max(opt["n_best"] + 2, 2 * opt["n_within"])))
+        n_max = n_max or self.shown_workers(opt)
         rows = self.curve(n_max)
         ns = [r["workers"] for r in rows]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(7, 4.8))
         ax.plot(ns, [r["total"] for r in rows], "-", color="C0", label="predicted total")
         ax.plot(ns, [r["compute"] for r in rows], "--", color="C2", label="compute")
         ax.plot(ns, [r["broadcast"] + r["aggregate"] + r["overhead"] for r in rows], ":",
@@ -416,17 +424,34 @@ class ScalingModel:
         if measured:
             xs = sorted(measured)
             ax.plot(xs, [measured[x] for x in xs], "o", color="k", label="measured")
+        # One optimum: the best n of the exact curve (the closed form is a relaxation of it)
         if opt["n_best"] <= n_max:
             ax.plot([opt["n_best"]], [opt["time_best"]], "*", color="C1", markersize=14,
-                    label=f"optimum n={opt['n_best']} ({opt['time_best']:.3g} s)")
-        ax.axvline(opt["n_closed_form"], color="C1", linewidth=0.8, alpha=0.6,
-                   label=f"closed-form n* = {opt['n_closed_form']:.1f}")
+                    linestyle="none",
+                    label=f"optimum n* = {opt['n_best']} ({opt['time_best']:.3g} s)")
         ax.set_xlabel("workers n")
         ax.set_ylabel("seconds per iteration")
+        ax.set_xlim(0.5, n_max + 0.5)
         ax.set_ylim(bottom=0)
-        ax.set_title(title or f"{'-'.join(map(str, self.layers))}, {self.examples} examples")
-        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        head = title or f"{'-'.join(map(str, self.layers))}, {self.examples:,} examples"
+        if opt["n_best"] > n_max:
+            head += f"\n(optimum n* = {opt['n_best']} lies past the {n_max} workers shown)"
+        ax.set_title(head)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False,
+                  fontsize=9)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        return fig
+
+    def plot(self, path, n_max=None, measured=None, title=None):
+        """Write a PNG: predicted curve, its parts, measured points and the optimum n*, over
+        1..n_max workers (default :meth:`shown_workers`)."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure(n_max, measured, title)
+        try:
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         return path
