@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set up, then train a network on Fashion-MNIST with Spark on this machine (local[*]):
-# the IDX files become Parquet, the Spark estimator trains with per-iteration progress, the
+# Set up, then train a network on Fashion-MNIST with Spark on this machine (local[*], or
+# $SPARK_MASTER): the IDX files become Parquet, the Spark estimator trains printing each
+# round's time and the total (under a progress bar on a terminal), the
 # model is saved to sparkann-run/model, then loaded again and evaluated; test accuracy and
 # times are printed. Extra arguments go to the job (python3 examples/fashion_mnist_spark.py -h),
-# e.g. --train-rows 10000 --test-rows 2000 --max-iter 5 for a short run.
+# e.g. --max-iter 5 for a short run; the Parquet files of a first run are used again
+# (--data sparkann-run/small --train-rows 10000 --test-rows 2000 prepares fewer rows elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Python (and Spark's Python workers, which start with the driver's folder as their own) must not
