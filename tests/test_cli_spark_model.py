@@ -73,7 +73,7 @@ def test_altered_spark_model_is_refused(saved, tmp_path, capsys):
     weights[0] += 1.0
     pq.write_table(table.set_column(0, "weights", pa.array([weights.tolist()])),
                    os.path.join(data, name))
-    with pytest.raises(SparkModelFileError, match="do not match the SHA-256"):
+    with pytest.raises(SparkModelFileError, match="not match the SHA-256"):
         load_local(path)
     assert cli.main(["evaluate", "--model", path]) == 2
-    assert "do not match the SHA-256" in capsys.readouterr().err
+    assert "not match the SHA-256" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """A model saved by the Spark estimators, read without Spark, as a single-machine estimator.
 
 ``MultilayerPerceptronClassificationModel.save(path)`` writes Spark ML's layout:
-``metadata/`` (one line of JSON: class, Params, format version, SHA-256 of the weights) and
+``metadata/`` (one line of JSON: class, Params, format version, a SHA-256 over all of it and
+the weights) and
 ``data/`` (Parquet: the weights and the objective history). This module reads both with json
 and pyarrow (no SparkSession, no JVM) and returns the ``sparkann.MLPClassifier`` or
 ``MLPRegressor`` of the same network and weights, so the same predictions: what the command
@@ -13,7 +14,7 @@ import os
 
 import numpy as np
 
-from sparkann.spark.model_files import FORMAT_VERSION, SparkModelFileError, weights_digest
+from sparkann.spark.model_files import FORMAT_VERSION, SparkModelFileError, check_digest
 
 # saved class -> single-machine estimator class
 ESTIMATORS = {"sparkann.spark.model.MultilayerPerceptronClassificationModel": "MLPClassifier",
@@ -48,7 +49,8 @@ def read_metadata(path):
 
 
 def read_weights(path, metadata):
-    """``(weights, history)`` from ``path/data`` (Parquet), checked against the digest."""
+    """``(weights, history)`` from ``path/data`` (Parquet), checked with the metadata against
+    its digest."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -60,15 +62,13 @@ def read_weights(path, metadata):
     except (OSError, ValueError, KeyError) as e:  # missing, truncated or foreign Parquet
         raise SparkModelFileError(f"{path}/data: unreadable weights (truncated or corrupt?): "
                                   f"{str(e).splitlines()[0][:200]}") from None
-    if table.num_rows != 1 or table.column("weights")[0].as_py() is None:
+    if table.num_rows != 1 or not table.column("weights")[0].is_valid:
         raise SparkModelFileError(f"{path}/data holds {table.num_rows} rows, expected one row "
                                   "of weights")
     weights = np.asarray(table.column("weights")[0].values.to_numpy(zero_copy_only=False),
                          dtype=np.float64)
     history = table.column("objectiveHistory")[0].as_py() or []
-    if weights_digest(weights, history) != metadata.get("weightsSha256"):
-        raise SparkModelFileError(f"{path}/data: the weights do not match the SHA-256 recorded "
-                                  "in metadata/ (altered or corrupt)")
+    check_digest(path, metadata, weights, history)
     return weights, history
 
 
@@ -87,6 +87,7 @@ def load_local(path):
     from sparkann.optim import History
 
     metadata = read_metadata(path)
+    weights, history = read_weights(path, metadata)  # the digest covers the Params too
     params = {**metadata.get("defaultParamMap", {}), **metadata.get("paramMap", {})}
     layers = [int(n) for n in params.get("layers", [])]
     if len(layers) < 2:
@@ -98,7 +99,6 @@ def load_local(path):
                     activation=params.get("activation", "sigmoid"),
                     dtype=params.get("dtype", "float32"),
                     block_size=int(params.get("blockSize", 128)))
-    weights, history = read_weights(path, metadata)
     estimator._start(layers[0], layers[-1])  # the topology (and throwaway initial weights)
     if weights.shape != (estimator.topology_.n_weights,):
         raise SparkModelFileError(f"{path}/data: {weights.size} weights, layers {layers} need "
