@@ -162,24 +162,20 @@ def threads_changed(int threads=0):
 _state = {"name": "openblas", "library": None}
 
 
-cdef void gemm_s(bint trans_a, bint trans_b, int m, int n, int k, float alpha,
-                 const float *A, int lda, const float *B, int ldb,
-                 float beta, float *C, int ldc) noexcept nogil:
-    """C := alpha * op(A) @ op(B) + beta * C, row-major (BLAS computes C.T = op(B).T op(A).T)."""
+cdef void blas_gemm(bint dbl, bint trans_a, bint trans_b, int m, int n, int k, double alpha,
+                    const void *A, int lda, const void *B, int ldb, double beta, void *C,
+                    int ldc) noexcept nogil:
+    """C := alpha * op(A) @ op(B) + beta * C, row-major (BLAS computes C.T = op(B).T op(A).T),
+    in double when dbl, else in float."""
     cdef char ta = b't' if trans_a else b'n'
     cdef char tb = b't' if trans_b else b'n'
-    _table.sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>B, &ldb, <float *>A, &lda,
-                 &beta, C, &ldc)
-
-
-cdef void gemm_d(bint trans_a, bint trans_b, int m, int n, int k, double alpha,
-                 const double *A, int lda, const double *B, int ldb,
-                 double beta, double *C, int ldc) noexcept nogil:
-    """C := alpha * op(A) @ op(B) + beta * C, row-major (BLAS computes C.T = op(B).T op(A).T)."""
-    cdef char ta = b't' if trans_a else b'n'
-    cdef char tb = b't' if trans_b else b'n'
-    _table.dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *>B, &ldb, <double *>A, &lda,
-                 &beta, C, &ldc)
+    cdef float alpha_s = <float>alpha, beta_s = <float>beta
+    if dbl:
+        _table.dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *>B, &ldb, <double *>A, &lda,
+                     &beta, <double *>C, &ldc)
+    else:
+        _table.sgemm(&tb, &ta, &n, &m, &k, &alpha_s, <float *>B, &ldb, <float *>A, &lda,
+                     &beta_s, <float *>C, &ldc)
 
 
 def find_mkl():
@@ -316,9 +312,11 @@ def gemm(A, B, C, double beta=0.0):
     if A.dtype == np.float32:
         fa, fb, fc = A, B, C
         with nogil:
-            gemm_s(False, False, m, n, k, 1.0, &fa[0, 0], k, &fb[0, 0], n, <float>beta, &fc[0, 0], n)
+            blas_gemm(False, False, False, m, n, k, 1.0, &fa[0, 0], k, &fb[0, 0], n, beta,
+                      &fc[0, 0], n)
     else:
         da, db, dc = A, B, C
         with nogil:
-            gemm_d(False, False, m, n, k, 1.0, &da[0, 0], k, &db[0, 0], n, beta, &dc[0, 0], n)
+            blas_gemm(True, False, False, m, n, k, 1.0, &da[0, 0], k, &db[0, 0], n, beta,
+                      &dc[0, 0], n)
     return C

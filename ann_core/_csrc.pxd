@@ -23,23 +23,25 @@ cdef extern from "ann_arena.h" nogil:
 
 cdef extern from "ann_kernels.h" nogil:
     enum:
-        ANN_ACT_IDENTITY
-        ANN_ACT_SIGMOID
-        ANN_ACT_TANH
-        ANN_ACT_RELU
-        ANN_ACT_LEAKY_RELU
-        ANN_ACT_SOFTPLUS
+        ANN_ACT_COUNT
         ANN_LOSS_SOFTMAX_XENT
         ANN_LOSS_SIGMOID_XENT
         ANN_LOSS_SQUARED_ERROR
+    ctypedef struct ann_activation_info:
+        const char *name
+        int takes_alpha
+        int needs_input
+    const ann_activation_info *ann_activation(int kind)
     int ann_bias_fill_s(size_t rows, size_t cols, const float *b, float *Y)
     int ann_bias_fill_d(size_t rows, size_t cols, const double *b, double *Y)
     int ann_bias_grad_s(size_t rows, size_t cols, const float *D, float *gb)
     int ann_bias_grad_d(size_t rows, size_t cols, const double *D, double *gb)
     int ann_act_forward_s(int kind, float alpha, size_t n, float *y)
     int ann_act_forward_d(int kind, double alpha, size_t n, double *y)
-    int ann_act_backward_s(int kind, float alpha, size_t n, const float *y, float *delta)
-    int ann_act_backward_d(int kind, double alpha, size_t n, const double *y, double *delta)
+    int ann_act_backward_s(int kind, float alpha, size_t n, const float *z, const float *y,
+                           float *delta)
+    int ann_act_backward_d(int kind, double alpha, size_t n, const double *z, const double *y,
+                           double *delta)
     int ann_loss_output_s(int kind, size_t rows, size_t cols, float *Z)
     int ann_loss_output_d(int kind, size_t rows, size_t cols, double *Z)
     int ann_loss_s(int kind, size_t rows, size_t cols, float *Z, const int64_t *labels,

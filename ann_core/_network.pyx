@@ -22,33 +22,165 @@ import numpy as np
 cimport cython
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE
-from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.stdint cimport int64_t
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.ref cimport PyObject
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 
-from ann_core._blas cimport (gemm_s, gemm_d, prepare_threads, engine_threads, can_split_rows,
+from ann_core._blas cimport (blas_gemm, prepare_threads, engine_threads, can_split_rows,
                              openblas_one_thread_begin, openblas_threads_restore,
                              mkl_local_threads_begin, mkl_local_threads_end)
 from ann_core._csrc cimport *
 
-ACTIVATIONS = {"identity": ANN_ACT_IDENTITY, "sigmoid": ANN_ACT_SIGMOID, "tanh": ANN_ACT_TANH,
-               "relu": ANN_ACT_RELU, "leaky_relu": ANN_ACT_LEAKY_RELU,
-               "softplus": ANN_ACT_SOFTPLUS}
+# Name -> kind of every native activation, from the kernels' own table (csrc/ann_kernels.h).
+ACTIVATIONS = {ann_activation(k).name.decode(): k for k in range(ANN_ACT_COUNT)}
 LOSSES = {"softmax_cross_entropy": ANN_LOSS_SOFTMAX_XENT,
           "sigmoid_cross_entropy": ANN_LOSS_SIGMOID_XENT,
           "squared_error": ANN_LOSS_SQUARED_ERROR}
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
+cdef enum stage_kind:
+    # What computes a stage's output from its input; its row in STAGE_KINDS.
+    STAGE_DENSE     # y = x @ W + b
+    STAGE_PYTHON    # a layer written in Python (sparkann.layers)
+    STAGE_KIND_COUNT
+
+
 cdef struct stage_t:
-    bint is_python     # a layer written in Python (else dense: y = x @ W + b)
+    int kind          # a stage_kind
     int n_in
     int n_out
-    Py_ssize_t w_off   # offset of W (then b), or of the Python layer's parameters
+    Py_ssize_t w_off   # offset of the stage's parameters in the flat vector
     Py_ssize_t n_params
     int act            # native activation applied in place to the output, -1 for none
-    double alpha       # slope of leaky_relu for negative inputs
+    double alpha       # the activation's parameter (leaky_relu's slope)
+    bint keeps_input   # the activation's backward needs its input: the workspace keeps it
+    PyObject *py_layer # STAGE_PYTHON: the layer (the Network's py_layers keeps it alive)
+
+
+cdef struct stage_ctx_t:
+    # What a stage computes with besides its data: the call's mode and random stream.
+    bint dbl
+    bint training      # loss_grad (True) or forward (False): a dropout layer would differ
+    uint64_t seed      # counter-based stream: draw ann_random(seed, row * width + unit)
+    Py_ssize_t row0    # the call's index of the block's first row
+
+
+# out[m, n_out] from x[m, n_in] and the parameters w (the stage's own, at s.w_off).
+ctypedef int (*stage_forward_fn)(const stage_t *s, const stage_ctx_t *ctx, const char *w,
+                                 const char *x, int m, char *out) except -1 nogil
+# Add the parameters' gradient into grad and, unless d_in is NULL, write d loss / d x.
+ctypedef int (*stage_backward_fn)(const stage_t *s, const stage_ctx_t *ctx, const char *w,
+                                  const char *x, const char *out, int m, const char *d_out,
+                                  char *d_in, char *grad) except -1 nogil
+
+cdef struct stage_kind_t:
+    const char *name           # the topology's spelling: (name, argument)
+    bint calls_python          # computes under the GIL: such calls stay on one thread
+    stage_forward_fn forward
+    stage_backward_fn backward
+
+
+cdef inline size_t _isz(bint dbl) noexcept nogil:
+    return sizeof(double) if dbl else sizeof(float)
+
+
+cdef int _dense_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w, const char *x,
+                        int m, char *out) except -1 nogil:
+    cdef size_t isz = _isz(ctx.dbl)
+    cdef const char *b = w + (s.w_off + <Py_ssize_t>s.n_in * s.n_out) * isz
+    cdef int status
+    if ctx.dbl:
+        status = ann_bias_fill_d(m, s.n_out, <const double *>b, <double *>out)
+    else:
+        status = ann_bias_fill_s(m, s.n_out, <const float *>b, <float *>out)
+    blas_gemm(ctx.dbl, False, False, m, s.n_out, s.n_in, 1.0, x, s.n_in, w + s.w_off * isz,
+              s.n_out, 1.0, out, s.n_out)
+    return status
+
+
+cdef int _dense_backward(const stage_t *s, const stage_ctx_t *ctx, const char *w, const char *x,
+                         const char *out, int m, const char *d_out, char *d_in,
+                         char *grad) except -1 nogil:
+    # gW += x.T @ d_out;  gb += d_out.sum(0);  d_in = d_out @ W.T
+    cdef size_t isz = _isz(ctx.dbl)
+    cdef char *gb = grad + (s.w_off + <Py_ssize_t>s.n_in * s.n_out) * isz
+    cdef int status
+    blas_gemm(ctx.dbl, True, False, s.n_in, s.n_out, m, 1.0, x, s.n_in, d_out, s.n_out, 1.0,
+              grad + s.w_off * isz, s.n_out)
+    if ctx.dbl:
+        status = ann_bias_grad_d(m, s.n_out, <const double *>d_out, <double *>gb)
+    else:
+        status = ann_bias_grad_s(m, s.n_out, <const float *>d_out, <float *>gb)
+    if d_in != NULL:
+        blas_gemm(ctx.dbl, False, True, m, s.n_in, s.n_out, 1.0, d_out, s.n_out,
+                  w + s.w_off * isz, s.n_out, 0.0, d_in, s.n_in)
+    return status
+
+
+cdef object _view(bint dbl, const char *p, int rows, int cols):
+    if dbl:
+        return np.asarray(<double[:rows, :cols]> <double *>p)
+    return np.asarray(<float[:rows, :cols]> <float *>p)
+
+
+cdef object _stage_params(bint dbl, const char *w, const stage_t *s):
+    if s.n_params == 0:
+        return np.empty(0, np.float64 if dbl else np.float32)
+    if dbl:
+        return np.asarray(<double[:s.n_params]> (<double *>w + s.w_off))
+    return np.asarray(<float[:s.n_params]> (<float *>w + s.w_off))
+
+
+cdef int _python_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
+                         const char *x, int m, char *out) except -1 nogil:
+    with gil:
+        (<object>s.py_layer).forward(_stage_params(ctx.dbl, w, s),
+                                     _view(ctx.dbl, x, m, s.n_in),
+                                     _view(ctx.dbl, out, m, s.n_out))
+    return ANN_OK
+
+
+cdef int _python_backward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
+                          const char *x, const char *out, int m, const char *d_out,
+                          char *d_in, char *grad) except -1 nogil:
+    with gil:
+        (<object>s.py_layer).backward(
+            _stage_params(ctx.dbl, w, s), _view(ctx.dbl, x, m, s.n_in),
+            _view(ctx.dbl, out, m, s.n_out), _view(ctx.dbl, d_out, m, s.n_out),
+            _view(ctx.dbl, d_in, m, s.n_in) if d_in != NULL else None,
+            _stage_params(ctx.dbl, grad, s))
+    return ANN_OK
+
+
+# One row per stage kind: adding a native layer is its kernels (csrc/), its two functions
+# above, a row here and its shape rule in _stage_shape.
+cdef stage_kind_t STAGE_KINDS[<int>STAGE_KIND_COUNT]
+STAGE_KINDS[<int>STAGE_DENSE] = stage_kind_t(b"dense", False, _dense_forward, _dense_backward)
+STAGE_KINDS[<int>STAGE_PYTHON] = stage_kind_t(b"python", True, _python_forward,
+                                              _python_backward)
+_STAGE_KIND_NAMES = {STAGE_KINDS[k].name.decode(): k for k in range(<int>STAGE_KIND_COUNT)}
+
+
+def _stage_shape(int kind, int position, int index, int n_in, value):
+    """(n_out, n_params, layout entries) of a stage of ``kind`` with argument ``value``."""
+    if kind == STAGE_DENSE:
+        n_out = _size(value, f"layer {position}: dense size")
+        return n_out, n_in * n_out + n_out, [(f"dense{index}.W", 0, (n_in, int(n_out))),
+                                             (f"dense{index}.b", n_in * n_out, (int(n_out),))]
+    missing = [a for a in ("n_out", "n_params", "forward", "backward") if not hasattr(value, a)]
+    if missing:
+        raise ValueError(f"layer {position}: a Python layer needs n_out, n_params, "
+                         f"forward and backward; {value!r} lacks {', '.join(missing)}")
+    n_out = _size(value.n_out, f"layer {position}: Python layer n_out")
+    n_params = value.n_params
+    if (isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer))
+            or n_params < 0):
+        raise ValueError(f"layer {position}: Python layer n_params must be a "
+                         f"non-negative integer, received {n_params!r}")
+    return n_out, n_params, [(f"python{index}.params", 0, (n_params,))]
 
 
 cdef struct workspace_t:
@@ -59,6 +191,7 @@ cdef struct workspace_t:
     ann_arena_t arena
     ann_arena_t grad_arena
     char **outs
+    char **ins         # per stage: its activation's input when the backward needs it, or NULL
     char *delta_a
     char *delta_b
     char *loss_buf
@@ -81,6 +214,7 @@ cdef struct call_t:
     char *grad               # the caller's gradient (share 0 adds into it)
     char *out                # forward: the caller's output
     bint forward, raw
+    uint64_t seed            # the random stream's key (no stochastic stage yet: 0)
     int blas_threads         # the engine's thread count when the call started
     int threads              # shares the rows are split into
     Py_ssize_t bounds[MAX_ENGINE_THREADS + 1]
@@ -97,6 +231,7 @@ cdef class _Workspace:
         ann_arena_free(&self.ws.arena)
         ann_arena_free(&self.ws.grad_arena)
         PyMem_Free(self.ws.outs)
+        PyMem_Free(self.ws.ins)
 
 
 cdef class _Call:
@@ -193,16 +328,6 @@ def _raise_helper_errors(helpers, int count):
         raise errors[0]
 
 
-cdef inline void _gemm(bint dbl, bint ta, bint tb, int m, int n, int k, const char *A, int lda,
-                       const char *B, int ldb, double beta, char *C, int ldc) noexcept nogil:
-    if dbl:
-        gemm_d(ta, tb, m, n, k, 1.0, <const double *>A, lda, <const double *>B, ldb, beta,
-               <double *>C, ldc)
-    else:
-        gemm_s(ta, tb, m, n, k, 1.0, <const float *>A, lda, <const float *>B, ldb,
-               <float>beta, <float *>C, ldc)
-
-
 cdef inline int _all_finite(bint dbl, size_t n, const char *x, size_t *bad) noexcept nogil:
     if dbl:
         return ann_all_finite_d(n, <const double *>x, bad)
@@ -252,10 +377,10 @@ def _check_spec(position, spec, last):
     if last:
         if kind != "loss":
             raise ValueError(f"layers must end with ('loss', name); received {spec!r}")
-    elif kind not in ("dense", "activation", "python"):
+    elif kind != "activation" and kind not in _STAGE_KIND_NAMES:
         raise ValueError(f"layer {position}: unknown kind {kind!r}; expected 'dense', "
                          "'activation', 'python' or a final 'loss'")
-    if kind in ("dense", "python", "loss") and len(spec) != 2:
+    if kind != "activation" and len(spec) != 2:
         raise ValueError(f"layer {position}: expected ({kind!r}, value), received {spec!r}")
     if kind == "activation" and len(spec) not in (2, 3):
         raise ValueError(f"layer {position}: expected ('activation', name) or "
@@ -358,7 +483,7 @@ cdef class Network:
         self.loss = loss
         self.loss_kind = LOSSES[loss]
         body = layers[:-1]
-        n_stages = sum(1 for spec in body if spec[0] in ("dense", "python"))
+        n_stages = sum(1 for spec in body if spec[0] in _STAGE_KIND_NAMES)
         if n_stages == 0:
             raise ValueError("the network needs at least one ('dense', n_out) or "
                              "('python', layer) stage before the loss")
@@ -378,64 +503,53 @@ cdef class Network:
                 if i < 0 or self.stages[i].act >= 0:
                     raise ValueError(f"layer {position}: an activation must follow a dense or "
                                      "Python layer (use a Python layer for anything else)")
-                name = spec[1]
-                if not isinstance(name, str) or name not in ACTIVATIONS:
-                    raise ValueError(f"layer {position}: activation must be one of "
-                                     f"{sorted(ACTIVATIONS)}, received {name!r}")
-                if len(spec) > 2 and name != "leaky_relu":
-                    raise ValueError(f"layer {position}: only leaky_relu takes a parameter, "
-                                     f"received {spec!r}")
-                alpha = spec[2] if len(spec) > 2 else 0.01
-                if (not isinstance(alpha, (int, float, np.integer, np.floating))
-                        or not 0.0 <= alpha < 1.0):
-                    raise ValueError(f"layer {position}: leaky_relu slope must be in [0, 1), "
-                                     f"received {alpha}")
-                self.stages[i].act = ACTIVATIONS[name]
-                self.stages[i].alpha = alpha
+                self._set_activation(&self.stages[i], position, spec)
                 continue
             i += 1
+            self.stages[i].kind = _STAGE_KIND_NAMES[kind]
             self.stages[i].n_in = width
             self.stages[i].w_off = offset
             self.stages[i].act = -1
             self.stages[i].alpha = 0.0
-            if kind == "dense":
-                n_out = _size(spec[1], f"layer {position}: dense size")
-                self.stages[i].is_python = False
-                self.stages[i].n_out = n_out
-                self.stages[i].n_params = width * n_out + n_out
-                self._layout.append((f"dense{i}.W", offset, (width, int(n_out))))
-                self._layout.append((f"dense{i}.b", offset + width * n_out, (int(n_out),)))
-                self.py_layers.append(None)
-            elif kind == "python":
-                layer = spec[1]
-                missing = [a for a in ("n_out", "n_params", "forward", "backward")
-                           if not hasattr(layer, a)]
-                if missing:
-                    raise ValueError(f"layer {position}: a Python layer needs n_out, n_params, "
-                                     f"forward and backward; {layer!r} lacks {', '.join(missing)}")
-                n_out = _size(layer.n_out, f"layer {position}: Python layer n_out")
-                n_params = layer.n_params
-                if (isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer))
-                        or n_params < 0):
-                    raise ValueError(f"layer {position}: Python layer n_params must be a "
-                                     f"non-negative integer, received {n_params!r}")
-                self.stages[i].is_python = True
-                self.stages[i].n_out = n_out
-                self.stages[i].n_params = n_params
-                self._layout.append((f"python{i}.params", offset, (n_params,)))
-                self.py_layers.append(layer)
-            else:
-                raise ValueError(f"layer {position}: unknown kind {kind!r}; expected 'dense', "
-                                 "'activation', 'python' or a final 'loss'")
+            self.stages[i].keeps_input = False
+            n_out, n_params, layout = _stage_shape(self.stages[i].kind, position, i, width,
+                                                   spec[1])
+            self.stages[i].n_out = n_out
+            self.stages[i].n_params = n_params
+            self._layout += [(name, offset + at, shape) for name, at, shape in layout]
+            self.py_layers.append(spec[1] if STAGE_KINDS[self.stages[i].kind].calls_python
+                                  else None)
+            self.stages[i].py_layer = <PyObject *>self.py_layers[i]
             offset += self.stages[i].n_params
             width = self.stages[i].n_out
             self.n_stages = i + 1
         self.n_out = width
         self.n_weights = offset
-        self.has_python_layers = any(layer is not None for layer in self.py_layers)
+        self.has_python_layers = any(STAGE_KINDS[self.stages[k].kind].calls_python
+                                     for k in range(self.n_stages))
         if self.loss_kind == ANN_LOSS_SOFTMAX_XENT and self.n_out < 2:
             raise ValueError(f"softmax_cross_entropy needs at least 2 outputs, the network "
                              f"has {self.n_out}")
+
+    cdef _set_activation(self, stage_t *s, int position, tuple spec):
+        name = spec[1]
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise ValueError(f"layer {position}: activation must be one of "
+                             f"{sorted(ACTIVATIONS)}, received {name!r}")
+        cdef const ann_activation_info *info = ann_activation(ACTIVATIONS[name])
+        if len(spec) > 2 and not info.takes_alpha:
+            takers = [k for k, v in ACTIVATIONS.items() if ann_activation(v).takes_alpha]
+            raise ValueError(f"layer {position}: only {' and '.join(takers)} "
+                             f"take{'s' if len(takers) == 1 else ''} a parameter, "
+                             f"received {spec!r}")
+        alpha = spec[2] if len(spec) > 2 else 0.01
+        if (not isinstance(alpha, (int, float, np.integer, np.floating))
+                or not 0.0 <= alpha < 1.0):
+            raise ValueError(f"layer {position}: {name} slope must be in [0, 1), "
+                             f"received {alpha}")
+        s.act = ACTIVATIONS[name]
+        s.alpha = alpha
+        s.keeps_input = info.needs_input
 
     cdef _allocate(self):
         cdef size_t rows = self.block_size
@@ -457,7 +571,8 @@ cdef class Network:
         cdef size_t rows = self.block_size, total = 0, widest = 0
         cdef int i
         for i in range(self.n_stages):
-            total += ann_arena_aligned_size(rows * self.stages[i].n_out * self.isz)
+            total += (1 + self.stages[i].keeps_input) * ann_arena_aligned_size(
+                rows * self.stages[i].n_out * self.isz)
             widest = max(widest, <size_t>self.stages[i].n_out)
         total += 2 * ann_arena_aligned_size(rows * widest * self.isz)
         total += ann_arena_aligned_size(rows * self.n_out * self.isz)
@@ -471,13 +586,18 @@ cdef class Network:
         cdef size_t rows = self.block_size, total = self._workspace_size(False), widest = 0
         cdef int i, status = ANN_OK
         ws.outs = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
-        if ws.outs == NULL:
+        ws.ins = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
+        if ws.outs == NULL or ws.ins == NULL:
             raise MemoryError()
         if ann_arena_init(&ws.arena, total) != ANN_OK:
             raise MemoryError(f"cannot allocate the {total / 2**20:.1f} MiB workspace")
         for i in range(self.n_stages):
             status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
                                       <void **>&ws.outs[i])
+            ws.ins[i] = NULL
+            if self.stages[i].keeps_input:
+                status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
+                                          <void **>&ws.ins[i])
             widest = max(widest, <size_t>self.stages[i].n_out)
         status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_a)
         status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_b)
@@ -555,7 +675,7 @@ cdef class Network:
         cdef int i
         nominal = 6 * self.n_weights
         actual = nominal - 2 * (self.stages[0].n_in * self.stages[0].n_out
-                                if not self.stages[0].is_python else 0)
+                                if self.stages[0].kind == STAGE_DENSE else 0)
         return nominal, actual
 
     # ---------------------------------------------------------------- validation (GIL held)
@@ -601,41 +721,35 @@ cdef class Network:
 
     # ------------------------------------------------------------------- compute (no GIL)
 
-    cdef int _forward_block(self, workspace_t *ws, const char *w, const char *x,
-                            int m) except -1 nogil:
-        """Every stage's output for the m rows at x."""
-        cdef int i
+    cdef int _forward_block(self, workspace_t *ws, const stage_ctx_t *ctx, const char *w,
+                            const char *x, int m) except -1 nogil:
+        """Every stage's output for the m rows at x; returns a kernel's failing status or
+        ANN_OK."""
+        cdef int i, status = ANN_OK
         cdef stage_t *s
         cdef const char *prev = x
+        cdef size_t n
         for i in range(self.n_stages):
             s = &self.stages[i]
-            if s.is_python:
-                with gil:
-                    self.py_layers[i].forward(self._params(w, s), self._view(prev, m, s.n_in),
-                                              self._view(ws.outs[i], m, s.n_out))
-            else:
-                # out = prev @ W + b
+            status = STAGE_KINDS[s.kind].forward(s, ctx, w, prev, m, ws.outs[i])
+            if status == ANN_OK and s.act >= 0:
+                n = <size_t>m * s.n_out
+                if s.keeps_input:
+                    memcpy(ws.ins[i], ws.outs[i], n * self.isz)
                 if self.dbl:
-                    ann_bias_fill_d(m, s.n_out, <const double *>w + s.w_off + s.n_in * s.n_out,
-                                    <double *>ws.outs[i])
+                    status = ann_act_forward_d(s.act, s.alpha, n, <double *>ws.outs[i])
                 else:
-                    ann_bias_fill_s(m, s.n_out, <const float *>w + s.w_off + s.n_in * s.n_out,
-                                    <float *>ws.outs[i])
-                _gemm(self.dbl, False, False, m, s.n_out, s.n_in, prev, s.n_in,
-                      w + s.w_off * self.isz, s.n_out, 1.0, ws.outs[i], s.n_out)
-            if s.act >= 0:
-                if self.dbl:
-                    ann_act_forward_d(s.act, s.alpha, <size_t>m * s.n_out, <double *>ws.outs[i])
-                else:
-                    ann_act_forward_s(s.act, <float>s.alpha, <size_t>m * s.n_out,
-                                      <float *>ws.outs[i])
+                    status = ann_act_forward_s(s.act, <float>s.alpha, n, <float *>ws.outs[i])
+            if status != ANN_OK:
+                return status
             prev = ws.outs[i]
-        return 0
+        return ANN_OK
 
-    cdef int _backward_block(self, workspace_t *ws, const char *w, const char *x, int m,
-                             char *grad) except -1 nogil:
-        """Add the gradient of the block to grad; ws.delta_a holds d loss / d output."""
-        cdef int i
+    cdef int _backward_block(self, workspace_t *ws, const stage_ctx_t *ctx, const char *w,
+                             const char *x, int m, char *grad) except -1 nogil:
+        """Add the gradient of the block to grad; ws.delta_a holds d loss / d output.
+        Returns a kernel's failing status or ANN_OK."""
+        cdef int i, status = ANN_OK
         cdef stage_t *s
         cdef const char *prev
         cdef char *delta = ws.delta_a
@@ -646,35 +760,23 @@ cdef class Network:
             prev = x if i == 0 else ws.outs[i - 1]
             if s.act >= 0:
                 if self.dbl:
-                    ann_act_backward_d(s.act, s.alpha, <size_t>m * s.n_out,
-                                       <const double *>ws.outs[i], <double *>delta)
+                    status = ann_act_backward_d(s.act, s.alpha, <size_t>m * s.n_out,
+                                                <const double *>ws.ins[i],
+                                                <const double *>ws.outs[i], <double *>delta)
                 else:
-                    ann_act_backward_s(s.act, <float>s.alpha, <size_t>m * s.n_out,
-                                       <const float *>ws.outs[i], <float *>delta)
-            if s.is_python:
-                with gil:
-                    self.py_layers[i].backward(
-                        self._params(w, s), self._view(prev, m, s.n_in),
-                        self._view(ws.outs[i], m, s.n_out), self._view(delta, m, s.n_out),
-                        self._view(delta_prev, m, s.n_in) if i > 0 else None,
-                        self._params(grad, s))
-            else:
-                # gW += prev.T @ delta;  gb += delta.sum(0);  delta_prev = delta @ W.T
-                _gemm(self.dbl, True, False, s.n_in, s.n_out, m, prev, s.n_in, delta, s.n_out,
-                      1.0, grad + s.w_off * self.isz, s.n_out)
-                if self.dbl:
-                    ann_bias_grad_d(m, s.n_out, <const double *>delta,
-                                    <double *>grad + s.w_off + s.n_in * s.n_out)
-                else:
-                    ann_bias_grad_s(m, s.n_out, <const float *>delta,
-                                    <float *>grad + s.w_off + s.n_in * s.n_out)
-                if i > 0:  # the first layer needs no delta: d loss / d data is never computed
-                    _gemm(self.dbl, False, True, m, s.n_in, s.n_out, delta, s.n_out,
-                          w + s.w_off * self.isz, s.n_out, 0.0, delta_prev, s.n_in)
+                    status = ann_act_backward_s(s.act, <float>s.alpha, <size_t>m * s.n_out,
+                                                <const float *>ws.ins[i],
+                                                <const float *>ws.outs[i], <float *>delta)
+            # The first stage needs no delta: d loss / d data is never computed.
+            if status == ANN_OK:
+                status = STAGE_KINDS[s.kind].backward(s, ctx, w, prev, ws.outs[i], m, delta,
+                                                      delta_prev if i > 0 else NULL, grad)
+            if status != ANN_OK:
+                return status
             swap = delta
             delta = delta_prev
             delta_prev = swap
-        return 0
+        return ANN_OK
 
     cdef int _loss_grad_rows(self, call_t *c, int k, char *grad) except -1 nogil:
         """Share k of a loss_grad call: its loss into c.loss[k], its gradient added into
@@ -684,11 +786,15 @@ cdef class Network:
         cdef int m, n_out = self.n_out
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
+        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, True, c.seed, r0)
         c.loss[k] = 0.0
         c.status[k] = ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
-            self._forward_block(ws, c.w, c.x + r0 * row_in, m)
+            ctx.row0 = r0
+            c.status[k] = self._forward_block(ws, &ctx, c.w, c.x + r0 * row_in, m)
+            if c.status[k] != ANN_OK:
+                break
             memcpy(ws.loss_buf, last, m * row_out)
             if self.dbl:
                 c.status[k] = ann_loss_d(
@@ -703,7 +809,7 @@ cdef class Network:
                     <const float *>(c.targets + r0 * row_out) if c.targets != NULL
                     else NULL, <float *>ws.delta_a, &c.loss[k])
             if c.status[k] == ANN_OK:
-                self._backward_block(ws, c.w, c.x + r0 * row_in, m, grad)
+                c.status[k] = self._backward_block(ws, &ctx, c.w, c.x + r0 * row_in, m, grad)
             r0 += m
         return 0
 
@@ -715,11 +821,15 @@ cdef class Network:
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
         cdef char *o
+        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, False, c.seed, r0)
         c.status[k] = ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
             o = c.out + r0 * row_out
-            self._forward_block(ws, c.w, c.x + r0 * row_in, m)
+            ctx.row0 = r0
+            c.status[k] = self._forward_block(ws, &ctx, c.w, c.x + r0 * row_in, m)
+            if c.status[k] != ANN_OK:
+                break
             memcpy(o, last, m * row_out)
             if not c.raw:
                 if self.dbl:
@@ -797,18 +907,6 @@ cdef class Network:
         finally:
             openblas_threads_restore(saved)
         return 0
-
-    cdef object _view(self, const char *p, int rows, int cols):
-        if self.dbl:
-            return np.asarray(<double[:rows, :cols]> <double *>p)
-        return np.asarray(<float[:rows, :cols]> <float *>p)
-
-    cdef object _params(self, const char *w, stage_t *s):
-        if s.n_params == 0:
-            return np.empty(0, self.dtype)
-        if self.dbl:
-            return np.asarray(<double[:s.n_params]> (<double *>w + s.w_off))
-        return np.asarray(<float[:s.n_params]> (<float *>w + s.w_off))
 
     # ----------------------------------------------------------------------- public calls
 
@@ -918,7 +1016,7 @@ cdef class Network:
         cdef int k
         for k in range(c.threads):
             if c.status[k] != ANN_OK:
-                raise ValueError(f"loss kernel failed: {ann_strerror(c.status[k]).decode()}")
+                raise ValueError(f"native kernel failed: {ann_strerror(c.status[k]).decode()}")
 
     cdef void _add_into(self, char *g, const char *other) noexcept nogil:
         cdef Py_ssize_t i

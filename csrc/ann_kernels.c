@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "ann_kernels.h"
+#include "ann_random.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -22,6 +23,17 @@
 #define ANN_VECTOR_CLONES
 #endif
 
+/* The range reduction of both exps: x clamped to [lo, hi], n = round(x / ln 2) by adding and
+ * subtracting 1.5 * 2^(mantissa bits) (round to nearest, no libm call), and r = x - n ln 2
+ * with ln 2 split in a short high part and a low part (Cody-Waite), so that r is exact. */
+#define ANN_EXP_REDUCE(x, hi, lo, log2e, shifter, ln2_hi, ln2_lo, n, r) \
+    do {                                                                 \
+        x = x > (hi) ? (hi) : x;                                         \
+        x = x < (lo) ? (lo) : x;                                         \
+        n = (x * (log2e) + (shifter)) - (shifter);                       \
+        r = x - n * (ln2_hi) - n * (ln2_lo);                             \
+    } while (0)
+
 /* exp(x) for float: Cody-Waite range reduction and the Cephes polynomial (about 1 ulp).
  * Written without calls or branches so that the compiler vectorises the loops that use it;
  * NaN propagates, and inputs are clamped to the range where the result is finite. The low
@@ -29,14 +41,10 @@
  * rather than a floor near FLT_MIN; it stops where the exponent field is still >= 0. */
 static inline float ann_exp_s(float x)
 {
-    const float hi = 88.3762626647949f, lo = -88.0f;
     float n, r, p, scale;
     int32_t bits;
-    x = x > hi ? hi : x;
-    x = x < lo ? lo : x;
-    /* n = round(x / ln 2) by the 1.5 * 2^23 trick (round to nearest, no libm call). */
-    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    ANN_EXP_REDUCE(x, 88.3762626647949f, -88.0f, 1.44269504088896341f, 12582912.0f,
+                   0.693359375f, -2.12194440e-4f, n, r);
     p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -54,13 +62,10 @@ static inline float ann_exp_s(float x)
  * 0, not a floor near DBL_MIN). */
 static inline double ann_exp_d(double x)
 {
-    const double hi = 709.0, lo = -709.0;
     double n, r, p, scale;
     int64_t bits;
-    x = x > hi ? hi : x;
-    x = x < lo ? lo : x;
-    n = (x * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
-    r = x - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6;
+    ANN_EXP_REDUCE(x, 709.0, -709.0, 1.4426950408889634074, 6755399441055744.0,
+                   6.93145751953125e-1, 1.42860682030941723212e-6, n, r);
     p = 1.0 / 6227020800.0;
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
@@ -103,6 +108,30 @@ static inline double ann_exp_d(double x)
 #define LOG log
 #define TINY DBL_MIN
 #include "ann_kernels_impl.h"
+
+#define ANN_ACT_ROW(kind, name, takes_alpha, needs_input) {name, takes_alpha, needs_input},
+static const ann_activation_info ann_activation_table[ANN_ACT_COUNT] = {
+    ANN_ACTIVATIONS(ANN_ACT_ROW)
+};
+#undef ANN_ACT_ROW
+
+const ann_activation_info *ann_activation(int kind)
+{
+    return kind >= 0 && kind < ANN_ACT_COUNT ? &ann_activation_table[kind] : NULL;
+}
+
+uint64_t ann_random_u64(uint64_t key, uint64_t counter)
+{
+    uint64_t z = key * 0xD1B54A32D192ED03ull + (counter + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double ann_random_unit(uint64_t key, uint64_t counter)
+{
+    return (double)(ann_random_u64(key, counter) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 unsigned long ann_fpu_enter(void)
 {

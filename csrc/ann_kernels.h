@@ -13,15 +13,31 @@
 
 #include "ann_status.h"
 
-enum ann_activation {
-    ANN_ACT_IDENTITY = 0,
-    ANN_ACT_SIGMOID = 1,
-    ANN_ACT_TANH = 2,
-    ANN_ACT_RELU = 3,
-    ANN_ACT_LEAKY_RELU = 4,
-    ANN_ACT_SOFTPLUS = 5,
-    ANN_ACT_COUNT = 6
-};
+/* The native activations, one row each: X(ENUM, "name", takes_alpha, needs_input).
+ * takes_alpha: the topology may give the activation a parameter (alpha, default 0.01).
+ * needs_input: its derivative is not a function of its output, so the engine keeps the
+ * pre-activation for the backward pass. Adding an activation is one row here and its two
+ * cases in ann_kernels_impl.h. */
+#define ANN_ACTIVATIONS(X)                        \
+    X(ANN_ACT_IDENTITY, "identity", 0, 0)         \
+    X(ANN_ACT_SIGMOID, "sigmoid", 0, 0)           \
+    X(ANN_ACT_TANH, "tanh", 0, 0)                 \
+    X(ANN_ACT_RELU, "relu", 0, 0)                 \
+    X(ANN_ACT_LEAKY_RELU, "leaky_relu", 1, 0)     \
+    X(ANN_ACT_SOFTPLUS, "softplus", 0, 0)
+
+#define ANN_ACT_ENUM(kind, name, takes_alpha, needs_input) kind,
+enum ann_activation { ANN_ACTIVATIONS(ANN_ACT_ENUM) ANN_ACT_COUNT };
+#undef ANN_ACT_ENUM
+
+typedef struct ann_activation_info {
+    const char *name;
+    int takes_alpha;
+    int needs_input;
+} ann_activation_info;
+
+/* Row `kind` of the table, or NULL outside [0, ANN_ACT_COUNT). */
+const ann_activation_info *ann_activation(int kind);
 
 enum ann_loss {
     ANN_LOSS_SOFTMAX_XENT = 0,  /* softmax output, cross-entropy against a distribution */
@@ -37,8 +53,10 @@ enum ann_loss {
     int ann_bias_grad_##X(size_t rows, size_t cols, const R *D, R *gb);                    \
     /* y = f(y) in place */                                                                \
     int ann_act_forward_##X(int kind, R alpha, size_t n, R *y);                            \
-    /* delta *= f'(z), with f'(z) written in terms of the output y = f(z) */               \
-    int ann_act_backward_##X(int kind, R alpha, size_t n, const R *y, R *delta);           \
+    /* delta *= f'(z), from the output y = f(z) and, for activations that need it, the     \
+     * pre-activation z (else z may be NULL) */                                            \
+    int ann_act_backward_##X(int kind, R alpha, size_t n, const R *z, const R *y,          \
+                             R *delta);                                                    \
     /* Z = output transform of the loss (softmax, sigmoid or identity) in place */         \
     int ann_loss_output_##X(int kind, size_t rows, size_t cols, R *Z);                     \
     /* Z -> outputs in place; *loss_sum += loss; delta = outputs - targets.                \

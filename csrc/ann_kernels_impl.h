@@ -108,11 +108,16 @@ ANN_VECTOR_CLONES int FN(ann_act_forward)(int kind, R alpha, size_t n, R *y)
     return ANN_OK;
 }
 
-ANN_VECTOR_CLONES int FN(ann_act_backward)(int kind, R alpha, size_t n, const R *y, R *delta)
+ANN_VECTOR_CLONES int FN(ann_act_backward)(int kind, R alpha, size_t n, const R *z,
+                                           const R *y, R *delta)
 {
     size_t i;
-    if ((y == NULL || delta == NULL) && n > 0)
+    const ann_activation_info *info = ann_activation(kind);
+    if (info == NULL)
         return ANN_ERR_ARG;
+    if ((y == NULL || delta == NULL || (info->needs_input && z == NULL)) && n > 0)
+        return ANN_ERR_ARG;
+    (void)z;
     switch (kind) {
     case ANN_ACT_IDENTITY:
         return ANN_OK;

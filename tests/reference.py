@@ -9,43 +9,44 @@ import numpy as np
 from scipy.special import expit, log_expit, logsumexp
 
 
-def _leaky(z, alpha):
-    return np.where(z < 0, alpha * z, z)
+# One row per native activation (the engine's ann_core.ACTIVATIONS): its function and its
+# derivative of the pre-activation z in numpy, and the same function in PyTorch
+# (``torch.nn.functional`` as F). ``a`` is the activation's parameter (leaky_relu's slope).
+ACTIVATIONS = {
+    "identity": (lambda z, a: z, lambda z, a: np.ones_like(z), lambda F, z, a: z),
+    "sigmoid": (lambda z, a: expit(z), lambda z, a: expit(z) * (1 - expit(z)),
+                lambda F, z, a: F.sigmoid(z)),
+    "tanh": (lambda z, a: np.tanh(z), lambda z, a: 1 - np.tanh(z) ** 2,
+             lambda F, z, a: F.tanh(z)),
+    "relu": (lambda z, a: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype),
+             lambda F, z, a: F.relu(z)),
+    "leaky_relu": (lambda z, a: np.where(z < 0, a * z, z), lambda z, a: np.where(z > 0, 1.0, a),
+                   lambda F, z, a: F.leaky_relu(z, a)),
+    "softplus": (lambda z, a: np.logaddexp(0, z), lambda z, a: expit(z),
+                 lambda F, z, a: F.softplus(z)),
+}
+
+
+def _row(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}")
+    return ACTIVATIONS[name]
 
 
 def activate(name, z, alpha=0.01):
     """Activation ``name`` applied to the pre-activations ``z``."""
-    if name == "identity":
-        return z
-    if name == "sigmoid":
-        return expit(z)
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "relu":
-        return np.maximum(z, 0)
-    if name == "leaky_relu":
-        return _leaky(z, alpha)
-    if name == "softplus":
-        return np.logaddexp(0, z)
-    raise ValueError(f"unknown activation {name!r}")
+    return _row(name)[0](z, alpha)
 
 
 def activation_derivative(name, z, alpha=0.01):
     """d activate(z) / d z, element-wise."""
-    if name == "identity":
-        return np.ones_like(z)
-    if name == "sigmoid":
-        s = expit(z)
-        return s * (1 - s)
-    if name == "tanh":
-        return 1 - np.tanh(z) ** 2
-    if name == "relu":
-        return (z > 0).astype(z.dtype)
-    if name == "leaky_relu":
-        return np.where(z > 0, 1.0, alpha)
-    if name == "softplus":
-        return expit(z)
-    raise ValueError(f"unknown activation {name!r}")
+    return _row(name)[1](z, alpha)
+
+
+def torch_activate(name, z, alpha=0.01):
+    """Activation ``name`` of the torch tensor ``z``, with PyTorch's own function."""
+    import torch.nn.functional as F
+    return _row(name)[2](F, z, alpha)
 
 
 def parse(n_in, layers):

@@ -130,9 +130,7 @@ def torch_results(layers, w, X, y, dtype):
         b = flat[offset:offset + n_out]
         offset += n_out
         h = h @ W + b
-        h = {"identity": lambda z: z, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-             "relu": torch.relu, "softplus": F.softplus,
-             "leaky_relu": lambda z: F.leaky_relu(z, alpha)}[act](h)
+        h = ref.torch_activate(act, h, alpha)
     n_out = stages[-1][1]
     if y.ndim == 1:
         labels = torch.tensor(y)

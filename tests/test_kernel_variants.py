@@ -1,0 +1,99 @@
+"""The element-wise kernels compiled for AVX-512 (x86-64-v4), AVX2 (v3) and baseline x86-64
+give bitwise the same results, for every activation of the kernels' table and both dtypes.
+
+The wheel holds all three (GCC target clones, picked by the CPU at load time), so a user's
+results must not depend on the machine. Each variant is built here on its own with the
+build's flags and compared on the variants this CPU runs.
+"""
+import ctypes
+import os
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import ann_core
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+VARIANTS = {"x86-64-v4": "avx512f", "x86-64-v3": "avx2", "x86-64": None}
+FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-std=c99", "-fPIC", "-shared",
+         "-DANN_NO_VECTOR_CLONES"]
+
+pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64" or shutil.which("gcc") is None,
+                                reason="needs x86-64 and gcc")
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kernels")
+    flags, libs = _cpu_flags(), {}
+    for arch, needs in VARIANTS.items():
+        if needs is not None and needs not in flags:
+            continue
+        lib = folder / f"kernels-{arch}.so"
+        subprocess.run(["gcc", f"-march={arch}", *FLAGS, "-Icsrc", "csrc/ann_kernels.c",
+                        "csrc/ann_arena.c", "-lm", "-o", str(lib)], cwd=ROOT, check=True)
+        libs[arch] = ctypes.CDLL(str(lib))
+    if len(libs) < 2:
+        pytest.skip("this CPU runs only the baseline variant")
+    return libs
+
+
+def _ptr(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def _run(lib, dtype, kind, alpha, z, delta):
+    """Forward in place, then backward, with one variant; returns (y, delta * f'(z))."""
+    x = "d" if dtype == "float64" else "s"
+    real = ctypes.c_double if dtype == "float64" else ctypes.c_float
+    y, d = z.copy(), delta.copy()
+    fwd, bwd = getattr(lib, f"ann_act_forward_{x}"), getattr(lib, f"ann_act_backward_{x}")
+    fwd.argtypes = [ctypes.c_int, real, ctypes.c_size_t, ctypes.c_void_p]
+    bwd.argtypes = [ctypes.c_int, real, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p,
+                    ctypes.c_void_p]
+    assert fwd(kind, alpha, y.size, _ptr(y)) == 0
+    assert bwd(kind, alpha, y.size, _ptr(z), _ptr(y), _ptr(d)) == 0
+    return y, d
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(ann_core.ACTIVATIONS))
+def test_activation_variants_agree_bitwise(variants, name, dtype):
+    rng = np.random.default_rng(0)
+    sweep = np.concatenate([-np.logspace(-12, np.log10(800), 3001), [0.0, -0.0],
+                            np.logspace(-12, np.log10(800), 3001),
+                            rng.normal(scale=3.0, size=4093)])
+    z = sweep.astype(dtype)
+    delta = rng.normal(size=z.size).astype(dtype)
+    results = {arch: _run(lib, dtype, ann_core.ACTIVATIONS[name], 0.01, z, delta)
+               for arch, lib in variants.items()}
+    base_y, base_d = results["x86-64"]
+    for arch, (y, d) in results.items():
+        assert y.tobytes() == base_y.tobytes(), f"{name} forward differs: {arch} vs x86-64"
+        assert d.tobytes() == base_d.tobytes(), f"{name} backward differs: {arch} vs x86-64"
+
+
+def test_random_stream_is_counter_based(variants):
+    lib = variants["x86-64"]
+    lib.ann_random_u64.restype = ctypes.c_uint64
+    lib.ann_random_u64.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
+    lib.ann_random_unit.restype = ctypes.c_double
+    lib.ann_random_unit.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
+    first = [lib.ann_random_u64(7, n) for n in range(1000)]
+    assert first == [lib.ann_random_u64(7, n) for n in range(1000)]   # no hidden state
+    assert len(set(first)) == 1000
+    assert not set(first) & {lib.ann_random_u64(8, n) for n in range(1000)}
+    units = np.array([lib.ann_random_unit(3, n) for n in range(20000)])
+    assert units.min() >= 0.0 and units.max() < 1.0
+    assert abs(units.mean() - 0.5) < 0.01 and abs(units.var() - 1 / 12) < 0.005
