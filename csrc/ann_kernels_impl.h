@@ -102,6 +102,10 @@ ANN_VECTOR_CLONES int FN(ann_act_forward)(int kind, R alpha, size_t n, R *y)
         for (i = 0; i < n; i++)
             y[i] = FN(flush)(FN(softplus)(y[i]));
         break;
+    case ANN_ACT_ELU: /* y = x for x > 0, exp(x) - 1 otherwise (NaN propagates) */
+        for (i = 0; i < n; i++)
+            y[i] = FN(flush)(y[i] > 0 ? y[i] : EXPM1(y[i]));
+        break;
     default:
         return ANN_ERR_ARG;
     }
@@ -140,6 +144,10 @@ ANN_VECTOR_CLONES int FN(ann_act_backward)(int kind, R alpha, size_t n, const R 
     case ANN_ACT_SOFTPLUS: /* f' = sigmoid(z) = 1 - exp(-y) */
         for (i = 0; i < n; i++)
             delta[i] *= -EXPM1(-y[i]);
+        break;
+    case ANN_ACT_ELU: /* f' = 1 where y > 0, exp(z) = y + 1 elsewhere */
+        for (i = 0; i < n; i++)
+            delta[i] *= y[i] > 0 ? (R)1 : y[i] + (R)1;
         break;
     default:
         return ANN_ERR_ARG;

@@ -24,6 +24,9 @@ ACTIVATIONS = {
                    lambda F, z, a: F.leaky_relu(z, a)),
     "softplus": (lambda z, a: np.logaddexp(0, z), lambda z, a: expit(z),
                  lambda F, z, a: F.softplus(z)),
+    "elu": (lambda z, a: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
+            lambda z, a: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0))),
+            lambda F, z, a: F.elu(z)),
 }
 
 

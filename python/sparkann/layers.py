@@ -311,8 +311,20 @@ class Softplus(Activation):
         return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+@register("elu")
+class ELU(Activation):
+    """``y = x`` for x > 0, ``exp(x) - 1`` otherwise."""
+    native_name = "elu"
+
+    def numpy_function(self, x):
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+    def numpy_derivative(self, x, y):
+        return np.where(x > 0, 1.0, y + 1.0).astype(x.dtype)
+
+
 ACTIVATION_NAMES = {cls.native_name: cls for cls in
-                    (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softplus)}
+                    (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softplus, ELU)}
 
 
 def get_activation(name):
