@@ -25,7 +25,8 @@
     X(ANN_ACT_RELU, "relu", 0, 0)                 \
     X(ANN_ACT_LEAKY_RELU, "leaky_relu", 1, 0)     \
     X(ANN_ACT_SOFTPLUS, "softplus", 0, 0)        \
-    X(ANN_ACT_ELU, "elu", 0, 0)
+    X(ANN_ACT_ELU, "elu", 0, 0)                   \
+    X(ANN_ACT_GELU, "gelu", 0, 1)
 
 #define ANN_ACT_ENUM(kind, name, takes_alpha, needs_input) kind,
 enum ann_activation { ANN_ACTIVATIONS(ANN_ACT_ENUM) ANN_ACT_COUNT };

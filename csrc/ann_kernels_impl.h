@@ -44,6 +44,33 @@ static inline R FN(tanh)(R v)
     return v < 0 ? -t : t;
 }
 
+/* GELU, tanh approximation: 0.5 z (1 + tanh(u)) = z sigmoid(v), u = sqrt(2/pi) (z + 0.044715
+ * z^3), v = 2u. Computed in double for both dtypes: the relative error of exp(v) is |v| times
+ * that of v, so v needs double precision. With h = exp(-|v|/2), z sigmoid(v) is z / (1 + h^2)
+ * for v >= 0 and (z h) h / (1 + h^2) below: z e^v stays normal where e^v alone would not. */
+static inline double FN(gelu_v)(double z)
+{
+    return 1.5957691216057308 * (z + 0.044715 * (z * z * z));
+}
+
+static inline R FN(gelu)(R x)
+{
+    double z = x, v = FN(gelu_v)(z);
+    double h = ann_exp_d(-0.5 * (v < 0 ? -v : v)), e = h * h;
+    return (R)(v >= 0 ? z / (1.0 + e) : ((z * h) * h) / (1.0 + e));
+}
+
+/* d gelu / dz = s + z s (1 - s) dv/dz with s = sigmoid(v); s (1 - s) = e / (1 + e)^2 with
+ * e = exp(-|v|), which is 0 wherever z^2 could overflow. */
+static inline R FN(gelu_derivative)(R x)
+{
+    double z = x, v = FN(gelu_v)(z);
+    double e = ann_exp_d(v < 0 ? v : -v), q = 1.0 / (1.0 + e);
+    double s = v >= 0 ? q : e * q;
+    double dv = 1.5957691216057308 * (1.0 + 3.0 * 0.044715 * (z * z));
+    return (R)(s + (e > 0 ? z * (e * q * q) * dv : 0.0));
+}
+
 /* log(1 + exp(v)) without overflow. */
 static inline R FN(softplus)(R v)
 {
@@ -106,6 +133,10 @@ ANN_VECTOR_CLONES int FN(ann_act_forward)(int kind, R alpha, size_t n, R *y)
         for (i = 0; i < n; i++)
             y[i] = FN(flush)(y[i] > 0 ? y[i] : EXPM1(y[i]));
         break;
+    case ANN_ACT_GELU:
+        for (i = 0; i < n; i++)
+            y[i] = FN(flush)(FN(gelu)(y[i]));
+        break;
     default:
         return ANN_ERR_ARG;
     }
@@ -148,6 +179,10 @@ ANN_VECTOR_CLONES int FN(ann_act_backward)(int kind, R alpha, size_t n, const R 
     case ANN_ACT_ELU: /* f' = 1 where y > 0, exp(z) = y + 1 elsewhere */
         for (i = 0; i < n; i++)
             delta[i] *= y[i] > 0 ? (R)1 : y[i] + (R)1;
+        break;
+    case ANN_ACT_GELU: /* f'(z) from the input z (the output does not determine it) */
+        for (i = 0; i < n; i++)
+            delta[i] *= FN(gelu_derivative)(z[i]);
         break;
     default:
         return ANN_ERR_ARG;

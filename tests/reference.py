@@ -9,6 +9,11 @@ import numpy as np
 from scipy.special import expit, log_expit, logsumexp
 
 
+def _gelu_v(z):
+    """2 sqrt(2/pi) (z + 0.044715 z^3): GELU (tanh approximation) is z * sigmoid of it."""
+    return 1.5957691216057308 * (z + 0.044715 * (z * z * z))
+
+
 # One row per native activation (the engine's ann_core.ACTIVATIONS): its function and its
 # derivative of the pre-activation z in numpy, and the same function in PyTorch
 # (``torch.nn.functional`` as F). ``a`` is the activation's parameter (leaky_relu's slope).
@@ -27,6 +32,10 @@ ACTIVATIONS = {
     "elu": (lambda z, a: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
             lambda z, a: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0))),
             lambda F, z, a: F.elu(z)),
+    "gelu": (lambda z, a: z * expit(_gelu_v(z)),
+             lambda z, a: expit(_gelu_v(z)) + z * expit(_gelu_v(z)) * expit(-_gelu_v(z))
+             * 1.5957691216057308 * (1 + 3 * 0.044715 * z * z),
+             lambda F, z, a: F.gelu(z, approximate="tanh")),
 }
 
 

@@ -323,8 +323,24 @@ class ELU(Activation):
         return np.where(x > 0, 1.0, y + 1.0).astype(x.dtype)
 
 
+@register("gelu")
+class GELU(Activation):
+    """``y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (the tanh approximation)."""
+    native_name = "gelu"
+
+    def _v(self, x):
+        return 1.5957691216057308 * (x + 0.044715 * x ** 3)
+
+    def numpy_function(self, x):
+        return x * 0.5 * (1.0 + np.tanh(0.5 * self._v(x)))
+
+    def numpy_derivative(self, x, y):
+        s = 0.5 * (1.0 + np.tanh(0.5 * self._v(x)))
+        return s + x * s * (1.0 - s) * 1.5957691216057308 * (1.0 + 3 * 0.044715 * x * x)
+
+
 ACTIVATION_NAMES = {cls.native_name: cls for cls in
-                    (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softplus, ELU)}
+                    (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softplus, ELU, GELU)}
 
 
 def get_activation(name):
