@@ -97,8 +97,9 @@ def train(spark, args):
     df = read(spark, args.data, TRAIN).repartition(args.partitions).cache()
     n = df.count()
     layers = [784, *args.hidden, 10]
+    unit = "round" if args.solver in ("adam", "sgd") else "iteration"
     print(f"training {layers} on {n} rows, {args.partitions} partitions, "
-          f"{args.max_iter} iterations of {args.solver}", flush=True)
+          f"{args.max_iter} {unit}s of {args.solver}", flush=True)
     mlp = classifier(layers=layers, maxIter=args.max_iter, blockSize=args.block_size,
                      solver=args.solver, seed=args.seed, tol=1e-9, stepSize=args.step_size)
     progress = None
@@ -107,7 +108,6 @@ def train(spark, args):
 
         # Params Spark MLlib does not have: hidden activation, initialisation, averaging
         mlp.setParams(activation=args.activation, initScheme=args.init, syncSteps=args.sync_steps)
-        unit = "round" if args.solver in ("adam", "sgd") else "iteration"
         progress = TrainingProgress(args.max_iter, unit=unit)
         mlp.setCallback(progress)
     start = time.perf_counter()
