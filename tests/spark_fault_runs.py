@@ -4,7 +4,7 @@ Run by tests/test_reliability_spark.py as a subprocess, because the master URL (
 for task retries, ``local-cluster[2,1,1024]`` for real executor processes) is fixed when a
 SparkContext starts and the test session already has one::
 
-    python tests/spark_fault_runs.py retry|kill OUT_DIR
+    python tests/spark_fault_runs.py retry|kill|hygiene OUT_DIR
 
 Writes ``OUT_DIR/result.npz`` (weights of every run, bitwise) and ``OUT_DIR/result.json``
 (fault counts, iterations, executor pids).
@@ -36,7 +36,10 @@ def make_session(master, tmp):
                 os.symlink(src, os.path.join(home, name))
         os.environ["SPARK_HOME"] = home
     from pyspark.sql import SparkSession
+    local = os.path.join(tmp, "local")  # the driver's and the executors' local directories
+    os.makedirs(local, exist_ok=True)
     builder = (SparkSession.builder.master(master).appName("sparkann-faults")
+               .config("spark.local.dir", local)
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.ui.enabled", "false")
@@ -113,54 +116,190 @@ def retry(out, tmp):
     return weights, report
 
 
+def fit_killed(df, solver, max_iter, tmp, name, at=3, **params):
+    """``fit`` while the executor JVM that runs partition 1 of job ``at`` is SIGKILLed."""
+    pidfile = os.path.join(tmp, f"{name}.pid")
+    log = os.path.join(tmp, f"{name}.log")
+    kills = []
+
+    def killer():
+        deadline = time.monotonic() + 240
+        while not os.path.exists(pidfile) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if os.path.exists(pidfile):
+            with open(pidfile) as f:
+                pid = int(f.read())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode()
+            os.kill(pid, signal.SIGKILL)
+            kills.append({"pid": pid, "executor": "CoarseGrainedExecutorBackend" in cmdline})
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    model = fit(df, solver, max_iter, faults=f"kill_executor:iteration={at},partition=1,"
+                                             f"attempt=0,pidfile={pidfile},log={log}", **params)
+    thread.join(5)
+    return model, {"kills": kills, "fired": count_lines(log)}
+
+
 def kill(out, tmp):
-    """An executor JVM killed with SIGKILL in the middle of a gradient job."""
+    """An executor JVM killed with SIGKILL in the middle of a training job, for gd, l-bfgs
+    and adam, on data from dataframe_from_numpy and from Parquet; and two undisturbed runs."""
+    from sparkann.spark.data import dataframe_from_numpy
     spark = make_session("local-cluster[2,1,1024]", tmp)
     try:
-        df = make_data(spark)
-        weights, report = {}, {"kills": []}
-        clean = fit(df, "gd", 10, stepSize=0.5)
-        pidfile = os.path.join(tmp, "executor.pid")
-        log = os.path.join(tmp, "kill.log")
-
-        def killer():
-            deadline = time.monotonic() + 240
-            while not os.path.exists(pidfile) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if os.path.exists(pidfile):
-                with open(pidfile) as f:
-                    pid = int(f.read())
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode()
-                os.kill(pid, signal.SIGKILL)
-                report["kills"].append({"pid": pid, "executor": "CoarseGrainedExecutorBackend"
-                                        in cmdline})
-
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        # Iteration 5, partition 1: the executor that runs it dies with its cached blocks.
-        faulted = fit(df, "gd", 10, stepSize=0.5,
-                      faults=f"kill_executor:iteration=5,partition=1,attempt=0,"
-                             f"pidfile={pidfile},log={log}")
-        thread.join(5)
-        weights["gd_clean"], weights["gd_killed"] = clean._weights, faulted._weights
-        report["iterations"] = len(faulted.history)
-        report["fired"] = count_lines(log)
-        report["history_equal"] = clean.history == faulted.history
-        # executors registered at the end (the driver's block manager is listed too)
-        report["executors_after"] = spark.sparkContext._jsc.sc().getExecutorMemoryStatus() \
-            .size() - 1
+        X, y = training_arrays()
+        path = os.path.join(tmp, "data.parquet")
+        dataframe_from_numpy(spark, X, y, num_partitions=4).write.parquet(path)
+        sources = {"numpy": dataframe_from_numpy(spark, X, y, num_partitions=4),
+                   "parquet": spark.read.parquet(path)}
+        plans = {"gd": ("gd", 6, dict(stepSize=0.5)), "lbfgs": ("l-bfgs", 6, {}),
+                 "adam": ("adam", 5, dict(stepSize=0.01))}
+        weights, report = {}, {}
+        for source, df in sources.items():
+            for name, (solver, iters, params) in plans.items():
+                key = f"{source}_{name}"
+                clean = fit(df, solver, iters, **params)
+                if name == "gd":
+                    weights[key + "_again"] = fit(df, solver, iters, **params)._weights
+                killed, info = fit_killed(df, solver, iters, tmp, key, **params)
+                weights[key + "_clean"], weights[key + "_killed"] = clean._weights, \
+                    killed._weights
+                info.update(iterations=len(killed.history), planned=len(clean.history),
+                            history_equal=clean.history == killed.history)
+                report[key] = info
     finally:
         spark.stop()
     return weights, report
 
 
+def sparkann_files(tmp):
+    """Every file or folder of sparkann's under the local directories (driver, executors)."""
+    found = []
+    for root, dirs, files in os.walk(os.path.join(tmp, "local")):
+        found += [os.path.join(root, n) for n in dirs + files if n.startswith("sparkann-")
+                  or os.path.basename(root).startswith("sparkann-")]
+    return found
+
+
+def slow_data(spark, seconds):
+    """480 rows over 4 partitions whose upstream stage sleeps ``seconds`` per partition, so
+    that stacking can be interrupted while its files are open."""
+    from pyspark.ml.functions import array_to_vector
+
+    def rows(batches):
+        import pyarrow as pa
+        for batch in batches:
+            time.sleep(seconds)
+            ids = batch.column(0).to_numpy()
+            X = np.sin(np.outer(ids, np.arange(1, 11)))
+            offsets = pa.array(np.arange(0, X.size + 1, 10, dtype=np.int32))
+            yield pa.RecordBatch.from_arrays(
+                [pa.ListArray.from_arrays(offsets, pa.array(X.ravel())),
+                 pa.array((ids % 3).astype(np.float64))], names=["features", "label"])
+
+    df = spark.range(0, 480, 1, 4).mapInArrow(rows, "features array<double>, label double")
+    return df.withColumn("features", array_to_vector("features"))
+
+
+def bad_data(spark, kind):
+    """480 rows where one row of partition 2 is refused (label 7, a NaN, 9 features)."""
+    from pyspark.ml.linalg import Vectors
+    from sparkann.spark.data import dataframe_from_numpy
+    df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4)
+    rows = df.collect()
+    X, y = [r.features for r in rows], [r.label for r in rows]
+    if kind == 0:
+        y[300] = 7.0
+    elif kind == 1:
+        X[300] = Vectors.dense([float("nan")] * 10)
+    else:
+        X[300] = Vectors.dense([1.0] * 9)
+    return spark.createDataFrame(list(zip(X, y)), df.schema).coalesce(4)
+
+
+def training_arrays():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(480, 10))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int) + (X[:, 3] > 0.5)
+    return X, y
+
+
+def interrupt_when(condition, deadline=120):
+    """A thread that sends SIGINT to this process (as Ctrl-C does) once ``condition()``."""
+    def watch():
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if condition():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def hygiene(out, tmp):
+    """Failed, interrupted and good fits on local-cluster leave no stacked file anywhere;
+    the driver's memory stays flat over 20 good fits."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from rss import rss_bytes
+    from sparkann.spark.data import dataframe_from_numpy
+    spark = make_session("local-cluster[2,1,1024]", tmp)
+    report = {"left": {}, "errors": [], "interrupted": []}
+    try:
+        for kind in range(5):
+            try:
+                fit(bad_data(spark, kind % 3), "gd", 2)
+                report["errors"].append(None)
+            except ValueError as error:
+                report["errors"].append(str(error))
+        report["left"]["failed"] = sparkann_files(tmp)
+        # Ctrl-C while stacking: once a partition's file is open.
+        for _ in range(2):
+            tmp_open = lambda: any(f.endswith(".tmp") for f in sparkann_files(tmp))  # noqa
+            watcher = interrupt_when(tmp_open)
+            try:
+                fit(slow_data(spark, 2.0), "gd", 2)
+                report["interrupted"].append("finished")
+            except KeyboardInterrupt:
+                report["interrupted"].append("stacking")
+            watcher.join(5)
+        # Ctrl-C while training: a gradient task of iteration 2 holds on (fault hook).
+        df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4).cache()
+        pidfile = os.path.join(tmp, "training.pid")
+        watcher = interrupt_when(lambda: os.path.exists(pidfile))
+        try:
+            fit(df, "gd", 10, stepSize=0.5,
+                faults=f"kill_executor:iteration=2,partition=1,attempt=0,pidfile={pidfile},"
+                       f"wait=5")
+            report["interrupted"].append("finished")
+        except KeyboardInterrupt:
+            report["interrupted"].append("training")
+        watcher.join(5)
+        report["left"]["interrupted"] = sparkann_files(tmp)
+        rss = []
+        for i in range(20):
+            fit(df, "gd", 3, stepSize=0.5)
+            rss.append(rss_bytes())
+            if i == 4:
+                report["left"]["good"] = sparkann_files(tmp)
+        report["rss_mib"] = [round(r / 2**20, 1) for r in rss]
+        report["left"]["end"] = sparkann_files(tmp)
+    finally:
+        spark.stop()
+    return {}, report
+
+
 def main():
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: where a stuck run waits
     scenario, out = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="sparkann-faults-")
     try:
         start = time.perf_counter()
-        weights, report = {"retry": retry, "kill": kill}[scenario](out, tmp)
+        weights, report = {"retry": retry, "kill": kill, "hygiene": hygiene}[scenario](out, tmp)
         report["seconds"] = round(time.perf_counter() - start, 1)
         np.savez(os.path.join(out, "result.npz"), **weights)
         with open(os.path.join(out, "result.json"), "w") as f:

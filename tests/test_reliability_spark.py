@@ -92,15 +92,38 @@ def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
 
 @pytest.mark.slow
 def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
-    """local-cluster[2,1,1024]: the executor JVM running a gradient task is SIGKILLed; its
-    cached blocks are recomputed from lineage and the task is retried elsewhere: gd ends with
-    bitwise the weights of an undisturbed run (a row counted twice or lost would change them,
-    and the trainer checks every job's row count)."""
-    weights, report = _run("kill", tmp_path, 900)
-    assert report["fired"] == 1 and len(report["kills"]) == 1, report
-    assert report["kills"][0]["executor"], report  # it was an executor JVM
-    assert report["iterations"] == 10 and report["history_equal"], report
-    np.testing.assert_array_equal(weights["gd_killed"], weights["gd_clean"])
+    """local-cluster[2,1,1024]: the executor JVM running a training task is SIGKILLed; its
+    stacked blocks are rebuilt from lineage and the task is retried elsewhere: gd, l-bfgs and
+    adam end with bitwise the weights of an undisturbed run, on data from
+    dataframe_from_numpy and from Parquet (a row counted twice, lost or summed in another
+    order would change them); two undisturbed runs are bitwise equal."""
+    weights, report = _run("kill", tmp_path, 1200)
+    for source in ("numpy", "parquet"):
+        np.testing.assert_array_equal(weights[f"{source}_gd_again"],
+                                      weights[f"{source}_gd_clean"])
+        for solver in ("gd", "lbfgs", "adam"):
+            key = f"{source}_{solver}"
+            info = report[key]
+            assert info["fired"] == 1 and len(info["kills"]) == 1, (key, info)
+            assert info["kills"][0]["executor"], (key, info)  # it was an executor JVM
+            assert info["iterations"] == info["planned"] and info["history_equal"], (key, info)
+            np.testing.assert_array_equal(weights[key + "_killed"], weights[key + "_clean"],
+                                          err_msg=key)
+
+
+@pytest.mark.slow
+def test_no_stacked_file_outlives_a_fit(tmp_path):
+    """local-cluster[2,1,1024]: 5 fits refused for bad rows in one partition, 3 fits
+    interrupted by SIGINT (twice while stacking, once while training) and 20 good fits leave
+    no sparkann file in the driver's or any executor's local directory; the driver's memory
+    does not grow over the 20 good fits."""
+    _, report = _run("hygiene", tmp_path, 1200)
+    assert all(e and "partition" in e for e in report["errors"]), report["errors"]
+    assert report["interrupted"] == ["stacking", "stacking", "training"], report
+    for phase, files in report["left"].items():
+        assert files == [], (phase, files)
+    rss = report["rss_mib"]
+    assert rss[-1] - rss[4] < 32, rss
 
 
 # ------------------------------------------------------------------------------ checkpoints

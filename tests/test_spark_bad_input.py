@@ -14,9 +14,11 @@ VEC = T.StructType([T.StructField("features", VectorUDT()),
                     T.StructField("label", T.DoubleType())])
 
 
-def _fit(df, **params):
+def _fit(df, checkpoint=None, **params):
     calls = []
     mlp = MultilayerPerceptronClassifier(layers=[3, 4, 2], maxIter=5, **params)
+    if checkpoint:
+        mlp.setCheckpointDir(checkpoint)
     mlp.setCallback(lambda *a: calls.append(a))
     try:
         mlp.fit(df)
@@ -132,3 +134,117 @@ def test_a_network_larger_than_memory_is_refused_before_training(spark):
         with pytest.raises(MemoryError, match=r"the network \[3, 2000000, 2000000, \d\] has "
                                               r"4,000,01\d,000,00\d weights: [\d,]+ bytes"):
             est.fit(df)
+
+
+# ---------------------------------------------------------- evaluate, transform, Params
+
+@pytest.fixture(scope="module")
+def model(spark):
+    return MultilayerPerceptronClassifier(layers=[3, 4, 2], maxIter=3, seed=1) \
+        .fit(_df(spark, _rows()))
+
+
+NULLABLE = T.StructType([T.StructField("features", VectorUDT()),
+                         T.StructField("label", T.DoubleType(), True)])
+
+
+@pytest.mark.parametrize("bad, shown", [(-1.0, "-1.0"), (2.0, "2.0"), (0.5, "0.5"),
+                                        (float("nan"), "nan"), (None, None)])
+def test_evaluate_checks_labels_as_fit_does(spark, model, bad, shown):
+    rows = _rows(40)
+    rows[13] = (rows[13][0], bad)
+    df = spark.createDataFrame(rows, NULLABLE).coalesce(1)
+    what = "is null" if bad is None else f"is {shown}, expected an integer class index in"
+    with pytest.raises(ValueError, match=rf"label column 'label' \(partition 0\): row 13 {what}"):
+        model.evaluate(df).confusionMatrix
+
+
+def test_confusion_matrix_adds_up_to_the_rows(spark, model):
+    df = _df(spark, _rows(200), parts=3)
+    m = model.evaluate(df).confusionMatrix
+    assert m.shape == (2, 2) and m.sum() == 200
+    truth = np.zeros((2, 2), np.int64)
+    for r in model.transform(df).select("label", "prediction").collect():
+        truth[int(r.label), int(r.prediction)] += 1
+    np.testing.assert_array_equal(m, truth)
+
+
+@pytest.mark.parametrize("features, fragment", [
+    (Vectors.dense([1.0, 2.0]), r"row 5 has 2 values, expected 3"),
+    (Vectors.dense([1.0, float("nan"), 2.0]), r"row 5 holds nan at index 1"),
+])
+def test_transform_bad_features_raise_a_value_error(spark, model, features, fragment):
+    rows = _rows()
+    rows[5] = (features, 0.0)
+    df = spark.createDataFrame(rows, VEC).coalesce(1)
+    pattern = r"features column 'features' \(partition 0\): " + fragment
+    with pytest.raises(ValueError, match=pattern):
+        model.transform(df).collect()
+    with pytest.raises(ValueError, match=pattern):
+        model.evaluate(df).accuracy
+
+
+def test_regression_summary_bad_features_raise_a_value_error(spark):
+    from sparkann.spark import MultilayerPerceptronRegressor
+    reg = MultilayerPerceptronRegressor(layers=[3, 2, 1], maxIter=2).fit(_df(spark, _rows()))
+    rows = _rows()
+    rows[4] = (Vectors.dense([1.0, float("inf"), 2.0]), 0.0)
+    from sparkann.spark.model import RegressionSummary
+    bad = spark.createDataFrame(rows, VEC).coalesce(1)
+    reg._checked_input = True  # as fit's own summary: the check is left to the summary's job
+    predictions = reg.transform(bad)
+    reg._checked_input = False
+    with pytest.raises(ValueError, match=r"features column 'features' \(partition 0\): row 4 "
+                                         r"holds inf"):
+        RegressionSummary(predictions, "label", "prediction", 1).r2
+
+
+def test_block_size_larger_than_the_data(spark, tmp_path):
+    """blockSize 10**9 on 60 rows: workspaces hold the rows there are (fit, transform, a
+    saved and loaded model, one-vector predict)."""
+    from sparkann.spark import MultilayerPerceptronClassificationModel
+    df = _df(spark, _rows(60), parts=2)
+    for solver in ("l-bfgs", "adam"):
+        big = MultilayerPerceptronClassifier(layers=[3, 4, 2], maxIter=2, seed=1, solver=solver,
+                                             blockSize=10**9).fit(df)
+        small = MultilayerPerceptronClassifier(layers=[3, 4, 2], maxIter=2, seed=1,
+                                               solver=solver, blockSize=60).fit(df)
+        np.testing.assert_array_equal(big._weights, small._weights)
+    assert big.transform(df).count() == 60
+    big.write().overwrite().save(str(tmp_path / "m"))
+    again = MultilayerPerceptronClassificationModel.load(str(tmp_path / "m"))
+    assert again.getBlockSize() == 10**9
+    got = [r.prediction for r in again.transform(df).select("prediction").collect()]
+    assert got == [r.prediction for r in small.transform(df).select("prediction").collect()]
+    assert again.predict(df.head().features) in (0.0, 1.0)
+
+
+@pytest.mark.parametrize("params, fragment", [
+    (dict(regParam=float("nan")), "regParam must be a finite number"),
+    (dict(stepSize=float("inf")), "stepSize must be a finite number"),
+    (dict(thresholds=[0.5, -0.1]), "thresholds must be finite and non-negative"),
+    (dict(thresholds=[0.0, 0.0]), "at most one zero"),
+])
+def test_bad_params_are_refused_before_any_job(spark, params, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        _fit(_df(spark, _rows()), **params)
+
+
+def test_negative_thresholds_refused_at_transform(spark, model):
+    with pytest.raises(ValueError, match="non-negative"):
+        model.copy({model.thresholds: [-1.0, 1.0]}).transform(_df(spark, _rows()))
+
+
+def test_checkpoint_dir_that_is_a_file(spark, tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"checkpointDir .*a-file' is a file"):
+        _fit(_df(spark, _rows()), checkpoint=str(path))
+
+
+def test_validation_indicator_all_false(spark):
+    from pyspark.sql import functions as F
+    df = _df(spark, _rows()).withColumn("val", F.lit(False))
+    with pytest.raises(ValueError, match="the validation set is empty: validationIndicatorCol "
+                                         "'val'"):
+        _fit(df, validationIndicatorCol="val")

@@ -85,3 +85,58 @@ def test_regression_targets(spark):
         np.testing.assert_array_equal(y, np.column_stack([X[:, 0] * 2, -X[:, 0]]))
     finally:
         blocks.unpersist()
+
+
+def _partitions(df):
+    """Per partition, the first feature of each row, in the order the partition gives them."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+    rows = df.select(F.spark_partition_id().alias("p"),
+                     vector_to_array("features")[0].alias("x")).collect()
+    out = {}
+    for r in rows:
+        out.setdefault(r.p, []).append(r.x)
+    return out
+
+
+def test_dataframe_from_numpy_partitions_are_row_ranges(spark):
+    """Partition p holds a contiguous range of rows, in order: the same rows in the same
+    order however often (and wherever) it is computed."""
+    from sparkann.spark.data import dataframe_from_numpy, has_round_robin
+    X = np.arange(1000, dtype=np.float64).reshape(500, 2)
+    df = dataframe_from_numpy(spark, X, np.arange(500) % 3, num_partitions=3)
+    parts = _partitions(df)
+    assert sorted(parts) == [0, 1, 2]
+    owner = np.arange(500) * 3 // 500     # contiguous, near-equal ranges
+    for p in range(3):
+        assert parts[p] == X[owner == p, 0].tolist()
+    assert _partitions(df) == parts
+    assert not has_round_robin(df) and has_round_robin(df.repartition(3))
+
+
+def test_dataframe_from_numpy_ships_no_large_task(spark, capfd):
+    """2,000 x 100 float64 (1.6 MB) travels in slices, never in one task of over 1,000 KiB
+    (Spark's 'task of very large size' warning)."""
+    from sparkann.spark.data import dataframe_from_numpy
+    X = np.random.default_rng(0).normal(size=(2000, 100))
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        capfd.readouterr()
+        assert dataframe_from_numpy(spark, X, np.zeros(2000), num_partitions=2).count() == 2000
+    finally:
+        spark.sparkContext.setLogLevel("ERROR")
+    err = capfd.readouterr().err
+    assert "very large size" not in err, err[-2000:]
+
+
+def test_fit_warns_about_a_round_robin_input(spark):
+    from sparkann.spark import MultilayerPerceptronClassifier
+    rows = [(Vectors.dense([float(i), 1.0]), float(i % 2)) for i in range(20)]
+    df = spark.createDataFrame(rows, ["features", "label"])
+    est = MultilayerPerceptronClassifier(layers=[2, 2], maxIter=1)
+    with pytest.warns(UserWarning, match="round-robin repartition"):
+        est.fit(df.repartition(2))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(df.repartition(2, "label"))

@@ -7,7 +7,10 @@ operations (no Python object per row), checked while they are stacked, and kept 
 executors in memory-mapped files (:mod:`sparkann.spark.resident`). Every iteration then reads
 those only, without passing the data through Spark again.
 """
+import contextlib
+import io
 import logging
+import warnings
 
 import numpy as np
 from pyspark import StorageLevel
@@ -155,6 +158,14 @@ def _check_finite(block, what, row0):
               f"be finite")
 
 
+def _grown(X_buf, y_buf, fill, rows):
+    """Buffers of ``rows`` rows holding the first ``fill`` rows of the given ones."""
+    X = np.empty((rows,) + X_buf.shape[1:], X_buf.dtype)
+    y = np.empty((rows,) + y_buf.shape[1:], y_buf.dtype)
+    X[:fill], y[:fill] = X_buf[:fill], y_buf[:fill]
+    return X, y
+
+
 def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_kind, dtype,
                  block_size, partition):
     """Executor side: Arrow batches -> ``(X, y)`` numpy blocks of ``block_size`` rows.
@@ -167,8 +178,10 @@ def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_k
     dtype = np.dtype(dtype)
     y_dtype = np.int64 if label_kind == "class" else dtype
     y_width = () if label_kind == "class" else (n_out,)
-    X_buf = np.empty((block_size, n_features), dtype)
-    y_buf = np.empty((block_size,) + y_width, y_dtype)
+    # Buffers grow with the rows seen, up to block_size: a blockSize larger than the data
+    # costs only the data's size (as MLlib's blocks, which shrink to the partition's rows).
+    X_buf = np.empty((0, n_features), dtype)
+    y_buf = np.empty((0,) + y_width, y_dtype)
     fill = 0
     row0 = 0
     fwhat = f"features column {features_col!r} (partition {partition})"
@@ -186,6 +199,9 @@ def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_k
         y = _labels(batch.column(1), dtype, label_kind, n_out, lwhat, row0)
         if label_kind != "class":
             _check_finite(y, lwhat, row0)
+        if X_buf.shape[0] < block_size and fill + m > X_buf.shape[0]:
+            X_buf, y_buf = _grown(X_buf, y_buf, fill,
+                                  min(block_size, max(fill + m, 2 * X_buf.shape[0])))
         start = 0
         while start < m:
             take = min(block_size - fill, m - start)
@@ -219,9 +235,19 @@ def resident_from_arrow(batches, token, **stacking):
     """Executor side: stack a partition into its resident file; yield its handle as Arrow."""
     import pyarrow as pa
     from pyspark import TaskContext
-    handle = resident.write_partition(stack_blocks(batches, **stacking), token,
-                                      stacking["partition"], TaskContext.get().attemptNumber())
-    types = [pa.int32(), pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.float64()]
+    try:
+        handle = resident.write_partition(stack_blocks(batches, **stacking), token,
+                                          stacking["partition"],
+                                          TaskContext.get().attemptNumber()) + (None,)
+    except ValueError as error:
+        # Bad rows end the partition, not the job: the driver then removes every partition's
+        # file before raising (a failed job would leave the finished partitions' files).
+        text = str(error)
+        if not text.startswith(DATA_ERROR):
+            raise
+        handle = (stacking["partition"], "", 0, 0, 0.0, 0.0, text[len(DATA_ERROR):])
+    types = [pa.int32(), pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.float64(),
+             pa.string()]
     names = [f.split()[0] for f in resident.HANDLE_SCHEMA.split(", ")]
     yield pa.RecordBatch.from_arrays([pa.array([v], t) for v, t in zip(handle, types)],
                                      names=names)
@@ -239,18 +265,30 @@ class CachedBlocks:
     Attributes
     ----------
     n_rows, n_blocks, n_partitions, n_features : int
+    max_partition_rows : int
+        The rows of the largest partition: no engine needs a larger workspace.
     context : pyspark.SparkContext
     """
 
-    def __init__(self, handles, source, layout, n_rows, n_blocks):
+    def __init__(self, handles, source, layout, n_rows, n_blocks, session=None, token=None):
         self.handles = handles
-        self.source = source
+        self.session, self.token = session, token
+        self._source = source  # the blocks' RDD from the DataFrame, or a function making it
         self.layout = layout
         self.context = handles.context
         self.n_rows = n_rows
         self.n_blocks = n_blocks
         self.n_partitions = handles.getNumPartitions()
         self.n_features = layout.n_features
+        self.max_partition_rows = 0
+
+    @property
+    def source(self):
+        """The blocks computed from the source DataFrame (built on first use: with adaptive
+        execution, making a DataFrame's RDD already runs its shuffles)."""
+        if callable(self._source):
+            self._source = self._source()
+        return self._source
 
     @property
     def rdd(self):
@@ -317,11 +355,56 @@ class CachedBlocks:
 
     def unpersist(self):
         """Delete the stacked files and release the handles."""
+        discard(self.session, self.handles, self.token)
+
+
+def cancel_jobs(session):
+    """Cancel the running jobs after Ctrl-C, as PySpark's own SIGINT handler means to (its
+    call into the JVM fails while the interrupted thread waits for a job's result, so the
+    tasks would run on)."""
+    try:
+        session.sparkContext.cancelAllJobs()
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext
         try:
-            self.handles.foreach(resident.delete_partition)
-        except Exception as error:  # noqa: BLE001 - files go with the executors anyway
-            log.warning("could not delete the stacked data: %s", error)
-        self.handles.unpersist()
+            session.interruptAll()
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not cancel the running jobs: %s", error)
+
+
+# Driver side: the tokens of this process's finished stackings, newest last. Every sweep
+# removes the files of all of them, so an executor a sweep missed is cleaned by the next.
+_RETIRED = []
+_KEEP_RETIRED = 1000
+
+
+def discard(session, handles, token):
+    """Release the handles and remove the files of ``token`` from the executors.
+
+    Does not touch the handles' data (that could stack a partition again): one small job,
+    with a few tasks per core so that every executor runs one, removes the files of every
+    finished stacking of this driver from the executors' local directories.
+    """
+    if handles is not None:
+        handles.unpersist()
+    if token is not None:
+        _RETIRED.append(token)
+        del _RETIRED[:-_KEEP_RETIRED]
+    if session is None:
+        return
+    tokens = list(_RETIRED)
+
+    def sweep(batches):
+        import pyarrow as pa
+        for _ in batches:
+            pass
+        removed = resident.sweep(tokens)
+        yield pa.RecordBatch.from_arrays([pa.array([removed], pa.int64())], names=["files"])
+
+    try:
+        tasks = 2 * max(1, _default_parallelism(session))
+        session.range(0, tasks, 1, tasks).mapInArrow(sweep, "files long").collect()
+    except Exception as error:  # noqa: BLE001 - the next sweep removes them
+        log.warning("could not remove the stacked data from the executors: %s", error)
 
 
 def _to_numpy_block(row, n_features, dtype, y_shape):
@@ -341,8 +424,40 @@ def unwrap_data_error(error):
     return ValueError(text[at + len(DATA_ERROR):].splitlines()[0].strip())
 
 
+def has_round_robin(df):
+    """Whether the DataFrame's plan holds a round-robin repartition (``repartition(n)``
+    without columns), read from ``DataFrame.explain`` (classic and Spark Connect alike)."""
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        df.explain()
+    return "RoundRobinPartitioning" in text.getvalue()
+
+
+def warn_round_robin(df):
+    """Warn when recomputing a partition of ``df`` may give its rows in another order."""
+    if has_round_robin(df):
+        warnings.warn(
+            "the training DataFrame's plan holds a round-robin repartition (repartition(n) "
+            "without columns): a partition recomputed after a lost executor gets its rows in "
+            "another order, so the weights are no longer exactly those of an undisturbed "
+            "run. Repartition by columns (repartition(n, col), repartitionByRange) or read "
+            "the data from files; sparkann.spark.data.dataframe_from_numpy is order-stable.",
+            UserWarning, stacklevel=4)
+
+
+def run_checked(df):
+    """``df.collect()``, an executor's data error raised as the plain ValueError it is."""
+    try:
+        return df.collect()
+    except Exception as error:
+        plain = unwrap_data_error(error)
+        if plain is None:
+            raise
+        raise plain from None
+
+
 def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32",
-                 block_size=128, targets=False):
+                 block_size=128, targets=False, empty="the DataFrame has no rows to train on"):
     """Stack a DataFrame into cached blocks, checking every row; fails before any training.
 
     Parameters
@@ -357,6 +472,8 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
     block_size : int
     targets : bool
         False: labels are class indices in [0, n_out). True: real-valued targets.
+    empty : str
+        What the ValueError raised for a DataFrame without rows says.
 
     Returns
     -------
@@ -395,34 +512,56 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
 
     columns = df.select(features_col, label_col)
     y_shape = None if label_kind == "class" else n_out
-    source = columns.mapInArrow(to_blocks, BLOCK_SCHEMA).rdd.map(
-        lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
-    handles = columns.mapInArrow(to_resident, resident.HANDLE_SCHEMA).rdd.map(tuple)
-    handles.persist(StorageLevel.MEMORY_AND_DISK)
-    layout = resident.Layout(n_features, dtype, y_shape, block_size)
-    blocks = CachedBlocks(handles, source, layout, 0, 0)
+
+    def source():
+        return columns.mapInArrow(to_blocks, BLOCK_SCHEMA).rdd.map(
+            lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
+
+    session, handles = df.sparkSession, None
     try:
-        rows, n_blocks = handles.map(lambda h: (h[2], h[3])).fold(
-            (0, 0), lambda a, b: (a[0] + b[0], a[1] + b[1]))
-    except Exception as error:   # an executor found bad data: say what, plainly
-        # Not blocks.unpersist(): deleting files would run the failing job again. Files of
-        # partitions that were stacked go with the executor's local directory.
-        handles.unpersist()
-        plain = unwrap_data_error(error)
+        handles = columns.mapInArrow(to_resident, resident.HANDLE_SCHEMA).rdd.map(tuple)
+        handles.persist(StorageLevel.MEMORY_AND_DISK)
+        rows, n_blocks, max_rows, refused = handles.map(
+            lambda h: (h[2], h[3], h[2], (h[0], h[6]) if h[6] else None)).fold(
+                (0, 0, 0, None), _add_counts)
+    except BaseException as error:  # failed or interrupted (Ctrl-C): leave no file behind
+        if isinstance(error, KeyboardInterrupt):
+            cancel_jobs(session)
+        discard(session, handles, token)
+        plain = unwrap_data_error(error) if isinstance(error, Exception) else None
         if plain is None:
             raise
         raise plain from None
-    if rows == 0:
-        handles.unpersist()
-        raise ValueError(f"the DataFrame has no rows to train on (columns {features_col!r}, "
-                         f"{label_col!r})")
-    blocks.n_rows, blocks.n_blocks = rows, n_blocks
+    if refused is not None or rows == 0:
+        discard(session, handles, token)
+        if refused is not None:   # the first partition with bad rows: say what, plainly
+            raise ValueError(refused[1])
+        raise ValueError(f"{empty} (columns {features_col!r}, {label_col!r})")
+    layout = resident.Layout(n_features, dtype, y_shape, block_size)
+    blocks = CachedBlocks(handles, source, layout, rows, n_blocks, session, token)
+    blocks.max_partition_rows = max_rows
     return blocks
+
+
+def _add_counts(a, b):
+    """Rows, blocks, largest partition and first refusal (lowest partition) of two parts."""
+    refused = min((r for r in (a[3], b[3]) if r is not None), default=None)
+    return a[0] + b[0], a[1] + b[1], max(a[2], b[2]), refused
+
+
+# Rows per slice of the local data: a slice travels inside one task, and Spark warns about
+# tasks over 1,000 KiB.
+SLICE_BYTES = 768 * 1024
 
 
 def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col="label",
                          num_partitions=None, vectors=True):
     """A DataFrame of ``X`` rows (and labels ``y``) built through Arrow, without Python rows.
+
+    Partition ``p`` holds a contiguous range of rows in their order, the same every time it
+    is computed (rows go to their partition by row index, not round-robin), so training on
+    it is exact under lost executors. The array travels in slices of about 768 KiB, each in
+    its own task, never as one large task.
 
     Parameters
     ----------
@@ -431,7 +570,7 @@ def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col
     y : ndarray (n,) or (n, k), optional
     features_col, label_col : str
     num_partitions : int, optional
-        Repartition to this many partitions (default: the session's default parallelism).
+        Number of partitions (default: the session's default parallelism).
     vectors : bool
         True: features as Spark ML dense vectors (VectorUDT); False: ``array<double>``.
     """
@@ -441,33 +580,51 @@ def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (rows, features), received shape {X.shape}")
     n, d = X.shape
+    if n == 0:
+        raise ValueError("X has no rows")
+    if y is not None:
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} rows, X has {n}")
+    parts = int(num_partitions or _default_parallelism(spark))
+    if parts < 1:
+        raise ValueError(f"num_partitions must be >= 1, received {num_partitions}")
 
     def as_list(a, width):
         offsets = pa.array(np.arange(0, a.size + 1, width, dtype=np.int32))
         return pa.ListArray.from_arrays(offsets, pa.array(a.ravel()))
 
-    if y is not None:
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape[0] != n:
-            raise ValueError(f"y has {y.shape[0]} rows, X has {n}")
-    # Arrow lists have 32-bit offsets: one record batch per chunk of rows keeps them small.
-    chunk = max(1, (1 << 28) // max(d, 1))
+    row = np.arange(n, dtype=np.int64)
+    part = (row * parts // n).astype(np.int32)       # contiguous, near-equal row ranges
+    width = d + (0 if y is None or y.ndim == 1 else y.shape[1]) + 2
+    chunk = max(1, SLICE_BYTES // (8 * width))
     batches = []
     for r0 in range(0, n, chunk):
-        columns, names = [as_list(X[r0:r0 + chunk], d)], [features_col]
+        columns = [as_list(X[r0:r0 + chunk], d)]
+        names = [features_col]
         if y is not None:
-            part = y[r0:r0 + chunk]
-            columns.append(pa.array(part) if y.ndim == 1
-                           else as_list(np.ascontiguousarray(part), y.shape[1]))
+            piece = y[r0:r0 + chunk]
+            columns.append(pa.array(piece) if y.ndim == 1
+                           else as_list(np.ascontiguousarray(piece), y.shape[1]))
             names.append(label_col)
+        columns += [pa.array(row[r0:r0 + chunk]), pa.array(part[r0:r0 + chunk])]
+        names += ["__sparkann_row", "__sparkann_part"]
         batches.append(pa.RecordBatch.from_arrays(columns, names=names))
-    if not batches:
-        raise ValueError("X has no rows")
-    table = pa.Table.from_batches(batches)
-    df = spark.createDataFrame(table)
-    df = df.repartition(num_partitions or spark.sparkContext.defaultParallelism)
+    # One Arrow batch per slice, one slice per task; then each row to its partition by index
+    # and sorted by it: a shuffle reads map outputs in no fixed order.
+    df = spark.createDataFrame(pa.Table.from_batches(batches))
+    by_id = getattr(df, "repartitionById", None)     # pyspark >= 4.1
+    df = by_id(parts, "__sparkann_part") if by_id else df.repartition(parts, "__sparkann_part")
+    df = df.sortWithinPartitions("__sparkann_row").drop("__sparkann_row", "__sparkann_part")
     if vectors:
         df = df.withColumn(features_col, array_to_vector(features_col))
         if y is not None and y.ndim == 2:
             df = df.withColumn(label_col, array_to_vector(label_col))
     return df
+
+
+def _default_parallelism(spark):
+    try:
+        return spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return int(spark.conf.get("spark.default.parallelism", "2"))

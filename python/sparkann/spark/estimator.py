@@ -7,7 +7,7 @@ from pyspark.ml import Estimator
 from pyspark.sql import functions as F
 
 from sparkann.spark.checkpointing import TrainingCheckpoint, run_fingerprint
-from sparkann.spark.data import cache_blocks
+from sparkann.spark.data import cache_blocks, cancel_jobs, warn_round_robin
 from sparkann.spark.model import PersistMixin, build_topology
 from sparkann.spark.shipping import ship_to_executors
 from sparkann.spark.train import Trainer
@@ -59,6 +59,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
                                  f"columns are {dataset.columns}")
             train_df = dataset.filter(~F.col(col))
             val_df = dataset.filter(F.col(col))
+        warn_round_robin(dataset)
         dtype, block_size = self.getDtype(), self.getBlockSize()
         start = time.perf_counter()
         blocks = cache_blocks(train_df, self.getFeaturesCol(), self.getLabelCol(), layers[0],
@@ -67,9 +68,11 @@ class _NetworkEstimator(Estimator, PersistMixin):
         validation = None
         try:
             if val_df is not None:
-                validation = cache_blocks(val_df, self.getFeaturesCol(), self.getLabelCol(),
-                                          layers[0], layers[-1], dtype=dtype,
-                                          block_size=block_size, targets=self._targets)
+                validation = cache_blocks(
+                    val_df, self.getFeaturesCol(), self.getLabelCol(), layers[0], layers[-1],
+                    dtype=dtype, block_size=block_size, targets=self._targets,
+                    empty=f"the validation set is empty: validationIndicatorCol {col!r} is "
+                          f"False (or null) on every row")
             log.info("cached %d rows in %d blocks over %d partitions in %.2f s",
                      blocks.n_rows, blocks.n_blocks, blocks.n_partitions,
                      time.perf_counter() - start)
@@ -89,6 +92,9 @@ class _NetworkEstimator(Estimator, PersistMixin):
                               step_size_set=self.isSet(self.stepSize),
                               checkpoint=checkpoint)
             w = trainer.run(w0)
+        except KeyboardInterrupt:
+            cancel_jobs(dataset.sparkSession)
+            raise
         finally:
             blocks.unpersist()
             if validation is not None:
@@ -100,7 +106,11 @@ class _NetworkEstimator(Estimator, PersistMixin):
         model.gradient_seconds = list(trainer.loss_grad.seconds)
         model.iteration_seconds = list(trainer.seconds)
         model.validation_history = list(trainer.val_history)
-        model._summary = model.evaluate(dataset if val_df is None else train_df)
+        model._checked_input = True  # stacking checked these rows: no second pass
+        try:
+            model._summary = model.evaluate(dataset if val_df is None else train_df)
+        finally:
+            model._checked_input = False
         model._summary.objectiveHistory = list(trainer.history)
         model._summary.totalIterations = len(trainer.history)
         return model

@@ -89,6 +89,14 @@ def _add(a, b):
     return a[0] + b[0], grad, a[2] + b[2]
 
 
+def engine_rows(block_size, blocks):
+    """Rows of an engine's workspace: ``block_size``, but never more than the largest
+    partition holds (a blockSize larger than the data must not allocate for rows that do not
+    exist). Every block still goes through the engine in one piece, so sums are unchanged."""
+    most = getattr(blocks, "max_partition_rows", 0)
+    return max(1, min(int(block_size), most)) if most else int(block_size)
+
+
 def task_cpus(sc):
     """``spark.task.cpus``: the cores one task may use, and so its BLAS threads."""
     return max(1, int(sc.getConf().get("spark.task.cpus", "1")))
@@ -106,7 +114,8 @@ class DistributedLossGrad:
         The engine's dtype; weights are cast to it before broadcasting.
     block_size : int
         The stacking block of ``blocks``. The engine multiplies ``max(block_size,
-        GRADIENT_ROWS)`` rows at a time over each partition's stacked rows.
+        GRADIENT_ROWS)`` rows at a time over each partition's stacked rows (at most the
+        largest partition's rows).
     reg_param : float
         L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss.
     l2_mask : ndarray or None
@@ -126,7 +135,7 @@ class DistributedLossGrad:
         self.topology = topology
         self.dtype = np.dtype(dtype).name
         self.block_size = block_size
-        self.engine_rows = max(int(block_size), GRADIENT_ROWS)
+        self.engine_rows = engine_rows(max(int(block_size), GRADIENT_ROWS), blocks)
         self.reg_param = float(reg_param)
         self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
         self.depth = depth
@@ -146,11 +155,11 @@ class DistributedLossGrad:
         bc = self.sc.broadcast(w_cast)
         # Plain locals: the task closure must not capture self (or the SparkContext).
         topology, dtype = self.topology, self.dtype
-        engine_rows, threads = self.engine_rows, self.threads
+        gemm_rows, threads = self.engine_rows, self.threads
         faults, iteration = self.faults, self.evaluations
 
         def one_partition(blocks):
-            return partition_loss_grad(blocks, bc, topology, dtype, engine_rows, threads, faults,
+            return partition_loss_grad(blocks, bc, topology, dtype, gemm_rows, threads, faults,
                                        iteration)
 
         try:

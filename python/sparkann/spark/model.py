@@ -11,8 +11,8 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkann.spark.data import (_check_finite, _list_to_dense, _vectors_to_dense,
-                                 check_schema, unwrap_data_error)
+from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vectors_to_dense,
+                                 check_schema, run_checked)
 from sparkann.spark.model_files import (SparkModelFileError, check_digest, load_metadata,
                                         load_weights, set_params, write_metadata)
 from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams
@@ -90,14 +90,12 @@ class PersistMixin(MLReadable, MLWritable):
 
 # ------------------------------------------------------------------------ prediction (executor)
 
-def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, block_size,
-                     kind, thresholds, out_names):
-    """Executor side: append prediction columns (as arrays / doubles) to each Arrow batch."""
+def dense_features(batches, features_col, n_features, dtype):
+    """Executor side: ``(batch, X)`` per Arrow batch, X checked as ``fit`` checks it (size,
+    nulls, finite values); rows are numbered within the partition in error messages."""
     import pyarrow as pa
-    from sparkann.spark.gradient import task_network
-    net = task_network(topology, dtype, block_size, 1)
-    w = bc.value
-    what = f"features column {features_col!r}"
+    from pyspark import TaskContext
+    what = f"features column {features_col!r} (partition {TaskContext.get().partitionId()})"
     row0 = 0
     for batch in batches:
         col = batch.column(batch.schema.get_field_index(features_col))
@@ -107,6 +105,27 @@ def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, 
             X = _list_to_dense(col, n_features, dtype, what, row0)
         _check_finite(X, what, row0)
         row0 += batch.num_rows
+        yield batch, X
+
+
+def _check_features(batches, features_col, n_features, dtype):
+    """Executor side: check every row's features; yield nothing."""
+    for _ in dense_features(batches, features_col, n_features, dtype):
+        pass
+    return iter(())
+
+
+def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, block_size,
+                     kind, thresholds, out_names):
+    """Executor side: append prediction columns (as arrays / doubles) to each Arrow batch."""
+    import pyarrow as pa
+    from sparkann.spark.gradient import task_network
+    w = bc.value
+    net = None
+    for batch, X in dense_features(batches, features_col, n_features, dtype):
+        # The workspace holds min(blockSize, rows of the largest batch so far) rows.
+        if net is None or (net.block_size < min(block_size, len(X))):
+            net = task_network(topology, dtype, min(block_size, max(len(X), 1)), 1)
         out = net.forward(w, np.ascontiguousarray(X), raw=True).astype(np.float64)
         columns = {}
         if kind == "class":
@@ -134,6 +153,22 @@ def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, 
                 arrays.append(pa.array(value))
             names.append(name)
         yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _confusion_counts(batches, label_col, k):
+    """Executor side: the partition's ``k * k`` confusion counts (label-major), as one row."""
+    import pyarrow as pa
+    from pyspark import TaskContext
+    what = f"label column {label_col!r} (partition {TaskContext.get().partitionId()})"
+    counts = np.zeros(k * k, np.int64)
+    row0 = 0
+    for batch in batches:
+        labels = _labels(batch.column(0), np.float64, "class", k, what, row0)
+        predicted = batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64)
+        counts += np.bincount(labels * k + predicted, minlength=k * k)
+        row0 += batch.num_rows
+    yield pa.RecordBatch.from_arrays([pa.array([counts.tolist()], pa.list_(pa.int64()))],
+                                     names=["counts"])
 
 
 class _NetworkModel(Model, PersistMixin):
@@ -193,12 +228,14 @@ class _NetworkModel(Model, PersistMixin):
         except (KeyError, ValueError, TypeError, MemoryError) as e:
             raise SparkModelFileError(f"{path}/metadata: {e}") from None
 
-    def _engine(self):
-        return self.topology.network(dtype=self.getDtype(), block_size=self.getBlockSize())
+    def _engine(self, rows):
+        # A workspace for the rows given, not for a blockSize larger than them.
+        block_size = max(1, min(self.getBlockSize(), rows))
+        return self.topology.network(dtype=self.getDtype(), block_size=block_size)
 
     def _forward_raw(self, X):
-        net = self._engine()
         X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, dtype=self.getDtype())))
+        net = self._engine(X.shape[0])
         return net.forward(self._weights.astype(self.getDtype()), X, raw=True).astype(np.float64)
 
     # --- transform
@@ -220,12 +257,7 @@ class _NetworkModel(Model, PersistMixin):
         bc = sc.broadcast(self._weights.astype(self.getDtype()))
         topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
         block_size, kind = self.getBlockSize(), self._kind
-        thresholds = None
-        if kind == "class" and self.isDefined(self.thresholds):
-            thresholds = np.asarray(self.getThresholds(), dtype=np.float64)
-            if thresholds.shape != (self.numClasses,):
-                raise ValueError(f"thresholds has {thresholds.size} values, expected "
-                                 f"{self.numClasses} (numClasses)")
+        thresholds = self._checked_thresholds() if kind == "class" else None
         out_names = [(key, name) for key, name, _, _ in outs]
 
         def predict(batches):
@@ -234,6 +266,13 @@ class _NetworkModel(Model, PersistMixin):
                                     block_size=block_size, kind=kind, thresholds=thresholds,
                                     out_names=out_names)
 
+        if not dataset.isStreaming and not getattr(self, "_checked_input", False):
+            # Bad rows raise a ValueError here, naming column and row, rather than a
+            # PythonException from inside the user's action (one pass over the features).
+            def check(batches):
+                return _check_features(batches, features_col, n_features, dtype)
+
+            run_checked(dataset.select(features_col).mapInArrow(check, "ok int"))
         schema = T.StructType(dataset.schema.fields + [T.StructField(name, stype)
                                                        for _, name, stype, _ in outs])
         result = dataset.mapInArrow(predict, schema)
@@ -353,24 +392,24 @@ class ClassificationSummary(_Summary):
 
     @property
     def confusionMatrix(self):
-        """``[true label, predicted label]`` counts (numClasses x numClasses ndarray)."""
+        """``[true label, predicted label]`` counts (numClasses x numClasses ndarray).
+
+        Labels are checked as ``fit`` checks them (a null, NaN, fractional or out-of-range
+        label raises a ValueError naming the column and the row), so the counts always add
+        up to the rows evaluated.
+        """
         if self._confusion is None:
-            try:
-                rows = (self.predictions.groupBy(F.col(self.labelCol).cast("int").alias("l"),
-                                                 F.col(self.predictionCol).cast("int").alias("p"))
-                        .count().collect())
-            except Exception as error:
-                plain = unwrap_data_error(error)
-                if plain is None:
-                    raise
-                raise plain from None
-            k = self.num_classes
-            for r in rows:
-                k = max(k, r.l + 1, r.p + 1)
-            m = np.zeros((k, k), dtype=np.int64)
-            for r in rows:
-                m[r.l, r.p] = r["count"]
-            self._confusion = m
+            k, label_col = self.num_classes, self.labelCol
+
+            def count(batches):
+                return _confusion_counts(batches, label_col, k)
+
+            pairs = self.predictions.select(F.col(self.labelCol).cast("double"),
+                                            F.col(self.predictionCol).cast("double"))
+            m = np.zeros(k * k, np.int64)
+            for row in run_checked(pairs.mapInArrow(count, "counts array<long>")):
+                m += np.asarray(row.counts, np.int64)
+            self._confusion = m.reshape(k, k)
         return self._confusion
 
     @property
@@ -478,7 +517,7 @@ class RegressionSummary(_Summary):
             aggs = []
             for y, p in zip(ys, ps):
                 aggs += [F.sum((y - p) ** 2), F.sum(F.abs(y - p)), F.sum(y), F.sum(y * y)]
-            row = df.agg(F.count(F.lit(1)), *aggs).head()
+            row = run_checked(df.agg(F.count(F.lit(1)), *aggs))[0]
             n = row[0]
             v = np.array(row[1:], dtype=np.float64).reshape(k, 4)
             sse, sae, sy, syy = v.T

@@ -1,6 +1,10 @@
 """Params of the Spark estimators: Spark MLlib's MLPC Params (same names, defaults, meaning)
 plus sparkann's extras."""
+import math
+import os
 import zlib
+
+import numpy as np
 
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, HasMaxIter,
@@ -111,16 +115,41 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         for name in ("maxIter", "blockSize"):
             if self.getOrDefault(name) < 1:
                 raise ValueError(f"{name} must be >= 1, received {self.getOrDefault(name)}")
+        for name in ("tol", "stepSize", "regParam", "momentum"):
+            if not math.isfinite(self.getOrDefault(name)):
+                raise ValueError(f"{name} must be a finite number, received "
+                                 f"{self.getOrDefault(name)}")
         if self.getTol() < 0 or self.getStepSize() <= 0 or self.getRegParam() < 0:
             raise ValueError(f"need tol >= 0, stepSize > 0, regParam >= 0; received tol="
                              f"{self.getTol()}, stepSize={self.getStepSize()}, regParam="
                              f"{self.getRegParam()}")
         if self.getSyncSteps() < 0:
             raise ValueError(f"syncSteps must be >= 0, received {self.getSyncSteps()}")
+        directory = self.getCheckpointDir()
+        if directory and os.path.exists(directory) and not os.path.isdir(directory):
+            raise ValueError(f"checkpointDir {directory!r} is a file, not a directory")
 
 
 class _ClassifierParams(_NetworkParams, HasProbabilityCol, HasRawPredictionCol, HasThresholds):
     """The classifier's Params: as Spark MLlib's MultilayerPerceptronClassifier, plus extras."""
+
+    def _validate_params(self):
+        super()._validate_params()
+        self._checked_thresholds()
+
+    def _checked_thresholds(self):
+        """``thresholds`` as an array (None when unset), refused as MLlib refuses it: one
+        value per class, none negative, at most one zero."""
+        if not self.isDefined(self.thresholds):
+            return None
+        t = np.asarray(self.getThresholds(), dtype=np.float64)
+        k = self.getLayers()[-1]
+        if t.shape != (k,):
+            raise ValueError(f"thresholds has {t.size} values, expected {k} (numClasses)")
+        if not (np.isfinite(t).all() and (t >= 0).all()) or (t == 0).sum() > 1:
+            raise ValueError(f"thresholds must be finite and non-negative with at most one "
+                             f"zero, received {t.tolist()}")
+        return t
 
 
 class _RegressorParams(_NetworkParams):

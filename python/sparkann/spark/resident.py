@@ -21,8 +21,11 @@ import uuid
 
 import numpy as np
 
-# Arrow schema of a handle row (one per partition; rows 0 and path "" when it is empty).
-HANDLE_SCHEMA = "partition int, path string, rows long, blocks int, x_sum double, y_sum double"
+# Arrow schema of a handle row (one per partition; rows 0 and path "" when it is empty, or
+# when its rows were refused: then ``error`` says why).
+HANDLE_SCHEMA = ("partition int, path string, rows long, blocks int, x_sum double, "
+                 "y_sum double, error string")
+PREFIX = "sparkann-"
 
 
 def new_token():
@@ -32,10 +35,13 @@ def new_token():
 
 def _local_dir(token):
     # Spark gives Python workers the executor's block manager directories: removed with it.
-    root = os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0] or tempfile.gettempdir()
-    path = os.path.join(root, f"sparkann-{token}")
+    path = os.path.join(_root(), PREFIX + token)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _root():
+    return os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0] or tempfile.gettempdir()
 
 
 def write_partition(blocks, token, partition, attempt):
@@ -50,21 +56,52 @@ def write_partition(blocks, token, partition, attempt):
     labels = []
     path = os.path.join(_local_dir(token), f"part-{partition}-{attempt}.bin")
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        for X, y in blocks:
-            f.write(memoryview(np.ascontiguousarray(X)).cast("B"))
-            labels.append(y.copy())
-            rows += X.shape[0]
-            n_blocks += 1
-            x_sum += float(X.sum(dtype=np.float64))
-            y_sum += float(y.sum(dtype=np.float64))
-        for y in labels:
-            f.write(memoryview(np.ascontiguousarray(y)).cast("B"))
-    if rows == 0:
-        os.unlink(tmp)
-        return partition, "", 0, 0, 0.0, 0.0
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            for X, y in blocks:
+                f.write(memoryview(np.ascontiguousarray(X)).cast("B"))
+                labels.append(y.copy())
+                rows += X.shape[0]
+                n_blocks += 1
+                x_sum += float(X.sum(dtype=np.float64))
+                y_sum += float(y.sum(dtype=np.float64))
+            for y in labels:
+                f.write(memoryview(np.ascontiguousarray(y)).cast("B"))
+        if rows == 0:
+            os.unlink(tmp)
+            return partition, "", 0, 0, 0.0, 0.0
+        os.replace(tmp, path)
+    except BaseException:   # bad data, a killed task, a full disk: leave no file behind
+        _remove(tmp)
+        raise
     return partition, path, rows, n_blocks, x_sum, y_sum
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def sweep(tokens):
+    """Executor side: remove the folders of these tokens (sets of resident files) from this
+    executor's local directory; return how many files went."""
+    root, removed = _root(), 0
+    for token in tokens:
+        folder = os.path.join(root, PREFIX + token)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            _remove(os.path.join(folder, name))
+            removed += 1
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+    return removed
 
 
 class Layout:
@@ -107,15 +144,3 @@ def open_partition(handle, layout, whole=False):
     if whole:
         return [(X, y)]
     return [(X[i:i + bs], y[i:i + bs]) for i in range(0, rows, bs)]
-
-
-def delete_partition(handle):
-    """Executor side: remove a handle's file (and its folder once empty), if it is here."""
-    path = handle[1]
-    if not path:
-        return
-    try:
-        os.unlink(path)
-        os.rmdir(os.path.dirname(path))
-    except OSError:         # not on this executor, or other partitions' files remain
-        pass

@@ -20,7 +20,8 @@ import numpy as np
 
 from sparkann.spark.checkpointing import (ShiftedSchedule, resume_from_checkpoint,
                                           save_checkpoint)
-from sparkann.spark.gradient import DistributedLossGrad, task_cpus, task_network
+from sparkann.spark.gradient import (DistributedLossGrad, engine_rows, task_cpus,
+                                     task_network)
 
 log = logging.getLogger("sparkann.spark")
 
@@ -211,7 +212,8 @@ class Trainer:
         w = w0.copy()
         if state is None:
             state = _make_optimizer(kind, lr, momentum).state_dict()
-        topology, dtype, block_size = self.topology, self.dtype, self.block_size
+        topology, dtype = self.topology, self.dtype
+        block_size = engine_rows(self.block_size, self.blocks)
         threads, steps, seed = task_cpus(sc), self.sync_steps, int(self.seed)
         l2_mask, reg_param = self.l2_mask, self.reg_param
         from sparkann.spark.faults import active_spec
