@@ -281,7 +281,7 @@ def hygiene(out, tmp):
         report["left"]["interrupted"] = sparkann_files(tmp)
         rss = []
         for i in range(20):
-            fit(df, "gd", 3, stepSize=0.5)
+            fit(df, "gd", 1)
             rss.append(rss_bytes())
             if i == 4:
                 report["left"]["good"] = sparkann_files(tmp)

@@ -10,6 +10,7 @@ those only, without passing the data through Spark again.
 import contextlib
 import io
 import logging
+import time
 import warnings
 
 import numpy as np
@@ -358,17 +359,35 @@ class CachedBlocks:
         discard(self.session, self.handles, self.token)
 
 
-def cancel_jobs(session):
+def cancel_jobs(session, timeout=30.0):
     """Cancel the running jobs after Ctrl-C, as PySpark's own SIGINT handler means to (its
     call into the JVM fails while the interrupted thread waits for a job's result, so the
-    tasks would run on)."""
+    tasks would run on), and wait until their tasks have stopped writing."""
     try:
-        session.sparkContext.cancelAllJobs()
+        sc = session.sparkContext
+        sc.cancelAllJobs()
     except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext
         try:
             session.interruptAll()
         except Exception as error:  # noqa: BLE001
             log.warning("could not cancel the running jobs: %s", error)
+        return
+    tracker, end = sc.statusTracker(), time.monotonic() + timeout
+    while time.monotonic() < end and any(
+            getattr(tracker.getStageInfo(s), "numActiveTasks", 0)
+            for s in tracker.getActiveStageIds()):
+        time.sleep(0.1)
+    # A killed task's Python worker may run on for spark.python.task.killTimeout.
+    time.sleep(_seconds(sc.getConf().get("spark.python.task.killTimeout", "2s")) + 2)
+
+
+def _seconds(text):
+    """A Spark time setting ("2s", "500ms", "1min", "3") in seconds."""
+    text = str(text).strip().lower()
+    for unit, scale in (("ms", 1e-3), ("min", 60.0), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * scale
+    return float(text)
 
 
 # Driver side: the tokens of this process's finished stackings, newest last. Every sweep
