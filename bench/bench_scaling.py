@@ -7,8 +7,9 @@ output):
 1. calibrate, once per cluster and for both topologies: the native FLOP rate of a worker
    (``sparkann.spark.calibration.worker_flop_rate``: n tasks at once, one BLAS thread each,
    per topology) and the short Spark jobs of ``sparkann.spark.calibration.spark_observations``
-   (empty job, broadcast of weight-sized vectors, treeAggregate of gradient-sized vectors, the same through one explicit shuffle level)
-   and ``read_observations`` (a job that only reads cached training blocks), fitted by
+   (empty job, broadcast of weight-sized vectors, treeAggregate of gradient-sized vectors,
+   the same through one explicit shuffle level) and ``read_observations`` (a job that only
+   reads cached training blocks), fitted by
    ``sparkann.scaling.fit_parameters``. No gradient job enters the calibration;
 2. measure: seconds per call of ``sparkann.spark.gradient.DistributedLossGrad`` (what the
    full-batch solvers run once per iteration: broadcast the weights, the native loss and

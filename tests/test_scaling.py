@@ -16,7 +16,7 @@ from scipy.optimize import minimize_scalar
 
 from sparkann import scaling
 from sparkann.scaling import cli as scale_cli
-from sparkann.scaling import flops
+from sparkann.scaling.flops import _network
 from sparkann.scaling import (Parameters, ScalingModel, fit_parameters, parse_bandwidth,
                               parse_duration, parse_flops, tree_levels, weights_of)
 
@@ -71,7 +71,7 @@ def test_bad_units_name_the_problem(fn, text, word):
 
 def test_weights_of_matches_the_engine():
     ann_core = pytest.importorskip("ann_core")
-    net = flops._network([784, 256, 128, 10], "float32")
+    net = _network([784, 256, 128, 10], "float32")
     assert weights_of([784, 256, 128, 10]) == net.n_weights
     assert net.flops_per_example()[0] == 6 * net.n_weights
     assert isinstance(ann_core.Network, type)
