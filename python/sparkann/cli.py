@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from sparkann import solvers
 from sparkann.scaling import cli as scaling_cli
 
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
@@ -79,7 +80,7 @@ def _train_arguments(p):
                         "MLlib's defaults: sigmoid, L-BFGS, 100 iterations, block 128)")
     p.add_argument("--hidden", type=_sizes, metavar="SIZES", help="hidden sizes, e.g. 256,128")
     p.add_argument("--activation", help="relu, sigmoid, tanh, leaky_relu, softplus, identity")
-    p.add_argument("--solver", choices=["adam", "sgd", "lbfgs", "gd"])
+    p.add_argument("--solver", choices=solvers.NAMES)
     p.add_argument("--max-iter", "--epochs", dest="max_iter", type=_positive,
                    help="epochs (adam, sgd) or iterations (lbfgs, gd)")
     p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
@@ -120,7 +121,8 @@ def _train(args):
     clf.fit(X, y)
     seconds = time.perf_counter() - start
     accuracy = clf.score(X_test, y_test)
-    print(f"{clf.n_iter_} {'epochs' if clf.solver in ('adam', 'sgd') else 'iterations'} "
+    mini_batch = solvers.get_solver(clf.solver).mini_batch
+    print(f"{clf.n_iter_} {'epochs' if mini_batch else 'iterations'} "
           f"in {seconds:.1f} s; final training loss {clf.loss_:.4f}")
     print(f"test accuracy: {accuracy:.4f} on {len(X_test)} rows")
     clf.save(args.out)
@@ -130,7 +132,7 @@ def _train(args):
 
         save_training_plot(args.plot, clf.history_, network=network_name(clf),
                            solver=clf.solver, accuracy=accuracy,
-                           per="epoch" if clf.solver in ("adam", "sgd") else "iteration")
+                           per="epoch" if mini_batch else "iteration")
         print(f"training curve drawn to {args.plot}")
     return 0
 

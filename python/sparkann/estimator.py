@@ -13,14 +13,16 @@ For mini-batch solvers ``n`` is the batch size and the gradient is the batch mea
 import copy
 import inspect
 import math
-import numbers
 
 import numpy as np
 
+from sparkann import hyperparams
 from sparkann import layers as L
 from sparkann import model_file
-from sparkann.optim import (SGD, Adam, Cosine, DivergenceError, EarlyStopping, History,
-                            InverseSqrt, gd, lbfgs, mean_objective)
+from sparkann.hyperparams import is_int, is_number
+from sparkann.optim import (Cosine, DivergenceError, EarlyStopping, History, InverseSqrt, gd,
+                            lbfgs, mean_objective)
+from sparkann.solvers import get_solver, make_optimizer
 from sparkann.topology import Topology
 
 try:  # scikit-learn is an optional dependency
@@ -37,10 +39,6 @@ except ImportError:  # scikit-learn absent: plain bases, same methods
     class _SkRegressor:
         _estimator_type = "regressor"
 
-SOLVERS = ("lbfgs", "gd", "sgd", "adam")
-MINI_BATCH = ("sgd", "adam")
-DEFAULT_LEARNING_RATE = {"adam": 0.001, "sgd": 0.01, "gd": 0.03, "lbfgs": None}
-INITS = ("auto", "spark", "glorot", "he")
 SCHEDULE_NAMES = ("constant", "cosine", "inverse_sqrt")
 
 
@@ -49,14 +47,6 @@ class NotFittedError(ValueError, AttributeError):
 
 
 # ---------------------------------------------------------------------------- validation
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _where(bad, ndim):
     return f"row {bad[0]}, column {bad[1]}" if ndim == 2 else f"row {bad[0]}"
@@ -85,7 +75,7 @@ def _first_bad_label(y):
     """Index of the first label that is not a class index in [0, 2**63), or None."""
     if y.dtype.kind == "O":  # Python ints beyond int64, or mixed objects
         for i, v in enumerate(y.tolist()):
-            if not (_is_number(v) and 0 <= v < _MAX_CLASS and v == int(v)):
+            if not (is_number(v) and 0 <= v < _MAX_CLASS and v == int(v)):
                 return i
         return None
     bad = y < 0
@@ -198,18 +188,17 @@ class _MLPBase:
     def _validate_params(self):
         """Check every hyperparameter; raise ValueError naming the first bad one."""
         p = self.get_params()
-        if p["solver"] not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, received {p['solver']!r}")
+        hyperparams.check(p)
         if p["layers"] is None:
             sizes = p["hidden_layer_sizes"]
-            sizes = (sizes,) if _is_int(sizes) else sizes
+            sizes = (sizes,) if is_int(sizes) else sizes
             try:
                 sizes = list(sizes)
             except TypeError:
                 raise ValueError("hidden_layer_sizes must be a sequence of positive integers, "
                                  f"received {p['hidden_layer_sizes']!r}") from None
             for i, s in enumerate(sizes):
-                if not _is_int(s) or s <= 0:
+                if not is_int(s) or s <= 0:
                     raise ValueError(f"hidden_layer_sizes[{i}] must be a positive integer "
                                      f"(a layer needs at least one unit), received {s!r}")
             L.get_activation(p["activation"])  # raises for an unknown name
@@ -221,46 +210,19 @@ class _MLPBase:
                 if not isinstance(layer, L.Layer) or layer.is_loss:
                     raise ValueError(f"layers[{i}] must be a hidden sparkann layer (Dense, an "
                                      f"activation or a Python layer), received {layer!r}")
-        lr = p["learning_rate"]
-        if lr is not None and not (_is_number(lr) and lr > 0):
-            raise ValueError(f"learning_rate must be a positive number, received {lr!r}")
         schedule = p["lr_schedule"]
         if not (schedule is None or schedule in SCHEDULE_NAMES
                 or (callable(schedule) and not isinstance(schedule, str))):
             raise ValueError(f"lr_schedule must be one of {SCHEDULE_NAMES}, a sparkann.optim."
                              f"Schedule or a callable step -> multiplier, received {schedule!r}")
-        checks = [
-            ("alpha", _is_number(p["alpha"]) and p["alpha"] >= 0, "a number >= 0"),
-            ("batch_size", p["batch_size"] == "auto"
-             or (_is_int(p["batch_size"]) and p["batch_size"] > 0), "'auto' or an integer > 0"),
-            ("momentum", _is_number(p["momentum"]) and 0 <= p["momentum"] < 1, "in [0, 1)"),
-            ("beta1", _is_number(p["beta1"]) and 0 <= p["beta1"] < 1, "in [0, 1)"),
-            ("beta2", _is_number(p["beta2"]) and 0 <= p["beta2"] < 1, "in [0, 1)"),
-            ("epsilon", _is_number(p["epsilon"]) and p["epsilon"] > 0, "a number > 0"),
-            ("max_iter", _is_int(p["max_iter"]) and p["max_iter"] > 0, "an integer > 0"),
-            ("tol", _is_number(p["tol"]) and p["tol"] >= 0, "a number >= 0"),
-            ("validation_fraction", _is_number(p["validation_fraction"])
-             and 0 < p["validation_fraction"] < 1, "in (0, 1)"),
-            ("patience", _is_int(p["patience"]) and p["patience"] > 0, "an integer > 0"),
-            ("init", p["init"] in INITS, f"one of {INITS}"),
-            ("dtype", str(p["dtype"]) in ("float32", "float64"), "'float32' or 'float64'"),
-            ("block_size", _is_int(p["block_size"]) and p["block_size"] > 0, "an integer > 0"),
-            ("seed", p["seed"] is None or (_is_int(p["seed"]) and p["seed"] >= 0),
-             "None or an integer >= 0"),
-            ("n_threads", p["n_threads"] is None
-             or (_is_int(p["n_threads"]) and p["n_threads"] > 0), "None or an integer > 0"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, received {p[name]!r}")
-        if p["nesterov"] and p["solver"] == "sgd" and p["momentum"] == 0:
+        if p["nesterov"] and get_solver(p["solver"]).name == "sgd" and p["momentum"] == 0:
             raise ValueError("nesterov=True needs momentum > 0")
 
     def _hidden_layers(self):
         if self.layers is not None:
             # fresh objects, so fitted estimators never share layer instances
             return copy.deepcopy(list(self.layers))
-        sizes = (self.hidden_layer_sizes,) if _is_int(self.hidden_layer_sizes) \
+        sizes = (self.hidden_layer_sizes,) if is_int(self.hidden_layer_sizes) \
             else self.hidden_layer_sizes
         hidden = []
         for n in sizes:
@@ -323,7 +285,7 @@ class _MLPBase:
 
     def _fit(self, X, y, incremental=False):
         self._validate_params()
-        if incremental and self.solver not in MINI_BATCH:
+        if incremental and not get_solver(self.solver).mini_batch:
             raise ValueError(f"partial_fit needs a mini-batch solver ('sgd' or 'adam'), "
                              f"solver is {self.solver!r}")
         X = _as_matrix(X, self.dtype)
@@ -352,7 +314,7 @@ class _MLPBase:
         previous_threads = (ann_core.set_blas_threads(self.n_threads)
                             if self.n_threads is not None else None)
         try:
-            if self.solver in MINI_BATCH:
+            if get_solver(self.solver).mini_batch:
                 self._fit_mini_batch(X, y, X_val, y_val, epochs=1 if incremental
                                      else self.max_iter)
             else:
@@ -405,7 +367,7 @@ class _MLPBase:
                     raise StopIteration
 
             try:
-                if self.solver == "lbfgs":
+                if get_solver(self.solver).name == "lbfgs":
                     result = lbfgs(fun_grad, self.weights_, max_iter=self.max_iter,
                                    tol=self.tol, callback=callback)
                 else:
@@ -421,7 +383,7 @@ class _MLPBase:
 
     def _lr(self):
         return self.learning_rate if self.learning_rate is not None \
-            else DEFAULT_LEARNING_RATE[self.solver]
+            else get_solver(self.solver).learning_rate
 
     def _schedule(self, total_steps):
         """The schedule object; names cover the whole run (``max_iter`` epochs/iterations)."""
@@ -435,11 +397,7 @@ class _MLPBase:
 
     def _make_optimizer(self, steps_per_epoch):
         schedule = self._schedule(self.max_iter * steps_per_epoch)
-        if self.solver == "adam":
-            return Adam(lr=self._lr(), beta1=self.beta1, beta2=self.beta2, eps=self.epsilon,
-                        schedule=schedule)
-        return SGD(lr=self._lr(), momentum=self.momentum, nesterov=self.nesterov,
-                   schedule=schedule)
+        return make_optimizer(self.solver, self._lr(), schedule, **self.get_params())
 
     def _fit_mini_batch(self, X, y, X_val, y_val, epochs):
         n = X.shape[0]
@@ -614,7 +572,7 @@ class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
                              f"{y.shape}")
         if y.shape[0] != n_rows:
             raise ValueError(f"y has {y.shape[0]} labels but X has {n_rows} rows")
-        numbers_only = y.dtype.kind == "O" and all(_is_int(v) or isinstance(v, float)
+        numbers_only = y.dtype.kind == "O" and all(is_int(v) or isinstance(v, float)
                                                     for v in y.tolist())
         if y.dtype.kind not in "iuf" and not numbers_only:
             raise ValueError(f"y: labels must be class indices 0, 1, ..., k-1; received values "

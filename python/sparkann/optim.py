@@ -29,9 +29,10 @@ def mean_objective(loss_sum, grad_sum, n_rows, w, alpha=0.0, l2_mask=None):
     """The training objective from summed per-row losses and gradients.
 
     ``J = loss_sum / n_rows + alpha / 2 * ||w[l2_mask]||^2``; ``grad_sum`` is turned in place
-    into the gradient of ``J``. The single-machine estimators and the Spark estimator both use
-    this, so the two minimise the same function (``l2_mask`` from ``Topology.l2_mask()``:
-    the dense weight matrices, not the biases).
+    into the gradient of ``J``. Every solver of both estimators minimises this function
+    (``l2_mask`` from ``Topology.l2_mask()``: the dense weight matrices, not the biases); the
+    Spark estimators' mini-batch rounds, which average per-step updates rather than call this,
+    use its two terms, :func:`l2_penalty` and :func:`add_l2_gradient`.
 
     Returns
     -------
@@ -40,12 +41,23 @@ def mean_objective(loss_sum, grad_sum, n_rows, w, alpha=0.0, l2_mask=None):
     if n_rows <= 0:
         raise ValueError(f"the objective needs at least one row, received n_rows={n_rows}")
     grad_sum /= n_rows
-    loss = float(loss_sum) / n_rows
+    add_l2_gradient(grad_sum, w, alpha, l2_mask)
+    return float(loss_sum) / n_rows + l2_penalty(w, alpha, l2_mask)
+
+
+def l2_penalty(w, alpha, l2_mask=None):
+    """``alpha / 2 * ||w[l2_mask]||^2`` (all of ``w`` without a mask), summed in float64."""
+    if not alpha:
+        return 0.0
+    wm = w[np.asarray(l2_mask, bool)] if l2_mask is not None else w
+    return 0.5 * alpha * float(np.dot(wm.astype(np.float64), wm))
+
+
+def add_l2_gradient(grad, w, alpha, l2_mask=None):
+    """``grad += alpha * w`` where ``l2_mask`` holds (everywhere without a mask), in place."""
     if alpha:
-        wm = w[l2_mask] if l2_mask is not None else w
-        loss += 0.5 * alpha * float(np.dot(wm.astype(np.float64), wm))
-        grad_sum += (alpha * w) * (l2_mask if l2_mask is not None else 1)
-    return loss
+        grad += (alpha * w) * (l2_mask if l2_mask is not None else 1)
+    return grad
 
 
 # ---------------------------------------------------------------------------- schedules

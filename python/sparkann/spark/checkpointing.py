@@ -24,7 +24,7 @@ and a fingerprint of the topology, the training Params, the initial weights and 
 import numpy as np
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from sparkann import checkpoint
+from sparkann import checkpoint, solvers
 
 
 class HasCheckpoint(Params):
@@ -174,7 +174,10 @@ def resume_from_checkpoint(trainer):
         raise checkpoint.CheckpointError(
             f"{where}: the checkpoint's weights are missing, not {n} finite numbers, "
             f"or of another shape ({None if w is None else w.shape})")
-    if meta.get("solver") != trainer.solver or len(meta.get("history", [])) != iteration:
+    # A solver is compared by its table row: checkpoints may spell it "l-bfgs" or "lbfgs".
+    saved = meta.get("solver")
+    same = saved in solvers.NAMES and solvers.get_solver(saved).name == trainer.solver
+    if not same or len(meta.get("history", [])) != iteration:
         raise checkpoint.CheckpointError(f"{where}: inconsistent checkpoint (solver "
                                          f"{meta.get('solver')!r}, iteration {iteration})")
     trainer.history = list(meta["history"])
@@ -193,7 +196,7 @@ def resume_from_checkpoint(trainer):
     opt_state = dict(meta.get("optimizer") or {})
     opt_state.update({k[len("optimizer_"):]: np.array(v) for k, v in arrays.items()
                       if k.startswith("optimizer_")})
-    if trainer.solver == "l-bfgs":
+    if trainer.solver == "lbfgs":
         _check_lbfgs_state(opt_state, iteration, w, where)
     return iteration, w, opt_state
 

@@ -3,9 +3,10 @@ from pyspark import keyword_only
 
 from sparkann.spark.estimator import _NetworkEstimator
 from sparkann.spark.model import MultilayerPerceptronClassificationModel
-from sparkann.spark.params import _ClassifierParams
+from sparkann.spark.params import _ClassifierParams, add_setters
 
 
+@add_setters
 class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
     """Feed-forward neural network classifier trained on a Spark DataFrame.
 
@@ -57,20 +58,3 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
         if layers[-1] < 2:
             raise ValueError(f"a classifier needs at least 2 output classes, layers={layers}")
 
-
-def _setter(name):
-    def setter(self, value):
-        return self._set(**{name: value})
-    setter.__name__ = "set" + name[0].upper() + name[1:]
-    setter.__doc__ = f"Sets the value of :py:attr:`{name}`."
-    return setter
-
-
-_PARAMS = ["featuresCol", "labelCol", "predictionCol", "maxIter", "tol", "seed", "layers",
-           "blockSize", "stepSize", "solver", "initialWeights", "probabilityCol",
-           "rawPredictionCol", "thresholds", "activation", "regParam", "dtype", "initScheme",
-           "syncSteps", "momentum", "validationIndicatorCol", "earlyStoppingPatience"]
-for _name in _PARAMS:
-    setattr(MultilayerPerceptronClassifier, "set" + _name[0].upper() + _name[1:], _setter(_name))
-    setattr(MultilayerPerceptronClassificationModel, "set" + _name[0].upper() + _name[1:],
-            _setter(_name))

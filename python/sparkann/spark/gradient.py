@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from sparkann.optim import mean_objective
 from sparkann.spark.faults import active_spec
 
 # A gradient job multiplies at least this many rows at a time, whatever the stacking block:
@@ -117,7 +118,8 @@ class DistributedLossGrad:
         GRADIENT_ROWS)`` rows at a time over each partition's stacked rows (at most the
         largest partition's rows).
     reg_param : float
-        L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss.
+        L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss
+        (``sparkann.optim.mean_objective``, as on one machine).
     l2_mask : ndarray or None
         Which weights the penalty applies to (``Topology.l2_mask()``: not biases); all if None.
     depth : int
@@ -178,12 +180,5 @@ class DistributedLossGrad:
     def __call__(self, weights):
         """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``."""
         loss, grad, rows = self.sums(weights)
-        loss /= rows
-        grad /= rows
-        if self.reg_param:
-            w = np.asarray(weights, np.float64)
-            if self.l2_mask is not None:
-                w = w * self.l2_mask
-            loss += 0.5 * self.reg_param * float(w @ w)
-            grad += self.reg_param * w
-        return loss, grad
+        w = np.asarray(weights, np.float64)
+        return mean_objective(loss, grad, rows, w, self.reg_param, self.l2_mask), grad

@@ -15,7 +15,7 @@ from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vector
                                  check_schema, run_checked)
 from sparkann.spark.model_files import (SparkModelFileError, check_digest, load_metadata,
                                         load_weights, set_params, write_metadata)
-from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams
+from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams, add_setters
 from sparkann.spark.shipping import ship_to_executors
 from sparkann.spark.weights_frame import write_weights
 
@@ -312,6 +312,7 @@ class _NetworkModel(Model, PersistMixin):
 
 # ------------------------------------------------------------------------ classification
 
+@add_setters
 class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
     """A fitted :class:`~sparkann.spark.MultilayerPerceptronClassifier` (Spark MLlib's model
     API: ``weights``, ``layers``, ``numFeatures``, ``numClasses``, ``predict``,
@@ -464,6 +465,7 @@ class ClassificationSummary(_Summary):
 
 # ------------------------------------------------------------------------ regression
 
+@add_setters
 class MultilayerPerceptronRegressionModel(_NetworkModel, _RegressorParams):
     """A fitted :class:`~sparkann.spark.MultilayerPerceptronRegressor`."""
 

@@ -1,6 +1,5 @@
 """Params of the Spark estimators: Spark MLlib's MLPC Params (same names, defaults, meaning)
 plus sparkann's extras."""
-import math
 import os
 import zlib
 
@@ -11,10 +10,9 @@ from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, 
                                      HasPredictionCol, HasProbabilityCol, HasRawPredictionCol,
                                      HasSeed, HasSolver, HasStepSize, HasThresholds, HasTol)
 
+from sparkann import hyperparams
+from sparkann.hyperparams import DTYPES  # noqa: F401  (the names the model loader accepts)
 from sparkann.spark.checkpointing import HasCheckpoint
-
-SOLVERS = ("l-bfgs", "gd", "adam", "sgd")
-DTYPES = ("float32", "float64")
 
 
 class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, HasMaxIter, HasTol,
@@ -26,9 +24,9 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
                    "means 780 inputs, one hidden layer with 100 neurons and output layer of 10 "
                    "neurons.", typeConverter=TypeConverters.toListInt)
     solver = Param(Params._dummy(), "solver",
-                   "The solver algorithm for optimization. Supported options: l-bfgs, gd "
-                   "(Spark's), adam, sgd (mini-batch, local steps averaged across partitions).",
-                   typeConverter=TypeConverters.toString)
+                   "The solver algorithm for optimization. Supported options: l-bfgs (also "
+                   "lbfgs), gd (Spark's), adam, sgd (mini-batch, local steps averaged across "
+                   "partitions).", typeConverter=TypeConverters.toString)
     initialWeights = Param(Params._dummy(), "initialWeights", "The initial weights of the model.",
                            typeConverter=TypeConverters.toVector)
     # ---- extras (not in Spark MLlib)
@@ -108,23 +106,8 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         layers = self.getLayers()
         if len(layers) < 2 or any(n < 1 for n in layers):
             raise ValueError(f"layers must hold at least two positive sizes, received {layers}")
-        if self.getSolver() not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, received {self.getSolver()!r}")
-        if self.getDtype() not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, received {self.getDtype()!r}")
-        for name in ("maxIter", "blockSize"):
-            if self.getOrDefault(name) < 1:
-                raise ValueError(f"{name} must be >= 1, received {self.getOrDefault(name)}")
-        for name in ("tol", "stepSize", "regParam", "momentum"):
-            if not math.isfinite(self.getOrDefault(name)):
-                raise ValueError(f"{name} must be a finite number, received "
-                                 f"{self.getOrDefault(name)}")
-        if self.getTol() < 0 or self.getStepSize() <= 0 or self.getRegParam() < 0:
-            raise ValueError(f"need tol >= 0, stepSize > 0, regParam >= 0; received tol="
-                             f"{self.getTol()}, stepSize={self.getStepSize()}, regParam="
-                             f"{self.getRegParam()}")
-        if self.getSyncSteps() < 0:
-            raise ValueError(f"syncSteps must be >= 0, received {self.getSyncSteps()}")
+        hyperparams.check({rule.param: self.getOrDefault(rule.param)
+                           for rule in hyperparams.RULES if rule.param is not None}, "param")
         directory = self.getCheckpointDir()
         if directory and os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpointDir {directory!r} is a file, not a directory")
@@ -154,3 +137,22 @@ class _ClassifierParams(_NetworkParams, HasProbabilityCol, HasRawPredictionCol, 
 
 class _RegressorParams(_NetworkParams):
     """The regressor's Params (Spark has no MLP regressor; same conventions)."""
+
+
+def add_setters(cls):
+    """Give ``cls`` a ``setX(value)`` for each of its Params ``x`` that has no setter yet, so
+    the setters follow the Params."""
+    for name in dir(cls):
+        if isinstance(getattr(cls, name, None), Param):
+            setter = "set" + name[0].upper() + name[1:]
+            if not hasattr(cls, setter):
+                setattr(cls, setter, _setter(name))
+    return cls
+
+
+def _setter(name):
+    def setter(self, value):
+        return self._set(**{name: value})
+    setter.__name__ = "set" + name[0].upper() + name[1:]
+    setter.__doc__ = f"Sets the value of :py:attr:`{name}`."
+    return setter

@@ -1,12 +1,12 @@
 """``MultilayerPerceptronRegressor``: the regressor Spark never shipped, same conventions."""
 from pyspark import keyword_only
 
-from sparkann.spark.classifier import _setter
 from sparkann.spark.estimator import _NetworkEstimator
 from sparkann.spark.model import MultilayerPerceptronRegressionModel
-from sparkann.spark.params import _RegressorParams
+from sparkann.spark.params import _RegressorParams, add_setters
 
 
+@add_setters
 class MultilayerPerceptronRegressor(_NetworkEstimator, _RegressorParams):
     """Feed-forward neural network regressor trained on a Spark DataFrame.
 
@@ -39,10 +39,3 @@ class MultilayerPerceptronRegressor(_NetworkEstimator, _RegressorParams):
         """Sets Params (keyword arguments only)."""
         return self._set(**self._input_kwargs)
 
-
-for _name in ["featuresCol", "labelCol", "predictionCol", "maxIter", "tol", "seed", "layers",
-              "blockSize", "stepSize", "solver", "initialWeights", "activation", "regParam",
-              "dtype", "initScheme", "syncSteps", "momentum", "validationIndicatorCol",
-              "earlyStoppingPatience"]:
-    for _cls in (MultilayerPerceptronRegressor, MultilayerPerceptronRegressionModel):
-        setattr(_cls, "set" + _name[0].upper() + _name[1:], _setter(_name))

@@ -18,19 +18,14 @@ import time
 
 import numpy as np
 
+from sparkann.optim import add_l2_gradient, l2_penalty
+from sparkann.solvers import get_solver, make_optimizer
 from sparkann.spark.checkpointing import (ShiftedSchedule, resume_from_checkpoint,
                                           save_checkpoint)
 from sparkann.spark.gradient import (DistributedLossGrad, engine_rows, task_cpus,
                                      task_network)
 
 log = logging.getLogger("sparkann.spark")
-
-
-def _make_optimizer(kind, lr, momentum):
-    from sparkann import optim
-    if kind == "adam":
-        return optim.Adam(lr=lr)
-    return optim.SGD(lr=lr, momentum=momentum)
 
 
 def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind, lr, momentum,
@@ -52,7 +47,7 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
         return
     w, state = bc.value
     w = np.array(w, dtype=np.float64)
-    opt = _make_optimizer(kind, lr, momentum)
+    opt = make_optimizer(kind, lr, momentum=momentum)
     opt.load_state_dict(state)
     part = TaskContext.get().partitionId()
     rng = np.random.default_rng([seed & 0x7FFFFFFF, round_index, part])
@@ -74,9 +69,7 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
             break
         loss_sum += loss
         seen += n
-        g = grad.astype(np.float64) / n
-        if reg_param:
-            g += reg_param * (w * l2_mask)
+        g = add_l2_gradient(grad.astype(np.float64) / n, w, reg_param, l2_mask)
         opt.step(w, g)
     new_state = opt.state_dict()
     arrays = {k: v * rows for k, v in new_state.items() if isinstance(v, np.ndarray)}
@@ -112,7 +105,8 @@ class Trainer:
                  reg_param, seed, sync_steps, momentum, validation=None, patience=10,
                  callback=None, step_size_set=True, checkpoint=None):
         self.blocks, self.topology = blocks, topology
-        self.dtype, self.block_size, self.solver = dtype, block_size, solver
+        self.dtype, self.block_size = dtype, block_size
+        self.solver = get_solver(solver).name
         self.max_iter, self.tol, self.step_size = max_iter, tol, step_size
         self.reg_param, self.seed, self.sync_steps = reg_param, seed, sync_steps
         self.momentum, self.validation, self.patience = momentum, validation, patience
@@ -181,7 +175,7 @@ class Trainer:
         try:
             if start >= self.max_iter:
                 w = w0
-            elif self.solver == "l-bfgs":
+            elif self.solver == "lbfgs":
                 self._lbfgs = optim.LBFGS(self.loss_grad, w0)
                 if opt_state is not None:  # its iterations count on from the checkpoint
                     self._lbfgs.load_state_dict(opt_state)
@@ -207,11 +201,11 @@ class Trainer:
     def _run_minibatch(self, w0, start=0, state=None):
         sc = self.blocks.context
         kind, momentum = self.solver, self.momentum
-        # Spark's default stepSize (0.03) is meant for gd; adam's customary rate is 0.001.
-        lr = self.step_size if (self.step_size_set or kind == "sgd") else 0.001
+        default = get_solver(kind).spark_step_size
+        lr = self.step_size if self.step_size_set or default is None else default
         w = w0.copy()
         if state is None:
-            state = _make_optimizer(kind, lr, momentum).state_dict()
+            state = make_optimizer(kind, lr, momentum=momentum).state_dict()
         topology, dtype = self.topology, self.dtype
         block_size = engine_rows(self.block_size, self.blocks)
         threads, steps, seed = task_cpus(sc), self.sync_steps, int(self.seed)
@@ -246,8 +240,7 @@ class Trainer:
                     f"(after round {r})", weights=w, iteration=r)
             w = new_w
             state = {"t": t, **{k: v / rows for k, v in arrays.items()}}
-            if reg_param:
-                loss += 0.5 * reg_param * float((w * l2_mask) @ w)
+            loss += l2_penalty(w, reg_param, l2_mask)
             self._current = w
             self._optimizer_state = state
             self._on_iteration(r + 1, w, loss)

@@ -1,0 +1,92 @@
+"""Training hyperparameters: one table of checks for both estimators.
+
+A rule names a hyperparameter as ``sparkann.MLPClassifier`` spells it and as the Spark
+estimators spell their Param (None where one side has no such setting), the test its value
+must pass and what the error says is expected. Both estimators run :func:`check` before any
+training, so the same value is refused on one machine and on Spark with the same words.
+"""
+import math
+import numbers
+from dataclasses import dataclass
+
+from sparkann.solvers import NAMES as SOLVER_NAMES
+
+INITS = ("spark", "glorot", "he")
+DTYPES = ("float32", "float64")
+
+
+def is_int(value):
+    """An integer (a bool is not one)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """A finite real number (a bool is not one)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``name`` (``MLPClassifier``) / ``param`` (Spark) must pass ``ok``; ``expected`` says
+    what passes (``spark_expected``, when given, in the Spark estimators' words)."""
+
+    name: str
+    param: str
+    ok: object
+    expected: str
+    spark_expected: str = None
+
+
+def _fraction(v):
+    return is_number(v) and 0 <= v < 1
+
+
+def _positive_int(v):
+    return is_int(v) and v > 0
+
+
+def _non_negative(v):
+    return is_number(v) and v >= 0
+
+
+RULES = (
+    Rule("solver", "solver", lambda v: v in SOLVER_NAMES, f"one of {SOLVER_NAMES}"),
+    Rule("learning_rate", "stepSize", lambda v: v is None or (is_number(v) and v > 0),
+         "a positive number"),
+    Rule("alpha", "regParam", _non_negative, "a number >= 0"),
+    Rule("batch_size", None, lambda v: v == "auto" or _positive_int(v),
+         "'auto' or an integer > 0"),
+    Rule("momentum", "momentum", _fraction, "in [0, 1)"),
+    Rule("beta1", None, _fraction, "in [0, 1)"),
+    Rule("beta2", None, _fraction, "in [0, 1)"),
+    Rule("epsilon", None, lambda v: is_number(v) and v > 0, "a number > 0"),
+    Rule("max_iter", "maxIter", _positive_int, "an integer > 0", ">= 1"),
+    Rule("tol", "tol", _non_negative, "a number >= 0"),
+    Rule("validation_fraction", None, lambda v: is_number(v) and 0 < v < 1, "in (0, 1)"),
+    Rule("patience", "earlyStoppingPatience", _positive_int, "an integer > 0"),
+    Rule("init", None, lambda v: v in ("auto",) + INITS, f"one of {('auto',) + INITS}"),
+    Rule(None, "initScheme", lambda v: v in INITS, f"one of {INITS}"),
+    Rule("dtype", "dtype", lambda v: str(v) in DTYPES, f"one of {DTYPES}"),
+    Rule("block_size", "blockSize", _positive_int, "an integer > 0", ">= 1"),
+    Rule(None, "syncSteps", lambda v: is_int(v) and v >= 0, "an integer >= 0", ">= 0"),
+    Rule("seed", None, lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
+    Rule("n_threads", None, lambda v: v is None or _positive_int(v), "None or an integer > 0"),
+)
+
+
+def check(values, spelling="name"):
+    """Raise ValueError for the first value that fails its rule.
+
+    ``values`` maps names spelled as ``spelling`` (``"name"``: ``MLPClassifier``'s,
+    ``"param"``: the Spark Params') to values; names without a rule are not checked here.
+    """
+    for rule in RULES:
+        key = getattr(rule, spelling)
+        if key is None or key not in values or rule.ok(values[key]):
+            continue
+        value = values[key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, received {value!r}")
+        expected = rule.spark_expected if spelling == "param" and rule.spark_expected \
+            else rule.expected
+        raise ValueError(f"{key} must be {expected}, received {value!r}")
