@@ -3,7 +3,7 @@ from pyspark import keyword_only
 
 from sparkann.spark.estimator import _NetworkEstimator
 from sparkann.spark.model import MultilayerPerceptronClassificationModel
-from sparkann.spark.params import _ClassifierParams, add_setters
+from sparkann.spark.params import _ClassifierParams, add_setters, set_params_like
 
 
 @add_setters
@@ -44,15 +44,7 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
         self._setDefault(probabilityCol="probability", rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)
 
-    @keyword_only
-    def setParams(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
-                  maxIter=100, tol=1e-6, seed=None, layers=None, blockSize=128, stepSize=0.03,
-                  solver="l-bfgs", initialWeights=None, probabilityCol="probability",
-                  rawPredictionCol="rawPrediction", thresholds=None, activation="sigmoid",
-                  regParam=0.0, dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
-                  validationIndicatorCol=None, earlyStoppingPatience=10):
-        """Sets Params (keyword arguments only)."""
-        return self._set(**self._input_kwargs)
+    setParams = set_params_like(__init__)
 
     def _n_out_check(self, layers):
         if layers[-1] < 2:

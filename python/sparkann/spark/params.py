@@ -1,10 +1,11 @@
 """Params of the Spark estimators: Spark MLlib's MLPC Params (same names, defaults, meaning)
 plus sparkann's extras."""
+import inspect
 import os
 import zlib
 
 import numpy as np
-
+from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, HasMaxIter,
                                      HasPredictionCol, HasProbabilityCol, HasRawPredictionCol,
@@ -15,6 +16,59 @@ from sparkann.hyperparams import DTYPES  # noqa: F401  (the names the model load
 from sparkann.spark.checkpointing import HasCheckpoint
 
 
+def add_getters(cls):
+    """Give ``cls`` a ``getX()`` (the value or its default) for each of its Params ``x`` that
+    has no getter yet."""
+    return _add_accessors(cls, "get", _getter)
+
+
+def add_setters(cls):
+    """Give ``cls`` a ``setX(value)`` for each of its Params ``x`` that has no setter yet, so
+    the setters follow the Params."""
+    return _add_accessors(cls, "set", _setter)
+
+
+def set_params_like(init):
+    """A ``setParams`` that takes the keywords of ``init`` (an estimator's ``__init__``):
+    pyspark's pattern without writing the keyword list twice."""
+    signature = inspect.signature(init)
+
+    @keyword_only
+    def setParams(self, **kwargs):
+        """Sets Params (keyword arguments only)."""
+        signature.bind(self, **kwargs)      # an unknown keyword is a TypeError
+        return self._set(**kwargs)
+
+    setParams.__signature__ = signature
+    return setParams
+
+
+def _add_accessors(cls, prefix, make):
+    for name in dir(cls):
+        if isinstance(getattr(cls, name, None), Param):
+            method = prefix + name[0].upper() + name[1:]
+            if not hasattr(cls, method):
+                setattr(cls, method, make(name, method))
+    return cls
+
+
+def _getter(name, method):
+    def getter(self):
+        return self.getOrDefault(name)
+    getter.__name__ = method
+    getter.__doc__ = f"Gets the value of :py:attr:`{name}` or its default value."
+    return getter
+
+
+def _setter(name, method):
+    def setter(self, value):
+        return self._set(**{name: value})
+    setter.__name__ = method
+    setter.__doc__ = f"Sets the value of :py:attr:`{name}`."
+    return setter
+
+
+@add_getters
 class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, HasMaxIter, HasTol,
                      HasStepSize, HasSolver, HasBlockSize, HasCheckpoint):
     """Params shared by the classifier, the regressor and their models."""
@@ -67,38 +121,6 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         # a stable default keeps results reproducible.
         self._setDefault(seed=zlib.crc32(type(self).__name__.encode()))
 
-    def getLayers(self):
-        """Gets the value of layers or its default value."""
-        return self.getOrDefault(self.layers)
-
-    def getInitialWeights(self):
-        """Gets the value of initialWeights or its default value."""
-        return self.getOrDefault(self.initialWeights)
-
-    def getActivation(self):
-        return self.getOrDefault(self.activation)
-
-    def getRegParam(self):
-        return self.getOrDefault(self.regParam)
-
-    def getDtype(self):
-        return self.getOrDefault(self.dtype)
-
-    def getInitScheme(self):
-        return self.getOrDefault(self.initScheme)
-
-    def getSyncSteps(self):
-        return self.getOrDefault(self.syncSteps)
-
-    def getMomentum(self):
-        return self.getOrDefault(self.momentum)
-
-    def getValidationIndicatorCol(self):
-        return self.getOrDefault(self.validationIndicatorCol)
-
-    def getEarlyStoppingPatience(self):
-        return self.getOrDefault(self.earlyStoppingPatience)
-
     def _validate_params(self):
         """Check the Params on the driver before any Spark job; raise ValueError naming them."""
         if not self.isDefined(self.layers):
@@ -138,21 +160,3 @@ class _ClassifierParams(_NetworkParams, HasProbabilityCol, HasRawPredictionCol, 
 class _RegressorParams(_NetworkParams):
     """The regressor's Params (Spark has no MLP regressor; same conventions)."""
 
-
-def add_setters(cls):
-    """Give ``cls`` a ``setX(value)`` for each of its Params ``x`` that has no setter yet, so
-    the setters follow the Params."""
-    for name in dir(cls):
-        if isinstance(getattr(cls, name, None), Param):
-            setter = "set" + name[0].upper() + name[1:]
-            if not hasattr(cls, setter):
-                setattr(cls, setter, _setter(name))
-    return cls
-
-
-def _setter(name):
-    def setter(self, value):
-        return self._set(**{name: value})
-    setter.__name__ = "set" + name[0].upper() + name[1:]
-    setter.__doc__ = f"Sets the value of :py:attr:`{name}`."
-    return setter
