@@ -9,17 +9,14 @@ needing an impossible relative accuracy). float32 results are compared
 with the float64 reference computed from the same float32-rounded weights and data.
 The MKL backend gives the same results as OpenBLAS.
 """
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import reference as ref  # noqa: E402
+import reference as ref
 
-import ann_core  # noqa: E402
-from ann_core import ACTIVATIONS, LOSSES, Network  # noqa: E402
+import ann_core
+from ann_core import ACTIVATIONS, LOSSES, Network
 
 RTOL = {"float64": 1e-10, "float32": 1e-4}
 N_IN = 17

@@ -2,7 +2,6 @@
 divergence, a heavier fuzz of the native entry points, and the AddressSanitizer run."""
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ from ann_core import Network
 from sparkann.estimator import MLPClassifier, MLPRegressor
 from sparkann.optim import DivergenceError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from rss import rss_bytes  # noqa: E402
+from rss import rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20

@@ -18,7 +18,6 @@ from sparkann.spark import faults  # noqa: E402
 from sparkann.optim import DivergenceError  # noqa: E402
 from sparkann.spark import MultilayerPerceptronClassifier  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from rss import python_workers, rss_bytes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +79,7 @@ def _run(scenario, tmp_path, timeout):
 
 
 @pytest.mark.slow
+@pytest.mark.spark
 def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
     """local[2,4]: tasks fail on their first attempt at chosen iterations and partitions;
     gd, l-bfgs and adam end with bitwise the weights of an undisturbed run."""
@@ -91,6 +91,7 @@ def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.spark
 def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
     """local-cluster[2,1,1024]: the executor JVM running a training task is SIGKILLed; its
     stacked blocks are rebuilt from lineage and the task is retried elsewhere: gd, l-bfgs and
