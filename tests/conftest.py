@@ -1,10 +1,18 @@
 """Shared fixtures: a local Spark session for the tests that need one, and BLAS settings
-restored after the tests that change them."""
+restored after the tests that change them. Every test that uses the ``spark`` fixture gets
+the ``spark`` marker (``pytest -m "not spark"`` runs the rest); a test that starts Spark in
+another way (a subprocess, a cluster) marks itself."""
 import os
 import shutil
 import sys
 
 import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
 
 
 def _java_available():

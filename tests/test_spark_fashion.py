@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("pyspark")
 from sparkann.datasets import DEBIAN_FASHION_MNIST  # noqa: E402
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.spark,
               pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
                                  reason="needs Debian's dataset-fashion-mnist")]
 HERE = os.path.dirname(os.path.abspath(__file__))
