@@ -9,6 +9,7 @@ import sys
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)         # before -m selects by marker
 def pytest_collection_modifyitems(items):
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
