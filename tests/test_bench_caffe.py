@@ -4,15 +4,12 @@ The last test runs a real Caffe when SPARKANN_CAFFE names one (a binary or a bui
 see bench/caffe/build_caffe.sh); without it, it is skipped.
 """
 import os
-import pathlib
 import re
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench" / "caffe"))
-from caffe_nets import net_prototxt, write_nets  # noqa: E402
-from caffe_time import caffe_time, find_caffe  # noqa: E402
+from caffe_nets import net_prototxt, write_nets
+from caffe_time import caffe_time, find_caffe
 
 
 def mlp_spec(sizes, activation="sigmoid"):
