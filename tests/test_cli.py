@@ -106,3 +106,52 @@ def test_spark_model_of_mllib_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a Spark MLlib model" in err
     assert "spark.ml.classification.MultilayerPerceptronClassificationModel.load" in err
+
+
+@pytest.fixture
+def saved_models(tmp_path):
+    from sparkann.estimator import MLPClassifier, MLPRegressor
+    X = np.random.default_rng(0).random((40, 4))
+    clf, reg = str(tmp_path / "clf"), str(tmp_path / "reg")
+    MLPClassifier(hidden_layer_sizes=(3,), max_iter=2).fit(X, (X[:, 0] > 0.5).astype(int)).save(clf)
+    MLPRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, X.sum(1)).save(reg)
+    np.save(tmp_path / "rows.npy", X[:5])
+    return clf, reg, str(tmp_path / "rows.npy")
+
+
+HUGE = ["--layers", "4,2000000,2000000,3", "--examples", "1000", "--flops", "50G"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ("predict --model {reg} --input {rows} --proba", "--proba: the model in"),
+    ("evaluate --model {reg}", "a regressor (MLPRegressor); evaluate scores classifiers"),
+    ("predict --model {clf} --input {folder}", "--input {folder}: a folder"),
+    ("predict --model {clf} --input {rows} --output {folder}", "--output {folder}: a folder"),
+    ("predict --model {rows}", "not a folder"),
+    ("train --out {rows} --no-progress", "--out {rows}: a file"),
+    ("train --plot {folder} --no-progress", "--plot {folder}: a folder"),
+    ("scale " + " ".join(HUGE), "4,000,018,000,003 weights: 32,000,144,000,024 bytes"),
+    ("scale --layers 4,100000000000000000000000000,3 --examples 10 --flops 1G", "weights: "),
+    ("scale --calibrate " + " ".join(HUGE), "4,000,018,000,003 weights"),
+], ids=["proba of a regressor", "evaluate a regressor", "input folder", "output folder",
+        "model file", "out file", "plot folder", "scale huge", "scale enormous",
+        "calibrate huge"])
+def test_user_errors_are_one_line_and_exit_code_2(tmp_path, capsys, saved_models, argv,
+                                                  fragment):
+    clf, reg, rows = saved_models
+    names = dict(clf=clf, reg=reg, rows=rows, folder=str(tmp_path))
+    assert cli.main(argv.format(**names).split()) == 2
+    err = capsys.readouterr().err
+    assert fragment.format(**names) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["scale --layers 4,10,3 --examples 10 --flops 1G",
+                                     "train --no-progress"])
+def test_plot_without_matplotlib_is_one_line_before_any_work(tmp_path, capsys, monkeypatch,
+                                                             command):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert cli.main([*command.split(), "--plot", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--plot needs matplotlib: pip install 'sparkann[plot]'" in err
+    assert err.count("\n") == 1

@@ -3,6 +3,7 @@
 Subcommands live in a table; a module adds one with :func:`register_command`.
 """
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -105,6 +106,9 @@ def _train_arguments(p):
 def _train(args):
     from sparkann.estimator import MLPClassifier
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):  # before, not after, training
+        raise ValueError(f"--out {args.out}: a file; the model is saved as a folder")
+
     settings = dict(RECIPES[args.recipe])
     for key in ("hidden", "activation", "solver", "max_iter", "learning_rate", "lr_schedule",
                 "batch_size", "alpha", "block_size"):
@@ -175,6 +179,9 @@ def _evaluate_arguments(p):
 
 def _evaluate(args):
     model = _load_model(args.model)
+    if not hasattr(model, "classes_"):
+        raise ValueError(f"--model {args.model}: a regressor ({type(model).__name__}); evaluate "
+                         "scores classifiers against Fashion-MNIST's class labels")
     args.dtype = model.dtype
     X, y = _load(args, "test")
     start = time.perf_counter()
@@ -198,6 +205,8 @@ def _predict_arguments(p):
 def _read_rows(path):
     from sparkann.datasets import read_idx
 
+    if os.path.isdir(path):
+        raise ValueError(f"--input {path}: a folder; expected a .npy, .csv or IDX file")
     if path.endswith(".npy"):
         X = np.load(path, allow_pickle=False)
     elif path.endswith(".csv"):
@@ -210,6 +219,11 @@ def _read_rows(path):
 
 def _predict(args):
     model = _load_model(args.model)
+    if args.proba and not hasattr(model, "predict_proba"):
+        raise ValueError(f"--proba: the model in {args.model} is a regressor "
+                         f"({type(model).__name__}); only classifiers give probabilities")
+    if args.output and os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output}: a folder; expected a file name")
     if args.input:
         X = _limit(_read_rows(args.input), np.zeros(0), args.limit)[0]
     else:
@@ -247,13 +261,36 @@ def build_parser():
     return parser
 
 
+def _check_plot(args):
+    """``--plot`` (train, scale) fails before the work, not after it."""
+    plot = getattr(args, "plot", None)
+    if not plot:
+        return
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'sparkann[plot]'")
+    if os.path.isdir(plot):
+        raise ValueError(f"--plot {plot}: a folder; expected an image file name such as "
+                         "curve.png")
+
+
+def _one_line(error):
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, ImportError) and error.name:
+        return f"{error} (pip install {error.name.split('.')[0]})"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv=None):
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code. Errors of the user's making (bad values,
+    files, a network too large for memory, a missing optional package) print one line and
+    return 2."""
     args = build_parser().parse_args(argv)
     try:
+        _check_plot(args)
         return COMMANDS[args.command][2](args) or 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"sparkann {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError, ImportError) as e:
+        print(f"sparkann {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -6,6 +6,7 @@ import sys
 from sparkann.scaling.fit import ULANOV_BENCHMARK, ulanov_validation
 from sparkann.scaling.model import Parameters, ScalingModel, weights_of
 from sparkann.scaling.units import parse_bandwidth, parse_duration, parse_flops
+from sparkann.topology import check_weights_fit
 
 #: one line for the subcommand's help
 HELP = "predict seconds per iteration on n workers, and the best n"
@@ -45,7 +46,8 @@ def _layers(text):
         layers = [int(v) for v in str(text).split(",")]
     except ValueError:
         raise ValueError(f"--layers: expected comma-separated integers, received {text!r}")
-    weights_of(layers)
+    # the driver holds the weights: a network larger than this machine cannot be trained here
+    check_weights_fit(weights_of(layers), f"--layers {layers}")
     return layers
 
 
