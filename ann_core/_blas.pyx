@@ -159,6 +159,8 @@ def threads_changed(int threads=0):
     global _pool_flushes, _mkl_threads
     _pool_flushes = False
     _mkl_threads = threads if _using_mkl else 0
+
+
 _state = {"name": "openblas", "library": None}
 
 
@@ -294,7 +296,8 @@ def gemm(A, B, C, double beta=0.0):
     For tests and for measuring the GEMM rate of the backend; the engine calls the table directly.
     """
     import numpy as np
-    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ndim == 2 for a in (A, B, C)):
+    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ndim == 2
+               for a in (A, B, C)):
         raise ValueError("gemm: A, B and C must be 2-D C-contiguous arrays")
     if not (A.dtype == B.dtype == C.dtype) or A.dtype not in (np.float32, np.float64):
         raise ValueError(f"gemm: expected one dtype, float32 or float64, received "

@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
 """The network engine: forward pass, loss and gradient of a feed-forward network.
 
 A ``Network`` holds no weights. It is a compiled topology plus a workspace (one arena with the
@@ -57,7 +58,7 @@ cdef struct stage_t:
     int act            # native activation applied in place to the output, -1 for none
     double alpha       # the activation's parameter (leaky_relu's slope)
     bint keeps_input   # the activation's backward needs its input: the workspace keeps it
-    PyObject *py_layer # STAGE_PYTHON: the layer (the Network's py_layers keeps it alive)
+    PyObject *py_layer  # STAGE_PYTHON: the layer (the Network's py_layers keeps it alive)
 
 
 cdef struct stage_ctx_t:
@@ -672,7 +673,6 @@ cdef class Network:
         Nominal is 6 x weights; actual leaves out the gradient with respect to the input,
         which is never computed.
         """
-        cdef int i
         nominal = 6 * self.n_weights
         actual = nominal - 2 * (self.stages[0].n_in * self.stages[0].n_out
                                 if self.stages[0].kind == STAGE_DENSE else 0)

@@ -118,7 +118,8 @@ def torch_gradient(sizes, dtype, block, X, y, w):
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = torch.nn.Linear(n_in, n_out).to(tdtype)
         with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(w[offset:offset + n_in * n_out].reshape(n_in, n_out).T.copy()))
+            W = w[offset:offset + n_in * n_out].reshape(n_in, n_out)
+            lin.weight.copy_(torch.from_numpy(W.T.copy()))
             lin.bias.copy_(torch.from_numpy(w[offset + n_in * n_out:offset + n_in * n_out + n_out]))
         offset += n_in * n_out + n_out
         layers.append(lin)
@@ -155,7 +156,8 @@ def torch_threads(n):
 
 
 def saturated_weights(sizes, X, y, iterations):
-    """Weights after `iterations` L-BFGS iterations in float32 (sigmoids saturate, denormals appear)."""
+    """Weights after `iterations` L-BFGS iterations in float32 (sigmoids saturate, denormals
+    appear)."""
     from scipy.optimize import minimize
     net = ann_core.Network(sizes[0], spec(sizes), dtype="float32", block_size=1024)
     grad = np.zeros(net.n_weights, np.float32)
@@ -179,7 +181,8 @@ def per_batch_ms(fn, calls):
 
 
 def caffe_comparison(args, backend, X_all, y_all, have_torch):
-    """One batch's forward + backward: `caffe time`, the engine and PyTorch, in interleaved rounds."""
+    """One batch's forward + backward: `caffe time`, the engine and PyTorch, in interleaved
+    rounds."""
     import tempfile
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "caffe"))
     from caffe_nets import write_nets
@@ -191,7 +194,8 @@ def caffe_comparison(args, backend, X_all, y_all, have_torch):
     blocks = [int(b) for b in args.blocks.split(",")]
     print(f"caffe: {binary} (BLAS {caffe_blas}); sparkann: {backend}; float32; "
           f"medians of {args.repeats} interleaved rounds; load average {_load()}", flush=True)
-    header = (f"{'topo':4} {'thr':>3} {'batch':>5} {'caffe ms':>9} {'sigm %':>6} {'sparkann ms':>11} "
+    header = (f"{'topo':4} {'thr':>3} {'batch':>5} {'caffe ms':>9} {'sigm %':>6} "
+              f"{'sparkann ms':>11} "
               f"{'pytorch ms':>10} {'caffe/ours':>10} {'torch/ours':>10} {'floor ms':>8} "
               f"{'ours/floor':>10}")
     with tempfile.TemporaryDirectory(prefix="sparkann-caffe-") as tmp:
@@ -203,7 +207,8 @@ def caffe_comparison(args, backend, X_all, y_all, have_torch):
             coretype, caffe_rates = (best_coretype(caffe_blas, threads, args.repeats)
                                      if caffe_blas else (None, {}))
             peak = max([ours_rate, *caffe_rates.values()])
-            print(f"sgemm 2048^3, {threads} thread(s), GFLOP/s: sparkann {backend} {ours_rate:.0f}; "
+            print(f"sgemm 2048^3, {threads} thread(s), GFLOP/s: sparkann {backend} "
+                  f"{ours_rate:.0f}; "
                   "caffe's BLAS " + ", ".join(f"{k} {v:.0f}" for k, v in caffe_rates.items()) +
                   f"; caffe runs with OPENBLAS_CORETYPE={coretype or '(unset)'}", flush=True)
             print(header)
@@ -222,11 +227,13 @@ def caffe_comparison(args, backend, X_all, y_all, have_torch):
                         torch_run = torch_gradient(sizes, "float32", block, X, y, w)
                         with torch_threads(threads):
                             torch_run()
-                        contenders["pytorch"] = lambda: _with_torch_threads(threads, torch_run, calls)
+                        contenders["pytorch"] = lambda: _with_torch_threads(threads, torch_run,
+                                                                            calls)
                     ms = {name: [] for name in ["caffe", *contenders]}
                     sigmoid = []
                     for _ in range(args.repeats):
-                        total, layers = caffe_time(binary, nets[topo, block], calls, threads, coretype)
+                        total, layers = caffe_time(binary, nets[topo, block], calls, threads,
+                                                   coretype)
                         ms["caffe"].append(total)
                         sigmoid.append(sum(f + b for name, (f, b) in layers.items()
                                            if name.startswith("sigmoid")) / total)
@@ -308,7 +315,7 @@ def main(argv=None):
                 nominal, actual = probe.flops_per_example()
                 for block in map(int, args.blocks.split(",")):
                     if threads == 1 and block != 1024 and topo != "A":
-                        continue  # one thread: block 1024 only (and A at 128), to keep the run short
+                        continue  # one thread: block 1024 only (and A at 128): a short run
                     results = {}
                     if have_torch:
                         with torch_threads(threads):
@@ -318,7 +325,8 @@ def main(argv=None):
                         ann_core.set_backend(name)
                         ann_core.set_blas_threads(threads)
                         results[f"sparkann-{name}"] = \
-                            median_time(sparkann_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                            median_time(sparkann_gradient(sizes, dtype, block, X, y, w),
+                                        args.repeats)
                     if not args.no_numpy and threads == 2:
                         ann_core.set_backend("openblas")
                         ann_core.set_blas_threads(threads)
@@ -328,13 +336,15 @@ def main(argv=None):
                         scale = 60000 / n
                         ex_s = n / seconds
                         backend = "mkl" if contender.endswith("mkl") else "openblas"
-                        vs_torch = results["pytorch"] / seconds if "pytorch" in results else float("nan")
+                        vs_torch = (results["pytorch"] / seconds if "pytorch" in results
+                                    else float("nan"))
                         pct = (100 * actual * ex_s / 1e9 / rates[backend]
                                if contender.startswith("sparkann") else float("nan"))
                         ms = 1000 * seconds / -(-n // block)
                         print(f"{topo:4} {dtype:7} {threads:>3} {block:>5} {contender:17} "
                               f"{seconds * scale:7.3f} {ex_s:8.0f} {nominal * ex_s / 1e9:8.1f} "
-                              f"{actual * ex_s / 1e9:8.1f} {vs_torch:7.2f} {pct:6.1f} {ms:8.2f}", flush=True)
+                              f"{actual * ex_s / 1e9:8.1f} {vs_torch:7.2f} {pct:6.1f} {ms:8.2f}",
+                              flush=True)
             print(f"GEMM rate ({dtype}, {threads} threads, 2048^3): " +
                   ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
 
@@ -355,7 +365,8 @@ def main(argv=None):
             with torch_threads(2):
                 t0 = median_time(torch_gradient(sizes, "float32", 1024, X, y, w0), args.repeats)
                 t1 = median_time(torch_gradient(sizes, "float32", 1024, X, y, w_sat), args.repeats)
-            print(f"denormals: PyTorch on the same weights {t0:.3f} s -> {t1:.3f} s: ratio {t1 / t0:.2f}")
+            print(f"denormals: PyTorch on the same weights {t0:.3f} s -> {t1:.3f} s: ratio "
+                  f"{t1 / t0:.2f}")
     return 0
 
 

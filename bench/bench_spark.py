@@ -61,7 +61,8 @@ def session(event_dir, native_blas=False):
 def mllib_blas(spark):
     """The BLAS class MLlib's level-3 calls go to in this driver."""
     try:
-        return spark._jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance().getClass().getSimpleName()
+        blas = spark._jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance()
+        return blas.getClass().getSimpleName()
     except Exception:   # noqa: BLE001 - no native library: MLlib uses its Java BLAS
         return spark._jvm.dev.ludovic.netlib.blas.JavaBLAS.getInstance().getClass().getSimpleName()
 

@@ -84,7 +84,8 @@ def test_spark_refuses_the_same_values(name, param, bad):
     from sparkann.spark import MultilayerPerceptronClassifier, MultilayerPerceptronRegressor
 
     for cls in (MultilayerPerceptronClassifier, MultilayerPerceptronRegressor):
-        with pytest.raises(ValueError, match=f"^{param} must be .*, received {re.escape(repr(bad))}"):
+        expected = f"^{param} must be .*, received {re.escape(repr(bad))}"
+        with pytest.raises(ValueError, match=expected):
             cls(layers=[4, 3, 2], **{param: bad})._validate_params()
 
 

@@ -27,7 +27,8 @@ def _uniform(bound):
 def net_prototxt(name, n_in, layers, batch, data_value=0.5):
     """The text of a Caffe NetParameter for `layers` (sparkann's spec) on `batch` rows of `n_in`."""
     if batch < 1 or n_in < 1:
-        raise ValueError(f"batch and n_in must be positive integers, got batch={batch}, n_in={n_in}")
+        raise ValueError(f"batch and n_in must be positive integers, got batch={batch}, "
+                         f"n_in={n_in}")
     if not layers or layers[-1][0] != "loss":
         raise ValueError(f"{name}: the spec must end with a ('loss', ...) entry, got {layers[-1:]}")
     out = [f'name: "{name}"',
@@ -44,7 +45,8 @@ def net_prototxt(name, n_in, layers, batch, data_value=0.5):
             n_dense += 1
             top = f"ip{n_dense}"
             bound = 2.4 / math.sqrt(width)
-            out += ['layer {', f'  name: "{top}" type: "InnerProduct" bottom: "{bottom}" top: "{top}"',
+            out += ['layer {',
+                    f'  name: "{top}" type: "InnerProduct" bottom: "{bottom}" top: "{top}"',
                     f'  inner_product_param {{ num_output: {arg}',
                     f'    weight_filler {{ {_uniform(bound)} }}',
                     f'    bias_filler {{ {_uniform(bound)} }} }}', '}']

@@ -45,7 +45,8 @@ def caffe_time(binary, prototxt, iterations, threads, coretype=None):
     total = _TOTAL_LINE.search(log)
     if proc.returncode != 0 or total is None:
         tail = "\n".join(log.splitlines()[-15:])
-        raise RuntimeError(f"`{binary} time -model={prototxt}` failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(f"`{binary} time -model={prototxt}` failed (exit {proc.returncode}):"
+                           f"\n{tail}")
     layers = {}
     for name, direction, ms in _LAYER_LINE.findall(log):
         fwd, bwd = layers.get(name, (0.0, 0.0))
@@ -56,7 +57,8 @@ def caffe_time(binary, prototxt, iterations, threads, coretype=None):
 def blas_library(binary):
     """The BLAS shared library the dynamic loader gives `binary` (via ldd), or None."""
     try:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
+                             check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     for wanted in ("libopenblas", "libblas.so", "libmkl_rt", "libcblas"):
@@ -111,11 +113,13 @@ def _cpu_flags():
 
 
 def _rate_in_subprocess(library, threads, coretype, repeats):
-    """(core name OpenBLAS reports, sgemm GFLOP/s) with OPENBLAS_CORETYPE=coretype (None: its own choice)."""
+    """(core name OpenBLAS reports, sgemm GFLOP/s) with OPENBLAS_CORETYPE=coretype (None: its own
+    choice)."""
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     if coretype:
         env["OPENBLAS_CORETYPE"] = coretype
-    code = ("import ctypes, sys; sys.path.insert(0, sys.argv[1]); from caffe_time import sgemm_rate; "
+    code = ("import ctypes, sys; sys.path.insert(0, sys.argv[1]); "
+            "from caffe_time import sgemm_rate; "
             "lib = ctypes.CDLL(sys.argv[2]); f = getattr(lib, 'openblas_get_corename', None); "
             "f and setattr(f, 'restype', ctypes.c_char_p); "
             "print((f().decode() if f else '?'), sgemm_rate(sys.argv[2], int(sys.argv[3]), "

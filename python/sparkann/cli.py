@@ -77,8 +77,9 @@ def _sizes(text):
 def _train_arguments(p):
     _data_arguments(p)
     p.add_argument("--recipe", choices=sorted(RECIPES), default="adam",
-                   help="preset: 'adam' ([256,128] ReLU, Adam 0.002 with cosine decay, 20 epochs) or 'spark' (Spark "
-                        "MLlib's defaults: sigmoid, L-BFGS, 100 iterations, block 128)")
+                   help="preset: 'adam' ([256,128] ReLU, Adam 0.002 with cosine decay, 20 "
+                        "epochs) or 'spark' (Spark MLlib's defaults: sigmoid, L-BFGS, 100 "
+                        "iterations, block 128)")
     p.add_argument("--hidden", type=_sizes, metavar="SIZES", help="hidden sizes, e.g. 256,128")
     p.add_argument("--activation", help="relu, sigmoid, tanh, leaky_relu, softplus, identity")
     p.add_argument("--solver", choices=solvers.NAMES)

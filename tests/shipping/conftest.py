@@ -40,7 +40,8 @@ def dists(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "-o", str(out), ROOT],
                           capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"python -m build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (f"python -m build failed:\n{proc.stdout[-3000:]}\n"
+                                  f"{proc.stderr[-3000:]}")
     wheels = glob.glob(str(out / "*.whl"))
     sdists = glob.glob(str(out / "*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, os.listdir(out)

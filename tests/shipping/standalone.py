@@ -8,8 +8,8 @@ running from that folder: executors, drivers, daemons. It is registered with ``a
 interpreter that dies of an exception, or of SIGTERM, still stops the cluster.
 
 ``bare_python_env`` makes a virtual environment that has numpy, scipy, pyarrow, pandas,
-threadpoolctl and tqdm (linked from this interpreter's site-packages, so no network is needed) and no
-sparkann: executors run it, so they can only get sparkann from what the job ships.
+threadpoolctl and tqdm (linked from this interpreter's site-packages, so no network is needed)
+and no sparkann: executors run it, so they can only get sparkann from what the job ships.
 """
 import atexit
 import glob
@@ -250,7 +250,8 @@ def packed_env(folder, wheel, packages=("numpy", "scipy", "threadpoolctl", "tqdm
                 continue
             target = os.path.join(site, name)
             if os.path.isdir(entry):
-                shutil.copytree(entry, target, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+                shutil.copytree(entry, target,
+                                ignore=shutil.ignore_patterns("tests", "__pycache__"))
             else:
                 shutil.copy2(entry, target)
     archive = os.path.join(folder, "environment.tar.gz")

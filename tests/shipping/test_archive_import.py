@@ -122,7 +122,8 @@ def test_default_cache_is_under_xdg_cache_home(wheel, tmp_path):
     archive.write_bytes(open(wheel, "rb").read())
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARKANN_CACHE_DIR")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
-    code = f"import sys; sys.path.insert(0, {str(archive)!r}); import ann_core; print(ann_core.__path__[0])"
+    code = (f"import sys; sys.path.insert(0, {str(archive)!r}); import ann_core; "
+            "print(ann_core.__path__[0])")
     proc = subprocess.run([sys.executable, "-I", "-c", code], env=env, cwd=str(tmp_path),
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,8 @@ JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
 
 
 def result_line(proc):
-    assert proc.returncode == 0, f"spark-submit failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (f"spark-submit failed:\n{proc.stdout[-3000:]}\n"
+                                  f"{proc.stderr[-6000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, proc.stdout[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
@@ -47,7 +48,8 @@ def test_failing_test_still_stops_its_cluster(tmp_path):
     here = os.path.dirname(os.path.abspath(__file__))
     (tmp_path / "conftest.py").write_text(
         "import importlib.util, pytest\n"
-        f"spec = importlib.util.spec_from_file_location('standalone', {os.path.join(here, 'standalone.py')!r})\n"
+        "spec = importlib.util.spec_from_file_location("
+        f"'standalone', {os.path.join(here, 'standalone.py')!r})\n"
         "standalone = importlib.util.module_from_spec(spec); spec.loader.exec_module(standalone)\n"
         "@pytest.fixture\n"
         "def cluster(request):\n"
@@ -101,7 +103,8 @@ def test_sigterm_still_stops_the_cluster(tmp_path):
     script = tmp_path / "killed.py"
     script.write_text(
         "import importlib.util, os, signal, time\n"
-        f"spec = importlib.util.spec_from_file_location('standalone', {os.path.join(here, 'standalone.py')!r})\n"
+        "spec = importlib.util.spec_from_file_location("
+        f"'standalone', {os.path.join(here, 'standalone.py')!r})\n"
         "standalone = importlib.util.module_from_spec(spec); spec.loader.exec_module(standalone)\n"
         "c = standalone.StandaloneCluster(workers=1, worker_memory='512m').start()\n"
         "print('CLUSTER_ROOT', c.root, flush=True)\n"

@@ -29,7 +29,8 @@ def failure(proc):
     """What a failed spark-submit printed, from the first Python traceback when there is one."""
     err = proc.stderr
     start = err.find("Traceback (most recent call last)")
-    return f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{err[start:start + 8000] if start >= 0 else err[-8000:]}"
+    tail = err[start:start + 8000] if start >= 0 else err[-8000:]
+    return f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{tail}"
 
 
 def printed(pattern, text):
@@ -50,7 +51,8 @@ def test_fashion_mnist_job_on_standalone_cluster(cluster, bare_python, wheel, tm
     assert prep.returncode == 0, prep.stderr[-3000:]
     common = ["--data", str(data), "--model", str(model)]
     cache = {"SPARKANN_CACHE_DIR": str(tmp_path / "cache")}
-    submit = ["--py-files", wheel, "--conf", f"spark.executorEnv.SPARKANN_CACHE_DIR={tmp_path / 'cache'}"]
+    submit = ["--py-files", wheel,
+              "--conf", f"spark.executorEnv.SPARKANN_CACHE_DIR={tmp_path / 'cache'}"]
     trained = cluster.submit(*submit, job, "train", *common, "--hidden", "64",
                              "--max-iter", "5", "--partitions", "2",
                              python=bare_python, env=cache)

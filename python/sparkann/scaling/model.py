@@ -335,7 +335,8 @@ class ScalingModel:
         return self.breakdown(n, partitions)["total"]
 
     def curve(self, n_max=32):
-        """Rows ``{'workers', 'partitions', 'compute', ..., 'total', 'speedup'}`` for n = 1..n_max."""
+        """Rows ``{'workers', 'partitions', 'compute', ..., 'total', 'speedup'}`` for
+        n = 1..n_max."""
         if int(n_max) < 1:
             raise ValueError(f"n_max: must be >= 1, received {n_max}")
         base = self.time(1)
