@@ -193,6 +193,40 @@ def test_spark_metadata_that_cannot_work_is_refused_at_load(spark_model, tmp_pat
         _load(target)
 
 
+@pytest.mark.parametrize("change, fragment", [
+    (_set("paramMap", layers="abc"), "layers 'abc' must be at least two positive integers"),
+    (_set("paramMap", layers=[4, 0, 2]), "must be at least two positive integers"),
+    (_set("defaultParamMap", blockSize=2.5), "blockSize 2.5 must be a positive integer"),
+    (_set("defaultParamMap", blockSize=0), "blockSize 0 must be a positive integer"),
+    (_set("defaultParamMap", dtype="float16"), "dtype"),
+    (_set("defaultParamMap", activation="nope"), "nope"),
+    (_set("paramMap", thresholds=[0.9, 0.1]), "thresholds \\[0.9, 0.1\\], which only the "
+                                              "Spark model applies"),
+    (lambda m: m.update(paramMap=[1]), "must be JSON objects"),
+])
+def test_spark_model_read_without_spark_refuses_params_that_cannot_work(spark_model, tmp_path,
+                                                                        change, fragment):
+    from sparkann.spark import SparkModelFileError
+    from sparkann.spark.local_model import load_local
+    model, path = spark_model
+    target = _spark_copy(path, tmp_path)
+    _edit_metadata(target, _sealed(model, change))
+    with pytest.raises(SparkModelFileError, match=fragment):
+        load_local(target)
+
+
+def test_spark_model_read_without_spark_refuses_deeply_nested_json(spark_model, tmp_path):
+    from sparkann.spark import SparkModelFileError
+    from sparkann.spark.local_model import load_local
+    _, path = spark_model
+    target = _spark_copy(path, tmp_path)
+    part = glob.glob(os.path.join(target, "metadata", "part-*"))[0]
+    open(part, "w").write("[" * 100000 + "]" * 100000)
+    with pytest.raises(SparkModelFileError, match="not valid JSON"):
+        load_local(target)
+    assert load_local(_spark_copy(path, tmp_path / "again")).n_features_in_ == 4
+
+
 def test_spark_large_block_size_still_loads(spark_model, tmp_path):
     model, path = spark_model
     target = _spark_copy(path, tmp_path)

@@ -31,9 +31,9 @@ def read_metadata(path):
         raise SparkModelFileError(f"{path}/metadata holds no JSON (truncated?)")
     try:
         metadata = json.loads(lines[0])
-    except ValueError as e:
-        raise SparkModelFileError(f"{path}/metadata: not valid JSON (truncated or edited?): {e}"
-                                  ) from None
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
+        raise SparkModelFileError(f"{path}/metadata: not valid JSON (truncated or edited?): "
+                                  f"{str(e)[:200]}") from None
     cls = metadata.get("class") if isinstance(metadata, dict) else None
     if cls not in ESTIMATORS:
         hint = ""
@@ -72,6 +72,32 @@ def read_weights(path, metadata):
     return weights, history
 
 
+def _is_size(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _predict_params(path, metadata):
+    """The saved Params that predictions use, each checked; a Param that only the Spark model
+    can apply (``thresholds``) is refused rather than ignored."""
+    sections = [metadata.get(name) for name in ("defaultParamMap", "paramMap")]
+    if not all(isinstance(section, dict) for section in sections):
+        raise SparkModelFileError(f"{path}/metadata: paramMap and defaultParamMap must be JSON "
+                                  "objects")
+    params = {**sections[0], **sections[1]}
+    layers = params.get("layers")
+    if not isinstance(layers, list) or len(layers) < 2 or not all(map(_is_size, layers)):
+        raise SparkModelFileError(f"{path}/metadata: layers {layers!r} must be at least two "
+                                  "positive integers (input and output sizes)")
+    if not _is_size(params.get("blockSize", 128)):
+        raise SparkModelFileError(f"{path}/metadata: blockSize {params.get('blockSize')!r} "
+                                  "must be a positive integer")
+    if params.get("thresholds") is not None:
+        raise SparkModelFileError(f"{path}/metadata: the model sets thresholds "
+                                  f"{params['thresholds']}, which only the Spark model applies; "
+                                  "predict with it in Spark")
+    return params
+
+
 def load_local(path):
     """The single-machine estimator of the Spark model saved at ``path``.
 
@@ -88,18 +114,19 @@ def load_local(path):
 
     metadata = read_metadata(path)
     weights, history = read_weights(path, metadata)  # the digest covers the Params too
-    params = {**metadata.get("defaultParamMap", {}), **metadata.get("paramMap", {})}
-    layers = [int(n) for n in params.get("layers", [])]
-    if len(layers) < 2:
-        raise SparkModelFileError(f"{path}/metadata: layers {params.get('layers')!r} need an "
-                                  "input and an output size")
+    params = _predict_params(path, metadata)
+    layers = params["layers"]
     cls = {"MLPClassifier": MLPClassifier,
            "MLPRegressor": MLPRegressor}[ESTIMATORS[metadata["class"]]]
-    estimator = cls(hidden_layer_sizes=tuple(layers[1:-1]),
-                    activation=params.get("activation", "sigmoid"),
-                    dtype=params.get("dtype", "float32"),
-                    block_size=int(params.get("blockSize", 128)))
-    estimator._start(layers[0], layers[-1])  # the topology (and throwaway initial weights)
+    try:
+        estimator = cls(hidden_layer_sizes=tuple(layers[1:-1]),
+                        activation=params.get("activation", "sigmoid"),
+                        dtype=params.get("dtype", "float32"),
+                        block_size=params.get("blockSize", 128))
+        estimator._validate_params()
+        estimator._start(layers[0], layers[-1])  # the topology (and throwaway initial weights)
+    except (ValueError, TypeError, MemoryError) as e:
+        raise SparkModelFileError(f"{path}/metadata: {e}") from None
     if weights.shape != (estimator.topology_.n_weights,):
         raise SparkModelFileError(f"{path}/data: {weights.size} weights, layers {layers} need "
                                   f"{estimator.topology_.n_weights}")
