@@ -259,7 +259,8 @@ def test_deeply_nested_json_is_a_model_file_error(fitted):
 def test_files_of_the_format_without_a_digest_of_model_json_are_refused(fitted):
     _, path, _ = fitted
     edit_meta(path, lambda m: (m.pop("sha256"), m.update(version=1)), seal=False)
-    with pytest.raises(ModelFileError, match="version 1 is not supported.*save it again"):
+    with pytest.raises(ModelFileError,
+                       match="version 1 is not supported.*train and save it again"):
         load(path)
 
 

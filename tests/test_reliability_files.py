@@ -239,7 +239,8 @@ def test_spark_deeply_nested_or_older_metadata_is_refused(spark_model, tmp_path)
     model, path = spark_model
     target = _spark_copy(path, tmp_path)
     _edit_metadata(target, lambda m: m.update(sparkann=2))
-    with pytest.raises(SparkModelFileError, match="version 2 is not supported.*save it again"):
+    with pytest.raises(SparkModelFileError,
+                       match="version 2 is not supported.*train and save it again"):
         _load(target)
     part = glob.glob(os.path.join(target, "metadata", "part-*"))[0]
     open(part, "w").write("[" * 100000 + "]" * 100000)

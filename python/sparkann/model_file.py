@@ -157,8 +157,9 @@ def read_meta(path):
         raise ModelFileError(f"{meta_path}: not a sparkann model file (format "
                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != FORMAT_VERSION:
-        older = (" (saved by an earlier sparkann, whose digest covered only the weights: load "
-                 "it with that version and save it again)" if meta.get("version") == 1 else "")
+        older = (" (saved by an earlier sparkann, whose digest covered only the weights, so "
+                 "its other fields cannot be checked: use that version to read it, or train "
+                 "and save it again)" if meta.get("version") == 1 else "")
         raise ModelFileError(f"{meta_path}: format version {meta.get('version')!r} is not "
                              f"supported; this sparkann reads version {FORMAT_VERSION}{older}")
     if meta.get(DIGEST_KEY) != meta_digest(meta):

@@ -75,8 +75,9 @@ def load_metadata(path, spark):
         raise SparkModelFileError(f"{path}/metadata: not Spark ML metadata")
     version = metadata.get("sparkann")
     if version != FORMAT_VERSION:
-        older = (" (saved by an earlier sparkann, whose digest did not cover the Params: load "
-                 "it with that version and save it again)" if version in (1, 2) else "")
+        older = (" (saved by an earlier sparkann, whose digest did not cover the Params, which "
+                 "this one cannot check: use that version to read it, or train and save it "
+                 "again)" if version in (1, 2) else "")
         raise SparkModelFileError(f"{path}/metadata: sparkann model format version {version!r} "
                                   f"is not supported; this sparkann reads version "
                                   f"{FORMAT_VERSION}{older}")
