@@ -16,7 +16,7 @@ share of Caffe's time spent in its Sigmoid layers and the floor set by the best 
     python bench/bench_core.py                 # everything (long: about an hour)
     python bench/bench_core.py --quick         # A and B, float32, 2 threads
     python bench/bench_core.py --topologies C --dtypes float32 --threads 2 --blocks 1024
-    python bench/bench_core.py --caffe ~/caffe-build --repeats 5    # against Caffe (~10 min under load)
+    python bench/bench_core.py --caffe ~/caffe-build --repeats 5    # against Caffe (~10 min)
 
 For peak numbers, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in that one command.
 """
