@@ -34,6 +34,8 @@ def caffe_time(binary, prototxt, iterations, threads, coretype=None):
     """`caffe time` on `prototxt` (CPU) with `threads` OpenBLAS threads (of `coretype`).
 
     Returns (milliseconds per forward+backward, {layer name: (forward ms, backward ms)}).
+    Caffe times the whole run in whole milliseconds (the layers in microseconds): give it
+    enough iterations that a millisecond does not matter.
     """
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                GLOG_logtostderr="1")  # glog would otherwise leave log files in the temp folder
