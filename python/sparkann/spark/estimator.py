@@ -8,7 +8,8 @@ from pyspark.sql import functions as F
 
 from sparkann.spark.checkpointing import TrainingCheckpoint, run_fingerprint
 from sparkann.spark.data import cache_blocks, cancel_jobs, warn_round_robin
-from sparkann.spark.model import PersistMixin, build_topology
+from sparkann.spark.model import build_topology
+from sparkann.spark.persistence import PersistMixin
 from sparkann.spark.shipping import ship_to_executors
 from sparkann.spark.train import Trainer
 

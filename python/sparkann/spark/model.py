@@ -1,91 +1,24 @@
-"""Fitted Spark models, their summaries, and pyspark.ml persistence without pickle.
-
-A saved model is Spark ML's layout: ``metadata/`` (JSON: class, uid, Params) and ``data/``
-(Parquet: the weights as ``array<double>``). Loading reads JSON and Parquet only.
-"""
+"""Fitted Spark models and their summaries; they save and load through
+:mod:`sparkann.spark.persistence` (Spark ML's layout, no pickle)."""
 import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseVector
-from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vectors_to_dense,
                                  check_schema, run_checked)
-from sparkann.spark.model_files import (SparkModelFileError, check_digest, load_metadata,
-                                        load_weights, set_params, write_metadata)
+from sparkann.spark.model_files import SparkModelFileError
 from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams, add_setters
+from sparkann.spark.persistence import PersistMixin
 from sparkann.spark.shipping import ship_to_executors
-from sparkann.spark.weights_frame import write_weights
 
 
 def build_topology(layers, activation, loss):
     """The network the Params describe (Spark's sizes shorthand)."""
     from sparkann.topology import Topology
     return Topology.from_sizes(list(layers), activation=activation, loss=loss)
-
-
-def _json_params(instance):
-    """The set Params as JSON values (vectors become lists)."""
-    out = {}
-    for param, value in instance._paramMap.items():
-        out[param.name] = value.toArray().tolist() if hasattr(value, "toArray") else value
-    return out
-
-
-class ParamsWriter(MLWriter):
-    """Writes ``metadata/`` (and ``data/`` for a model's weights) under ``path``."""
-
-    def __init__(self, instance):
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path):
-        weights = getattr(self.instance, "_weights", None)
-        history = list(getattr(self.instance, "history", []))
-        write_metadata(self.instance, path, self.sparkSession, _json_params(self.instance),
-                       weights, history)
-        if weights is not None:
-            write_weights(self.sparkSession, path + "/data", weights, history)
-
-
-class ParamsReader(MLReader):
-    """Reads what :class:`ParamsWriter` wrote: JSON and Parquet only, nothing unpickled, and
-    only into the class it was asked for (the class named in the file is never imported)."""
-
-    def __init__(self, cls):
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path):
-        metadata = load_metadata(path, self.sparkSession)
-        expected = self.cls.__module__ + "." + self.cls.__name__
-        if metadata["class"] != expected:
-            raise SparkModelFileError(f"{path} holds a {metadata['class']}, not a {expected}")
-        if issubclass(self.cls, _NetworkModel):
-            weights, history = load_weights(path, self.sparkSession)
-            check_digest(path, metadata, weights, history)
-            instance = self.cls(weights=weights, history=history)
-        else:
-            check_digest(path, metadata)
-            instance = self.cls()
-        instance._resetUid(metadata["uid"])
-        set_params(path, instance, metadata)
-        if isinstance(instance, _NetworkModel):
-            instance._check_loaded(path)
-        return instance
-
-
-class PersistMixin(MLReadable, MLWritable):
-    """pyspark.ml persistence: ``save``, ``write().overwrite().save``, ``Cls.load``."""
-
-    def write(self):
-        return ParamsWriter(self)
-
-    @classmethod
-    def read(cls):
-        return ParamsReader(cls)
 
 
 # ------------------------------------------------------------------------ prediction (executor)
@@ -176,6 +109,7 @@ class _NetworkModel(Model, PersistMixin):
 
     _loss = None
     _kind = None
+    _saves_weights = True
 
     def __init__(self, weights=None, history=None):
         super().__init__()
