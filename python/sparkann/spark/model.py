@@ -128,6 +128,9 @@ class _NetworkModel(Model, PersistMixin):
     def numFeatures(self):
         return self.getLayers()[0]
 
+    def _output_width(self):
+        return self.getLayers()[-1]
+
     @property
     def topology(self):
         """The ``sparkann.topology.Topology`` of the network."""
@@ -254,10 +257,7 @@ class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
 
     _loss = "softmax_cross_entropy"
     _kind = "class"
-
-    @property
-    def numClasses(self):
-        return self.getLayers()[-1]
+    numClasses = property(_NetworkModel._output_width, doc="Number of classes (output units).")
 
     def predictRaw(self, value):
         """Output layer values before the softmax, for one feature vector."""
@@ -405,10 +405,7 @@ class MultilayerPerceptronRegressionModel(_NetworkModel, _RegressorParams):
 
     _loss = "squared_error"
     _kind = "regress"
-
-    @property
-    def numTargets(self):
-        return self.getLayers()[-1]
+    numTargets = property(_NetworkModel._output_width, doc="Number of targets (output units).")
 
     def predict(self, value):
         """Prediction for one feature vector: a float (one target) or a DenseVector."""
