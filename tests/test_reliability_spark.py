@@ -113,6 +113,7 @@ def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.spark
 def test_no_stacked_file_outlives_a_fit(tmp_path):
     """local-cluster[2,1,1024]: 5 fits refused for bad rows in one partition, 3 fits
     interrupted by SIGINT (twice while stacking, once while training) and 20 good fits leave
