@@ -23,10 +23,7 @@ src=$(cd "$1" 2>/dev/null && pwd) || die "no such directory: $1"
 io_cpp="$src/src/caffe/util/io.cpp"
 [ -f "$src/CMakeLists.txt" ] && [ -f "$io_cpp" ] && [ -f "$src/tools/caffe.cpp" ] \
     || die "$src does not look like a BVLC/caffe source tree (no CMakeLists.txt, src/caffe/util/io.cpp, tools/caffe.cpp)"
-build=${2:-$src/build}
-mkdir -p "$build"
-build=$(cd "$build" && pwd)
-
+build=$(realpath -m "${2:-$src/build}")
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 case "$build/" in
     "$repo"/*) die "build directory $build is inside this repository ($repo): choose one outside it" ;;
@@ -59,6 +56,7 @@ if grep -q 'SetTotalBytesLimit(kProtoReadBytesLimit, [0-9]*)' "$io_cpp"; then
     sed -i 's/SetTotalBytesLimit(kProtoReadBytesLimit, [0-9]*)/SetTotalBytesLimit(kProtoReadBytesLimit)/' "$io_cpp"
 fi
 
+mkdir -p "$build"
 cd "$build"
 "$cmake_bin" "$src" -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=ON -DBLAS=Open \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DBUILD_python=OFF -DBUILD_docs=OFF
