@@ -105,7 +105,9 @@ def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
         for solver in ("gd", "lbfgs", "adam"):
             key = f"{source}_{solver}"
             info = report[key]
-            assert info["fired"] == 1 and len(info["kills"]) == 1, (key, info)
+            # One kill; the rule may match again in a task that computes the partition from
+            # the source (it then waits and goes on).
+            assert info["fired"] >= 1 and len(info["kills"]) == 1, (key, info)
             assert info["kills"][0]["executor"], (key, info)  # it was an executor JVM
             assert info["iterations"] == info["planned"] and info["history_equal"], (key, info)
             np.testing.assert_array_equal(weights[key + "_killed"], weights[key + "_clean"],
