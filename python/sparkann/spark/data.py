@@ -609,29 +609,10 @@ def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col
     if parts < 1:
         raise ValueError(f"num_partitions must be >= 1, received {num_partitions}")
 
-    def as_list(a, width):
-        offsets = pa.array(np.arange(0, a.size + 1, width, dtype=np.int32))
-        return pa.ListArray.from_arrays(offsets, pa.array(a.ravel()))
-
-    row = np.arange(n, dtype=np.int64)
-    part = (row * parts // n).astype(np.int32)       # contiguous, near-equal row ranges
-    width = d + (0 if y is None or y.ndim == 1 else y.shape[1]) + 2
-    chunk = max(1, SLICE_BYTES // (8 * width))
-    batches = []
-    for r0 in range(0, n, chunk):
-        columns = [as_list(X[r0:r0 + chunk], d)]
-        names = [features_col]
-        if y is not None:
-            piece = y[r0:r0 + chunk]
-            columns.append(pa.array(piece) if y.ndim == 1
-                           else as_list(np.ascontiguousarray(piece), y.shape[1]))
-            names.append(label_col)
-        columns += [pa.array(row[r0:r0 + chunk]), pa.array(part[r0:r0 + chunk])]
-        names += ["__sparkann_row", "__sparkann_part"]
-        batches.append(pa.RecordBatch.from_arrays(columns, names=names))
     # One Arrow batch per slice, one slice per task; then each row to its partition by index
     # and sorted by it: a shuffle reads map outputs in no fixed order.
-    df = spark.createDataFrame(pa.Table.from_batches(batches))
+    df = spark.createDataFrame(pa.Table.from_batches(
+        arrow_slices(X, y, parts, features_col, label_col)))
     by_id = getattr(df, "repartitionById", None)     # pyspark >= 4.1
     df = by_id(parts, "__sparkann_part") if by_id else df.repartition(parts, "__sparkann_part")
     df = df.sortWithinPartitions("__sparkann_row").drop("__sparkann_row", "__sparkann_part")
@@ -640,6 +621,32 @@ def dataframe_from_numpy(spark, X, y=None, *, features_col="features", label_col
         if y is not None and y.ndim == 2:
             df = df.withColumn(label_col, array_to_vector(label_col))
     return df
+
+
+def arrow_slices(X, y, parts, features_col="features", label_col="label"):
+    """Arrow batches of about ``SLICE_BYTES`` each: the rows of ``X`` (float64, 2-D) and
+    ``y``, with each row's index and partition (contiguous, near-equal row ranges)."""
+    import pyarrow as pa
+
+    def as_list(a, width):
+        offsets = pa.array(np.arange(0, a.size + 1, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(a.ravel()))
+
+    n, d = X.shape
+    row = np.arange(n, dtype=np.int64)
+    part = (row * parts // n).astype(np.int32)
+    width = d + (0 if y is None or y.ndim == 1 else y.shape[1]) + 2
+    chunk = max(1, SLICE_BYTES // (8 * width))
+    for r0 in range(0, n, chunk):
+        columns, names = [as_list(X[r0:r0 + chunk], d)], [features_col]
+        if y is not None:
+            piece = y[r0:r0 + chunk]
+            columns.append(pa.array(piece) if y.ndim == 1
+                           else as_list(np.ascontiguousarray(piece), y.shape[1]))
+            names.append(label_col)
+        columns += [pa.array(row[r0:r0 + chunk]), pa.array(part[r0:r0 + chunk])]
+        names += ["__sparkann_row", "__sparkann_part"]
+        yield pa.RecordBatch.from_arrays(columns, names=names)
 
 
 def _default_parallelism(spark):
