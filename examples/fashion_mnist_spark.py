@@ -92,9 +92,20 @@ def read(spark, data, name):
     return df.withColumn("features", array_to_vector("features"))
 
 
+def spread(df, partitions):
+    """The rows in ``partitions`` partitions, each recomputed with the same rows in the same
+    order (a lost executor then changes no weight): hashed and sorted by a row number that the
+    Parquet files fix, where repartition(n) alone would deal rows out in arrival order."""
+    from pyspark.sql import functions as F
+
+    row = "__row"
+    return (df.withColumn(row, F.monotonically_increasing_id())
+            .repartition(partitions, row).sortWithinPartitions(row).drop(row))
+
+
 def train(spark, args):
     classifier, _ = estimator_classes(args.estimator)
-    df = read(spark, args.data, TRAIN).repartition(args.partitions).cache()
+    df = spread(read(spark, args.data, TRAIN), args.partitions).cache()
     n = df.count()
     layers = [784, *args.hidden, 10]
     unit = "round" if args.solver in ("adam", "sgd") else "iteration"

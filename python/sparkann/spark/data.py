@@ -459,8 +459,9 @@ def warn_round_robin(df):
             "the training DataFrame's plan holds a round-robin repartition (repartition(n) "
             "without columns): a partition recomputed after a lost executor gets its rows in "
             "another order, so the weights are no longer exactly those of an undisturbed "
-            "run. Repartition by columns (repartition(n, col), repartitionByRange) or read "
-            "the data from files; sparkann.spark.data.dataframe_from_numpy is order-stable.",
+            "run. Repartition by a unique key and sort by it within partitions "
+            "(repartition(n, key).sortWithinPartitions(key)), or read the data from files; "
+            "sparkann.spark.data.dataframe_from_numpy is order-stable.",
             UserWarning, stacklevel=4)
 
 
