@@ -68,49 +68,45 @@ def _setter(name, method):
     return setter
 
 
+def _param(name, doc, converter):
+    """A Param declared on a Params class (pyspark's pattern: a placeholder parent, replaced
+    by each instance's own copy)."""
+    return Param(Params._dummy(), name, doc, typeConverter=converter)
+
+
 @add_getters
 class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, HasMaxIter, HasTol,
                      HasStepSize, HasSolver, HasBlockSize, HasCheckpoint):
     """Params shared by the classifier, the regressor and their models."""
 
-    layers = Param(Params._dummy(), "layers",
-                   "Sizes of layers from input layer to output layer E.g., Array(780, 100, 10) "
-                   "means 780 inputs, one hidden layer with 100 neurons and output layer of 10 "
-                   "neurons.", typeConverter=TypeConverters.toListInt)
-    solver = Param(Params._dummy(), "solver",
-                   "The solver algorithm for optimization. Supported options: l-bfgs (also "
-                   "lbfgs), gd (Spark's), adam, sgd (mini-batch, local steps averaged across "
-                   "partitions).", typeConverter=TypeConverters.toString)
-    initialWeights = Param(Params._dummy(), "initialWeights", "The initial weights of the model.",
-                           typeConverter=TypeConverters.toVector)
+    layers = _param("layers", "Sizes of layers from input layer to output layer E.g., Array(780, "
+                    "100, 10) means 780 inputs, one hidden layer with 100 neurons and output "
+                    "layer of 10 neurons.", TypeConverters.toListInt)
+    solver = _param("solver", "The solver algorithm for optimization. Supported options: l-bfgs "
+                    "(also lbfgs), gd (Spark's), adam, sgd (mini-batch, local steps averaged "
+                    "across partitions).", TypeConverters.toString)
+    initialWeights = _param("initialWeights", "The initial weights of the model.",
+                            TypeConverters.toVector)
     # ---- extras (not in Spark MLlib)
-    activation = Param(Params._dummy(), "activation",
-                       "Activation of the hidden layers: sigmoid (Spark's), relu, tanh, "
-                       "leaky_relu, softplus, identity, or a registered name.",
-                       typeConverter=TypeConverters.toString)
-    regParam = Param(Params._dummy(), "regParam",
-                     "L2 penalty regParam/2 * ||W||^2 over the weight matrices (not biases).",
-                     typeConverter=TypeConverters.toFloat)
-    dtype = Param(Params._dummy(), "dtype",
-                  "Floating point type of the computation: float32 or float64.",
-                  typeConverter=TypeConverters.toString)
-    initScheme = Param(Params._dummy(), "initScheme",
-                       "Weight initialisation when initialWeights is not set: spark, glorot, he.",
-                       typeConverter=TypeConverters.toString)
-    syncSteps = Param(Params._dummy(), "syncSteps",
-                      "adam/sgd: local mini-batch steps per partition between two weight "
-                      "averagings (one maxIter round); 0 means one pass over the local data.",
-                      typeConverter=TypeConverters.toInt)
-    momentum = Param(Params._dummy(), "momentum", "sgd: momentum in [0, 1).",
-                     typeConverter=TypeConverters.toFloat)
-    validationIndicatorCol = Param(Params._dummy(), "validationIndicatorCol",
-                                   "Name of a boolean column: true rows are held out and "
-                                   "monitored for early stopping.",
-                                   typeConverter=TypeConverters.toString)
-    earlyStoppingPatience = Param(Params._dummy(), "earlyStoppingPatience",
-                                  "Stop after this many iterations without the validation loss "
-                                  "improving by more than tol (relative); the best weights "
-                                  "are kept.", typeConverter=TypeConverters.toInt)
+    activation = _param("activation", "Activation of the hidden layers: sigmoid (Spark's), relu, "
+                        "tanh, leaky_relu, softplus, identity, or a registered name.",
+                        TypeConverters.toString)
+    regParam = _param("regParam", "L2 penalty regParam/2 * ||W||^2 over the weight matrices "
+                      "(not biases).", TypeConverters.toFloat)
+    dtype = _param("dtype", "Floating point type of the computation: float32 or float64.",
+                   TypeConverters.toString)
+    initScheme = _param("initScheme", "Weight initialisation when initialWeights is not set: "
+                        "spark, glorot, he.", TypeConverters.toString)
+    syncSteps = _param("syncSteps", "adam/sgd: local mini-batch steps per partition between two "
+                       "weight averagings (one maxIter round); 0 means one pass over the local "
+                       "data.", TypeConverters.toInt)
+    momentum = _param("momentum", "sgd: momentum in [0, 1).", TypeConverters.toFloat)
+    validationIndicatorCol = _param("validationIndicatorCol", "Name of a boolean column: true "
+                                    "rows are held out and monitored for early stopping.",
+                                    TypeConverters.toString)
+    earlyStoppingPatience = _param("earlyStoppingPatience", "Stop after this many iterations "
+                                   "without the validation loss improving by more than tol "
+                                   "(relative); the best weights are kept.", TypeConverters.toInt)
 
     def __init__(self, *args):
         super().__init__(*args)
