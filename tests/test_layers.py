@@ -1,8 +1,16 @@
-"""Layer objects: compilation, gradient checks (native and Python layers), registry."""
+"""Layer objects: compilation, gradient checks (native and Python layers), registry, the
+native activations' names."""
+import contextlib
+import io
+import os
+import re
+
+import ann_core
 import numpy as np
 import pytest
 from gradcheck import central_differences
 
+from sparkann import cli, estimator
 from sparkann import layers as L
 from sparkann.topology import Topology
 
@@ -39,7 +47,10 @@ def numeric_check(topology, n=7, seed=0, y=None, n_checked=60):
                for i, estimate in estimates.items())
 
 
-ACTIVATIONS = [L.Identity(), L.Sigmoid(), L.Tanh(), L.ReLU(), L.LeakyReLU(0.1), L.Softplus()]
+# every activation of the engine's table, leaky_relu with a slope of its own
+ACTIVATIONS = [L.LeakyReLU(0.1) if cls is L.LeakyReLU else cls()
+               for cls in L.ACTIVATION_NAMES.values()]
+WRITTEN = [act for act in ACTIVATIONS if not isinstance(act, L._EngineActivation)]
 LOSSES = [L.SoftmaxCrossEntropy(), L.SigmoidCrossEntropy(), L.SquaredError()]
 
 
@@ -50,7 +61,7 @@ def test_native_layers_gradient(act, loss):
     assert numeric_check(t) < 1e-6
 
 
-@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+@pytest.mark.parametrize("act", WRITTEN, ids=repr)
 def test_activation_where_engine_cannot_fuse_uses_numpy(act):
     # first stage and a second activation in a row run as Python layers
     t = Topology(4, [type(act)(**act.get_config()), L.Dense(4), L.Tanh(), act, L.Dense(3),
@@ -68,6 +79,80 @@ def test_numpy_fallback_matches_native_forward():
     X = np.random.default_rng(1).normal(size=(6, 4))
     np.testing.assert_allclose(native.network("float64").forward(w, X),
                                fallback.network("float64").forward(w, X), rtol=1e-12)
+
+
+# ------------------------------------------------- the native activations: the engine's table
+
+ENGINE = list(ann_core.ACTIVATIONS)   # csrc/ann_kernels.h's ANN_ACTIVATIONS, in its order
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_engine_activation_has_a_registered_layer_class():
+    assert list(L.ACTIVATION_NAMES) == ENGINE
+    for name, cls in L.ACTIVATION_NAMES.items():
+        assert cls.native_name == name and L.get_layer_class(name) is cls
+        assert type(L.get_activation(name)) is cls
+
+
+def test_an_engine_activation_without_a_class_of_its_own_runs_natively_everywhere():
+    # what a row added to the engine's table gets until someone writes its layer class
+    generated = L._engine_activation("gelu")
+    for hidden, kinds in [
+        ([L.Dense(5), "act", L.Dense(3)], ["dense", "activation", "dense"]),
+        (["act", L.Dense(5), L.Tanh(), "act", L.Dense(3)],      # nothing to fuse to, twice
+         ["python", "activation", "dense", "activation", "python", "activation", "dense"]),
+    ]:
+        def topology(act):
+            return Topology(4, [act() if x == "act" else x for x in hidden]
+                            + [L.SoftmaxCrossEntropy()])
+
+        t, written = topology(generated), topology(L.GELU)
+        assert [s[0] for s in t.spec()] == kinds + ["loss"]
+        assert numeric_check(t) < 1e-6
+        w = t.init_weights(seed=2, dtype="float64")
+        X = np.random.default_rng(2).normal(size=(6, 4))
+        np.testing.assert_allclose(t.network("float64").forward(w, X),
+                                   written.network("float64").forward(w, X), rtol=1e-12)
+
+
+def _train_help():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    return out.getvalue()
+
+
+def _spark_param_doc():
+    pytest.importorskip("pyspark")
+    from sparkann.spark import MultilayerPerceptronClassifier, MultilayerPerceptronRegressor
+
+    docs = {MultilayerPerceptronClassifier.activation.doc,
+            MultilayerPerceptronRegressor.activation.doc}
+    assert len(docs) == 1
+    return docs.pop()
+
+
+def _unknown_activation_error():
+    with pytest.raises(ValueError) as error:
+        L.get_activation("swish")
+    return str(error.value)
+
+
+def _readme_list():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return re.search(r"hidden `activation` \(([^)]*)\)", text).group(1)
+
+
+@pytest.mark.parametrize("where, text", [
+    ("the Spark activation Param's doc", _spark_param_doc),
+    ("sparkann train --help", _train_help),
+    ("MLPClassifier's docstring", lambda: estimator.MLPClassifier.__doc__),
+    ("the error for an unknown activation", _unknown_activation_error),
+    ("README's Beyond MLlib", _readme_list),
+])
+def test_every_list_of_activations_names_every_engine_activation(where, text):
+    missing = [name for name in ENGINE if not re.search(rf"\b{name}\b", text())]
+    assert not missing, f"{where} does not mention {missing}"
 
 
 # ------------------------------------------------------------------ custom Python layers

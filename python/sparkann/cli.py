@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from sparkann import solvers
+from sparkann import layers, solvers
 from sparkann.scaling import cli as scaling_cli
 
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
@@ -81,7 +81,7 @@ def _train_arguments(p):
                         "epochs) or 'spark' (Spark MLlib's defaults: sigmoid, L-BFGS, 100 "
                         "iterations, block 128)")
     p.add_argument("--hidden", type=_sizes, metavar="SIZES", help="hidden sizes, e.g. 256,128")
-    p.add_argument("--activation", help="relu, sigmoid, tanh, leaky_relu, softplus, identity")
+    p.add_argument("--activation", help=layers.activation_list())
     p.add_argument("--solver", choices=solvers.NAMES)
     p.add_argument("--max-iter", "--epochs", dest="max_iter", type=_positive,
                    help="epochs (adam, sgd) or iterations (lbfgs, gd)")

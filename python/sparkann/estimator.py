@@ -496,6 +496,7 @@ class _MLPBase:
         return self._net().forward(self.weights_, self._check_X(X))
 
 
+@L.lists_activations
 class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
     """Feed-forward neural network classifier trained on one machine.
 
@@ -509,8 +510,7 @@ class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
         Width of each hidden layer, each followed by ``activation``. ``()`` gives a linear
         (multinomial logistic) model.
     activation : str, default "relu"
-        "relu", "sigmoid", "tanh", "leaky_relu", "softplus", "identity" or a registered
-        Python activation.
+        {activations} or a registered Python activation.
     layers : list of Layer, optional
         The hidden layers as objects (overrides ``hidden_layer_sizes`` and ``activation``);
         may mix native and Python layers.

@@ -29,6 +29,8 @@ import inspect
 
 import numpy as np
 
+import ann_core
+
 _REGISTRY = {}
 
 
@@ -223,6 +225,11 @@ class Activation(Layer):
     def numpy_derivative(self, x, y):  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def unfused(self, n_in):
+        """The stages that compute this activation where the engine cannot fuse it (first, or
+        right after another activation): its numpy versions, as a Python stage."""
+        return _NumpyActivation(self).compile(n_in)
+
 
 @register("identity")
 class Identity(Activation):
@@ -337,10 +344,6 @@ class GELU(Activation):
     def numpy_derivative(self, x, y):
         s = 0.5 * (1.0 + np.tanh(0.5 * self._v(x)))
         return s + x * s * (1.0 - s) * 1.5957691216057308 * (1.0 + 3 * 0.044715 * x * x)
-
-
-ACTIVATION_NAMES = {cls.native_name: cls for cls in
-                    (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softplus, ELU, GELU)}
 
 
 def get_activation(name):
@@ -477,6 +480,60 @@ class _NumpyActivation(PythonActivation):
 
     def derivative(self, x, y):
         return self.act.numpy_derivative(x, y)
+
+
+# ----------------------------------------------------------------------------- the table
+
+class _EngineActivation(Activation):
+    """A native activation without a layer class of its own: the engine computes it
+    everywhere, after a pass-through Python stage where there is nothing to fuse it to."""
+
+    def unfused(self, n_in):
+        return [("python", _BoundPythonLayer(_PassThrough(), n_in)), self.native_spec()]
+
+
+class _PassThrough(PythonLayer):
+    """``y = x``: a stage for an activation to be fused to."""
+
+    def forward(self, params, x, out):
+        out[...] = x
+
+    def backward(self, params, x, out, d_out, d_in, grad):
+        if d_in is not None:
+            d_in[...] = d_out
+
+
+def _engine_activation(name):
+    """A layer class for the engine's activation ``name`` (not registered)."""
+    return type("".join(part.title() for part in name.split("_")), (_EngineActivation,),
+                {"native_name": name, "__doc__": f"The engine's ``{name}`` activation."})
+
+
+def _activation_classes():
+    """name -> layer class of every activation in the engine's table (``ann_core.ACTIVATIONS``,
+    read from csrc/ann_kernels.h), in the engine's order; an activation that has no class
+    above gets one, so a row added to the table reaches every list of names."""
+    written = {cls.native_name: cls for cls in _REGISTRY.values()
+               if issubclass(cls, Activation) and cls.native_name}
+    return {name: written.get(name) or register(name)(_engine_activation(name))
+            for name in ann_core.ACTIVATIONS}
+
+
+#: name -> layer class of every native activation, in the engine's order: the list that the
+#: estimators' docs, the Spark ``activation`` Param and ``sparkann train --help`` show.
+ACTIVATION_NAMES = _activation_classes()
+
+
+def activation_list(quote=""):
+    """The native activations' names as text for docs and help: ``identity, sigmoid, ...``."""
+    return ", ".join(f"{quote}{name}{quote}" for name in ACTIVATION_NAMES)
+
+
+def lists_activations(cls):
+    """Class decorator: ``{activations}`` in the docstring becomes :func:`activation_list`."""
+    if cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("{activations}", activation_list('"'))
+    return cls
 
 
 # ----------------------------------------------------------------------------- shorthand

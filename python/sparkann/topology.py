@@ -128,7 +128,7 @@ class Topology:
                     out.append(layer.native_spec())
                     can_fuse = False  # the engine fuses one activation per stage
                 else:
-                    out.extend(L._NumpyActivation(layer).compile(width))
+                    out.extend(layer.unfused(width))
                 continue
             out.extend(layer.compile(width))
             can_fuse = isinstance(layer, (L.Dense, L.PythonLayer))

@@ -13,6 +13,7 @@ from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, 
 
 from sparkann import hyperparams
 from sparkann.hyperparams import DTYPES  # noqa: F401  (the names the model loader accepts)
+from sparkann.layers import activation_list
 from sparkann.spark.checkpointing import HasCheckpoint
 
 
@@ -88,8 +89,8 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
     initialWeights = _param("initialWeights", "The initial weights of the model.",
                             TypeConverters.toVector)
     # ---- extras (not in Spark MLlib)
-    activation = _param("activation", "Activation of the hidden layers: sigmoid (Spark's), relu, "
-                        "tanh, leaky_relu, softplus, identity, or a registered name.",
+    activation = _param("activation", f"Activation of the hidden layers: {activation_list()} "
+                        "(Spark's: sigmoid), or a registered name.",
                         TypeConverters.toString)
     regParam = _param("regParam", "L2 penalty regParam/2 * ||W||^2 over the weight matrices "
                       "(not biases).", TypeConverters.toFloat)
