@@ -218,6 +218,25 @@ class _NetworkModel(Model, PersistMixin):
                 result = result.withColumn(name, array_to_vector(name))
         return result
 
+    # --- serving outside transform
+    def predict_fn(self, output=None):
+        """The ``make_predict_fn`` of this model for ``pyspark.ml.functions.predict_batch_udf``
+        (one output column's name, or None for all of them): the engine is built once per
+        Python worker. :meth:`predict_batch_udf` builds the UDF with its return type."""
+        from sparkann.serving import predict_fn
+        return predict_fn(self, output)
+
+    def predict_batch_udf(self, output=None, batch_size=1024):
+        """A ``predict_batch_udf`` of this model over one column of feature arrays::
+
+            df.withColumn("prediction", model.predict_batch_udf("prediction")(
+                vector_to_array("features")))
+
+        ``output``: an output column's name (``"prediction"``, ``"probability"``, ...), or
+        None for a struct of all of them."""
+        from sparkann.spark.batch_udf import batch_udf
+        return batch_udf(self, output, batch_size)
+
     def _vector(self, value):
         if hasattr(value, "toArray"):
             value = value.toArray()
