@@ -16,14 +16,16 @@ def fashion():
 
 
 def adam_recipe(max_iter, **kw):
-    return MLPClassifier((256, 128), activation="relu", solver="adam", learning_rate=0.002,
-                         lr_schedule="cosine", batch_size=128, max_iter=max_iter, seed=0, **kw)
+    return MLPClassifier((256, 128), activation="relu", solver="adam", learning_rate_init=0.002,
+                         learning_rate="cosine", batch_size=128, max_iter=max_iter,
+                         random_state=0, alpha=0.0, **kw)
 
 
 def spark_recipe(max_iter, **kw):
     # Spark MLlib's defaults: sigmoid hidden layers, L-BFGS, block size 128, its initialisation
     return MLPClassifier((256, 128), activation="sigmoid", solver="lbfgs", max_iter=max_iter,
-                         tol=1e-6, block_size=128, init="spark", **{"seed": 0, **kw})
+                         tol=1e-6, block_size=128, init="spark", alpha=0.0,
+                         **{"random_state": 0, **kw})
 
 
 def test_adam_short_run(fashion):
@@ -52,6 +54,6 @@ def test_spark_default_recipe_reaches_85_percent(fashion):
     # measured here 84.95% (seed 0, float32), 84.92% (seed 0, float64), 85.12% (seed 1).
     # Seed 1 is the Spark estimator's test seed too (tests/test_spark_fashion.py).
     (X, y), (Xt, yt) = fashion
-    clf = spark_recipe(100, seed=1).fit(X, y)
+    clf = spark_recipe(100, random_state=1).fit(X, y)
     assert clf.n_iter_ == 100
     assert clf.score(Xt, yt) >= 0.85

@@ -42,7 +42,8 @@ def classifier():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 9)).astype(np.float32)
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1).astype(int)
-    return MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, seed=0, n_threads=1).fit(X, y)
+    return MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0,
+                         n_threads=1).fit(X, y)
 
 
 def test_estimator_predict_proba_from_two_threads(classifier):
@@ -115,7 +116,7 @@ def test_estimator_eight_threads_predict_and_score_bitwise(dtype):
     rng = np.random.default_rng(4)
     X = rng.normal(size=(300, 6))
     y = (X[:, 0] > 0).astype(int)
-    clf = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=3, seed=1, dtype=dtype,
+    clf = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=3, random_state=1, dtype=dtype,
                         block_size=50).fit(X, y)
     batches = [rng.normal(size=(n, 6)) for n in (2, 40, 64, 130, 777)]
     labels = [(b[:, 0] > 0).astype(int) for b in batches]

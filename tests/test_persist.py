@@ -47,8 +47,8 @@ def data(n=120, seed=0):
 def fitted(tmp_path):
     X, y = data()
     clf = MLPClassifier(layers=[L.Dense(6), Swish(0.5), L.Dense(4), L.Tanh()], solver="adam",
-                        learning_rate=0.01, lr_schedule=optim.StepDecay(5, 0.5), max_iter=5,
-                        seed=0).fit(X, y)
+                        learning_rate_init=0.01, learning_rate=optim.StepDecay(5, 0.5),
+                        max_iter=5, random_state=0).fit(X, y)
     path = str(tmp_path / "model")
     clf.save(path)
     return clf, path, X
@@ -60,19 +60,20 @@ def test_round_trip_gives_identical_predictions(fitted):
     assert type(again) is MLPClassifier
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     np.testing.assert_array_equal(again.weights_, clf.weights_)
-    assert again.get_params()["lr_schedule"] == optim.StepDecay(5, 0.5)
+    assert again.get_params()["learning_rate"] == optim.StepDecay(5, 0.5)
     assert again.get_params()["layers"] == clf.layers
     assert again.history_.loss == clf.history_.loss and again.n_iter_ == 5
     assert again.classes_.tolist() == [0, 1, 2]
     # a loaded model can keep training
     again.set_params(warm_start=True).fit(X, np.asarray(data()[1]))
-    assert again.n_iter_ == 10
+    assert again.n_iter_ == 5 and len(again.loss_curve_) == 10
 
 
 def test_regressor_round_trip(tmp_path):
     X, _ = data()
     y = X[:, 0] - 2 * X[:, 3]
-    reg = MLPRegressor((8,), solver="lbfgs", max_iter=20, dtype="float64", seed=0).fit(X, y)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=20, dtype="float64",
+                       random_state=0).fit(X, y)
     save(reg, tmp_path / "r")
     again = load(tmp_path / "r")
     assert again.predict(X).shape == (120,) and again.weights_.dtype == np.float64
@@ -189,13 +190,13 @@ def test_tampered_weights_are_detected(fitted):
 
 def test_tampered_metadata_is_detected(fitted):
     _, path, _ = fitted
-    edit_meta(path, lambda m: m["params"].update(learning_rate=-1, bogus=1))
+    edit_meta(path, lambda m: m["params"].update(learning_rate_init=-1, bogus=1))
     with pytest.raises(ModelFileError, match="unknown hyperparameters"):
         load(path)
     edit_meta(path, lambda m: m["params"].pop("bogus"))
-    with pytest.raises(ModelFileError, match="learning_rate must be a positive number"):
+    with pytest.raises(ModelFileError, match="learning_rate_init must be a positive number"):
         load(path)
-    edit_meta(path, lambda m: m["params"].update(learning_rate=0.01))
+    edit_meta(path, lambda m: m["params"].update(learning_rate_init=0.01))
     edit_meta(path, lambda m: m["topology"]["layers"][0].update(type="os.system"))
     with pytest.raises(ModelFileError, match="unknown layer type 'os.system'"):
         load(path)
@@ -213,7 +214,8 @@ def _set(**values):
     lambda m: m["params"].update(activation="identity"),
     _set(**{"class": "MLPRegressor"}),
     lambda m: m["params"].update(dtype="float64"),
-    lambda m: m["weights"].update(dtype="float64"),
+    lambda m: m["weights"].update(dtype={"float64": "float32"}.get(m["weights"]["dtype"],
+                                                                   "float64")),
     _set(classes=[0, 2, 1]),
     _set(n_iter=1),
     lambda m: m["history"]["loss"].__setitem__(0, 0.0),

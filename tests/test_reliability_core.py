@@ -98,7 +98,7 @@ def test_huge_learning_rate_stops_with_last_finite_weights(solver):
     X, y = _blobs()
     X = X * 100.0  # huge activations make the step blow up fast
     clf = MLPRegressor(hidden_layer_sizes=(16,), activation="relu", solver=solver,
-                       learning_rate=1e30, max_iter=50, seed=0, dtype="float32")
+                       learning_rate_init=1e30, max_iter=50, random_state=0, dtype="float32")
     with pytest.raises(DivergenceError, match="diverged") as info:
         clf.fit(X, y.astype(float) * 1e6)
     assert info.value.weights is not None and np.isfinite(info.value.weights).all()
@@ -110,7 +110,7 @@ def test_huge_learning_rate_stops_with_last_finite_weights(solver):
 def test_lbfgs_divergence_is_reported_not_silent():
     """L-BFGS on a loss that overflows: a DivergenceError or a finite model, never NaN."""
     X, y = _blobs()
-    clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=30, seed=0)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=30, random_state=0)
     try:
         clf.fit(X * 1e30, y)
     except (DivergenceError, ValueError) as error:

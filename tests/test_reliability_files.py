@@ -28,7 +28,8 @@ def saved(tmp_path_factory):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 4))
     y = (X[:, 0] > 0).astype(int)
-    clf = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5, seed=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5,
+                        random_state=0).fit(X, y)
     path = str(tmp_path_factory.mktemp("m") / "model")
     clf.save(path)
     return clf, path

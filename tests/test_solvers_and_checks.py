@@ -24,16 +24,18 @@ def test_the_table_names_every_solver_once():
 
 def test_both_lbfgs_spellings_train_the_same_model():
     X, y = blobs()
-    a = MLPClassifier((5,), solver="lbfgs", max_iter=15, seed=1, dtype="float64").fit(X, y)
-    b = MLPClassifier((5,), solver="l-bfgs", max_iter=15, seed=1, dtype="float64").fit(X, y)
+    params = dict(max_iter=15, random_state=1, dtype="float64")
+    a = MLPClassifier((5,), solver="lbfgs", **params).fit(X, y)
+    b = MLPClassifier((5,), solver="l-bfgs", **params).fit(X, y)
     np.testing.assert_array_equal(a.weights_, b.weights_)
     assert b.get_params()["solver"] == "l-bfgs"        # what the user set, as scikit-learn wants
 
 
 def test_make_optimizer_passes_each_solver_its_own_options():
-    sgd = solvers.make_optimizer("sgd", 0.1, momentum=0.5, nesterov=True, beta1=0.3)
+    sgd = solvers.make_optimizer("sgd", 0.1, momentum=0.5, nesterovs_momentum=True, beta_1=0.3)
     assert isinstance(sgd, optim.SGD) and (sgd.lr, sgd.momentum, sgd.nesterov) == (0.1, 0.5, True)
-    adam = solvers.make_optimizer("adam", 0.01, momentum=0.5, beta1=0.8, beta2=0.9, epsilon=1e-6)
+    adam = solvers.make_optimizer("adam", 0.01, momentum=0.5, beta_1=0.8, beta_2=0.9,
+                                  epsilon=1e-6)
     assert isinstance(adam, optim.Adam)
     assert (adam.lr, adam.beta1, adam.beta2, adam.eps) == (0.01, 0.8, 0.9, 1e-6)
     with pytest.raises(ValueError, match="runs its own loop"):
@@ -60,12 +62,11 @@ def test_mean_objective_is_its_two_l2_terms():
 # The same bad value, under each estimator's name for it.
 SAME_RULE = [
     ("solver", "solver", "newton"),
-    ("learning_rate", "stepSize", -0.1),
+    ("learning_rate_init", "stepSize", -0.1),
     ("alpha", "regParam", -1.0),
     ("momentum", "momentum", 1.0),
     ("max_iter", "maxIter", 0),
     ("tol", "tol", float("nan")),
-    ("patience", "earlyStoppingPatience", 0),
     ("dtype", "dtype", "float16"),
     ("block_size", "blockSize", 0),
 ]

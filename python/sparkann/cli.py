@@ -19,9 +19,9 @@ COMMANDS = {}
 RECIPES = {
     # Spark MLlib's MultilayerPerceptronClassifier defaults
     "spark": dict(hidden=[256, 128], activation="sigmoid", solver="lbfgs", max_iter=100,
-                  tol=1e-6, block_size=128, init="spark"),
+                  tol=1e-6, block_size=128, init="spark", alpha=0.0),
     "adam": dict(hidden=[256, 128], activation="relu", solver="adam", max_iter=20,
-                 learning_rate=0.002, batch_size=128, lr_schedule="cosine"),
+                 learning_rate_init=0.002, batch_size=128, learning_rate="cosine", alpha=0.0),
 }
 
 
@@ -85,12 +85,13 @@ def _train_arguments(p):
     p.add_argument("--solver", choices=solvers.NAMES)
     p.add_argument("--max-iter", "--epochs", dest="max_iter", type=_positive,
                    help="epochs (adam, sgd) or iterations (lbfgs, gd)")
-    p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
-    p.add_argument("--schedule", dest="lr_schedule", choices=["constant", "cosine",
-                                                               "inverse_sqrt"],
-                   help="learning-rate schedule over the run")
+    p.add_argument("--lr", dest="learning_rate_init", type=float,
+                   help="learning rate (learning_rate_init)")
+    p.add_argument("--schedule", dest="learning_rate",
+                   choices=["constant", "invscaling", "adaptive", "cosine", "inverse_sqrt"],
+                   help="learning-rate schedule over the run (learning_rate)")
     p.add_argument("--batch-size", type=_positive)
-    p.add_argument("--alpha", type=float, help="L2 penalty")
+    p.add_argument("--alpha", type=float, help="L2 penalty alpha / (2 n) * ||W||^2")
     p.add_argument("--block-size", type=_positive)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--early-stopping", action="store_true",
@@ -111,12 +112,13 @@ def _train(args):
         raise ValueError(f"--out {args.out}: a file; the model is saved as a folder")
 
     settings = dict(RECIPES[args.recipe])
-    for key in ("hidden", "activation", "solver", "max_iter", "learning_rate", "lr_schedule",
-                "batch_size", "alpha", "block_size"):
+    for key in ("hidden", "activation", "solver", "max_iter", "learning_rate_init",
+                "learning_rate", "batch_size", "alpha", "block_size"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     hidden = settings.pop("hidden")
-    clf = MLPClassifier(hidden_layer_sizes=tuple(hidden), dtype=args.dtype, seed=args.seed,
+    clf = MLPClassifier(hidden_layer_sizes=tuple(hidden), dtype=args.dtype,
+                        random_state=args.seed,
                         n_threads=args.threads, early_stopping=args.early_stopping,
                         verbose=not args.no_progress, **settings)
     X, y = _load(args, "train")

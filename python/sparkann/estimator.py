@@ -1,193 +1,115 @@
-"""Single-machine estimators with scikit-learn conventions: MLPClassifier and MLPRegressor.
+"""Single-machine estimators with scikit-learn's interface: MLPClassifier and MLPRegressor.
 
-scikit-learn is optional: when it is installed the estimators are real scikit-learn estimators
-(``clone``, ``Pipeline``, ``GridSearchCV``); without it they keep the same methods.
+The constructor, fitted attributes, objective and training loop are those of
+``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``, so either can replace the other;
+the forward and backward passes run in the native engine. Ours on top: ``layers`` (layer
+objects), ``init``, ``dtype``, ``block_size``, ``n_threads``, the solver ``"gd"``, the
+learning-rate schedule ``"cosine"`` (or any :class:`sparkann.optim.Schedule`) and the
+activations ``"leaky_relu"``, ``"softplus"``, ``"elu"``, ``"gelu"``.
 
-The objective minimised is the mean loss over rows plus ``alpha / 2 * ||W||^2`` over the dense
-weight matrices (biases are not regularised)::
+The objective minimised over ``n`` rows (the batch for ``sgd``/``adam``; with sample weights
+``n`` is their sum and each row's loss is weighted)::
 
-    J(w) = (1 / n) * sum_i loss(x_i, y_i; w) + alpha / 2 * sum(W ** 2)
+    J(w) = (1 / n) * sum_i loss_i + alpha / (2 n) * sum(W ** 2)
 
-For mini-batch solvers ``n`` is the batch size and the gradient is the batch mean.
+over the dense weight matrices (biases are not regularised). ``loss_i`` is the cross-entropy
+(softmax for several classes, logistic for two classes and for multilabel targets, summed over
+the outputs), half the squared error averaged over the targets, or half the Poisson deviance
+summed over the targets (``loss="poisson"``, exponential output).
 """
 import copy
-import inspect
 import math
+import warnings
 
 import numpy as np
 
 from sparkann import hyperparams
 from sparkann import layers as L
 from sparkann import model_file
-from sparkann.hyperparams import is_int, is_number
-from sparkann.optim import (Cosine, DivergenceError, EarlyStopping, History, InverseSqrt, gd,
-                            lbfgs, mean_objective)
+from sparkann.hyperparams import is_int
+from sparkann.optim import (Cosine, DivergenceError, History, InverseSqrt, gd, mean_objective)
+from sparkann.skcompat import (BaseEstimator, ClassifierMixin, ConvergenceWarning,
+                               NotFittedError, RegressorMixin, check_is_fitted,
+                               check_random_state, check_sample_weight, column_or_1d,
+                               train_test_split, type_of_target, unique_labels, validate_data)
 from sparkann.solvers import get_solver, make_optimizer
 from sparkann.topology import Topology
 
-try:  # scikit-learn is an optional dependency
-    from sklearn.base import BaseEstimator as _SkBase
-    from sklearn.base import ClassifierMixin as _SkClassifier
-    from sklearn.base import RegressorMixin as _SkRegressor
-except ImportError:  # scikit-learn absent: plain bases, same methods
-    class _SkBase:
-        pass
+__all__ = ["MLPClassifier", "MLPRegressor", "NotFittedError", "TrainingDivergedError"]
 
-    class _SkClassifier:
-        _estimator_type = "classifier"
-
-    class _SkRegressor:
-        _estimator_type = "regressor"
-
-SCHEDULE_NAMES = ("constant", "cosine", "inverse_sqrt")
+#: learning-rate schedules by name (``learning_rate=``); a Schedule object is accepted too
+LEARNING_RATES = ("constant", "invscaling", "adaptive", "cosine", "inverse_sqrt")
+#: scikit-learn's activation names that differ from ours
+_ACTIVATION_ALIASES = {"logistic": "sigmoid"}
+_NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+               "large values and need to be preprocessed.")
 
 
-class NotFittedError(ValueError, AttributeError):
-    """The estimator is used before ``fit``."""
+class TrainingDivergedError(DivergenceError, ValueError):
+    """Training produced non-finite weights; ``weights`` are the last finite ones."""
 
 
-# ---------------------------------------------------------------------------- validation
-
-def _where(bad, ndim):
-    return f"row {bad[0]}, column {bad[1]}" if ndim == 2 else f"row {bad[0]}"
-
-
-def _check_finite(a, name, dtype=None):
-    """Refuse NaN, infinities and (with ``dtype``) values that overflow ``dtype``."""
-    if a.size and not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{name}: {_where(bad, a.ndim)} is {a[tuple(bad)]}, expected a finite "
-                         "number")
-    if dtype is not None and a.size:
-        largest = np.finfo(dtype).max
-        too_large = np.abs(a) > largest
-        if too_large.any():
-            bad = np.argwhere(too_large)[0]
-            raise ValueError(f"{name}: {_where(bad, a.ndim)} is {a[tuple(bad)].item()!r}, too "
-                             f"large for {np.dtype(dtype)} (largest {float(largest):.4g})")
+def _activation(name):
+    if isinstance(name, str):
+        name = _ACTIVATION_ALIASES.get(name, name)
+    return L.get_activation(name)
 
 
-#: class indices must fit int64
-_MAX_CLASS = 2**63
-
-
-def _first_bad_label(y):
-    """Index of the first label that is not a class index in [0, 2**63), or None."""
-    if y.dtype.kind == "O":  # Python ints beyond int64, or mixed objects
-        for i, v in enumerate(y.tolist()):
-            if not (is_number(v) and 0 <= v < _MAX_CLASS and v == int(v)):
-                return i
-        return None
-    bad = y < 0
-    if y.dtype.kind == "f":
-        bad |= ~np.isfinite(y) | (y >= _MAX_CLASS)
-        with np.errstate(invalid="ignore"):
-            bad |= y != np.round(y)
-    elif y.dtype.kind == "u":
-        bad |= y >= np.uint64(_MAX_CLASS)
-    return int(np.argmax(bad)) if bad.any() else None
-
-
-def _as_matrix(X, dtype, name="X"):
-    """X as a C-contiguous 2-D array of ``dtype``; clear errors for what cannot be one."""
-    if hasattr(X, "toarray") and not isinstance(X, np.ndarray):  # scipy.sparse
+def _dense(X, dtype):
+    """X (validated, maybe sparse) as a C-contiguous array of ``dtype``."""
+    if hasattr(X, "toarray") and not isinstance(X, np.ndarray):
         X = X.toarray()
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _validate(estimator, X, y="no_validation", **kwargs):
+    """``validate_data``; a non-finite value's error also names its row and column."""
     try:
-        X = np.asarray(X)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{name}: cannot be read as a 2-D numeric array ({e})") from None
-    if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (rows, features), received shape "
-                         f"{X.shape}" + (" (reshape 1-D data with X.reshape(-1, 1))"
-                                         if X.ndim == 1 else ""))
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name}: empty data of shape {X.shape}; need at least one row and "
-                         "one feature")
-    if X.dtype.kind not in "biuf":
-        try:
-            X = X.astype(np.float64)
-        except (ValueError, TypeError):
-            raise ValueError(f"{name}: expected numbers, received values of type {X.dtype}"
-                             ) from None
-    X = np.ascontiguousarray(X, dtype=dtype)
-    _check_finite(X, name)
-    return X
+        return validate_data(estimator, X, y, **kwargs)
+    except ValueError as e:
+        if "NaN" not in str(e) and "infinity" not in str(e):
+            raise
+        for name, a in (("X", X), ("y", y)):
+            try:
+                a = np.asarray(a, dtype=np.float64)
+            except (TypeError, ValueError):
+                continue
+            bad = np.argwhere(~np.isfinite(a))
+            if len(bad):
+                where = ", column ".join(str(i) for i in bad[0])
+                raise ValueError(f"{e} ({name}: row {where} is {a[tuple(bad[0])]})") from None
+        raise
 
 
-class _MLPBase:
+class _MiniBatchOnly:
+    """``partial_fit`` exists only for the mini-batch solvers (``hasattr`` says so)."""
+
+    def __init__(self, method):
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.method
+        if obj.solver not in ("sgd", "adam"):
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                                 f"{obj.solver} is not stochastic.")
+        return self.method.__get__(obj, owner)
+
+
+class _MLPBase(BaseEstimator):
     """Parameters, training loops and prediction shared by the classifier and the regressor."""
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", layers=None,
-                 solver="adam", alpha=0.0, batch_size="auto", learning_rate=None,
-                 lr_schedule=None, momentum=0.9, nesterov=False, beta1=0.9, beta2=0.999,
-                 epsilon=1e-8, max_iter=200, tol=1e-4, early_stopping=False,
-                 validation_fraction=0.1, patience=10, init="auto", shuffle=True,
-                 dtype="float32", block_size=128, seed=None, n_threads=None, verbose=False,
-                 warm_start=False):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.layers = layers
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.epsilon = epsilon
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.init = init
-        self.shuffle = shuffle
-        self.dtype = dtype
-        self.block_size = block_size
-        self.seed = seed
-        self.n_threads = n_threads
-        self.verbose = verbose
-        self.warm_start = warm_start
-
-    # -------------------------------------------------------------- scikit-learn protocol
-
-    @classmethod
-    def _param_names(cls):
-        return [n for n in inspect.signature(_MLPBase.__init__).parameters if n != "self"]
-
-    def get_params(self, deep=True):
-        """The constructor parameters, as scikit-learn expects."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Set constructor parameters; unknown names are an error."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "
-                                 f"valid parameters: {valid}")
-            setattr(self, name, value)
-        return self
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_network", None)  # native workspace: rebuilt on demand
-        return state
-
-    def __repr__(self):
-        defaults = {n: p.default for n, p in
-                    inspect.signature(_MLPBase.__init__).parameters.items() if n != "self"}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
-                   if not (isinstance(v, type(defaults[k])) and v == defaults[k])]
-        return f"{type(self).__name__}({', '.join(changed)})"
 
     # ------------------------------------------------------------------ hyperparameters
 
+    def _set(self, params):
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     def _validate_params(self):
         """Check every hyperparameter; raise ValueError naming the first bad one."""
-        p = self.get_params()
+        p = self.get_params(deep=False)
         hyperparams.check(p)
         if p["layers"] is None:
             sizes = p["hidden_layer_sizes"]
@@ -199,9 +121,9 @@ class _MLPBase:
                                  f"received {p['hidden_layer_sizes']!r}") from None
             for i, s in enumerate(sizes):
                 if not is_int(s) or s <= 0:
-                    raise ValueError(f"hidden_layer_sizes[{i}] must be a positive integer "
-                                     f"(a layer needs at least one unit), received {s!r}")
-            L.get_activation(p["activation"])  # raises for an unknown name
+                    raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}: "
+                                     f"hidden_layer_sizes[{i}] is {s!r}")
+            _activation(p["activation"])  # raises for an unknown name
         else:
             if not isinstance(p["layers"], (list, tuple)) or len(p["layers"]) == 0:
                 raise ValueError("layers must be a non-empty list of sparkann layers (the hidden "
@@ -210,13 +132,11 @@ class _MLPBase:
                 if not isinstance(layer, L.Layer) or layer.is_loss:
                     raise ValueError(f"layers[{i}] must be a hidden sparkann layer (Dense, an "
                                      f"activation or a Python layer), received {layer!r}")
-        schedule = p["lr_schedule"]
-        if not (schedule is None or schedule in SCHEDULE_NAMES
-                or (callable(schedule) and not isinstance(schedule, str))):
-            raise ValueError(f"lr_schedule must be one of {SCHEDULE_NAMES}, a sparkann.optim."
-                             f"Schedule or a callable step -> multiplier, received {schedule!r}")
-        if p["nesterov"] and get_solver(p["solver"]).name == "sgd" and p["momentum"] == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
+        rate = p["learning_rate"]
+        if not (isinstance(rate, str) and rate in LEARNING_RATES
+                or (callable(rate) and not isinstance(rate, str))):
+            raise ValueError(f"learning_rate must be one of {LEARNING_RATES}, a sparkann.optim."
+                             f"Schedule or a callable step -> multiplier, received {rate!r}")
 
     def _hidden_layers(self):
         if self.layers is not None:
@@ -226,474 +146,796 @@ class _MLPBase:
             else self.hidden_layer_sizes
         hidden = []
         for n in sizes:
-            hidden += [L.Dense(int(n)), L.get_activation(self.activation)]
+            hidden += [L.Dense(int(n)), _activation(self.activation)]
         return hidden
-
-    def _init_scheme(self, topology):
-        if self.init != "auto":
-            return self.init
-        relu_like = any(isinstance(x, (L.ReLU, L.LeakyReLU)) for x in topology.layers)
-        return "he" if relu_like else "spark"
 
     # ------------------------------------------------------------------ state and engine
 
-    def _check_fitted(self):
-        if not hasattr(self, "weights_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
-
     def _net(self):
-        key = (id(self.topology_), str(np.dtype(self.dtype)), self.block_size)
+        dtype = self.weights_.dtype
+        key = (id(self.topology_), str(dtype), self.block_size)
         if getattr(self, "_network_key", None) != key or getattr(self, "_network", None) is None:
-            self._network = self.topology_.network(dtype=self.dtype, block_size=self.block_size)
+            self._network = self.topology_.network(dtype=str(dtype), block_size=self.block_size)
             self._network_key = key
         return self._network
 
-    def _start(self, n_features, n_outputs):
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state if isinstance(state, dict) else self.__dict__)
+        state.pop("_network", None)  # native workspace: rebuilt on demand
+        state.pop("_network_key", None)
+        return state
+
+    def _fit_dtype(self, X):
+        """The network's dtype: ``dtype`` when set, else X's (float32 stays float32)."""
+        if self.dtype is not None:
+            return np.dtype(str(self.dtype))
+        return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+
+    def _start(self, n_features, n_outputs, out_activation=None, dtype=None):
         """Build the topology and initial weights for a fresh fit."""
+        self.out_activation_ = out_activation or self._default_out_activation(n_outputs)
         self.topology_ = Topology(n_features, self._hidden_layers()
                                   + [L.Dense(n_outputs), self._loss_layer()])
-        self.weights_ = self.topology_.init_weights(
-            seed=self.seed, scheme=self._init_scheme(self.topology_), dtype=self.dtype)
+        self.weights_ = self._initial_weights(np.dtype(dtype or self.dtype or "float32"))
         self.n_features_in_ = n_features
         self.n_outputs_ = n_outputs
+        self.n_layers_ = sum(isinstance(x, L.Dense) for x in self.topology_.layers) + 1
         self.history_ = History()
+        self.loss_curve_ = []
         self.n_iter_ = 0
-        self._optimizer = None
+        self._reset_stopping()
         self._l2_mask = self.topology_.l2_mask()
 
-    def _check_X(self, X):
-        X = _as_matrix(X, self.dtype)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted "
-                             f"with {self.n_features_in_} features")
-        return X
+    def _reset_stopping(self):
+        """The counters of scikit-learn's stopping rule, as a fresh fit starts them."""
+        self.t_ = 0
+        self._no_improvement_count = 0
+        if get_solver(self.solver).mini_batch and self.early_stopping:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = min(self.loss_curve_, default=np.inf)
+        self._best_weights = None
+
+    def _initial_weights(self, dtype):
+        rng = getattr(self, "_random_state", None) or check_random_state(self.random_state)
+        if self.init != "auto":
+            return self.topology_.init_weights(seed=int(rng.randint(2**31 - 1)),
+                                               scheme=self.init, dtype=dtype)
+        # scikit-learn's: W and b uniform in +-sqrt(f / (fan_in + fan_out)), f = 2 for a
+        # logistic network, else 6; layers without a matrix get the layer's own "glorot"
+        # (the same draws from the same RandomState as scikit-learn: equal random_state, equal
+        # initial weights); parameters of other layers get their own fixed "glorot" start
+        factor = 2.0 if self.activation == "logistic" and self.layers is None else 6.0
+        w = self.topology_.init_weights(seed=0, scheme="glorot", dtype=np.float64)
+        for (W, b) in self._dense_views(w):
+            bound = math.sqrt(factor / sum(W.shape))
+            W[...] = rng.uniform(-bound, bound, W.shape)
+            b[...] = rng.uniform(-bound, bound, b.shape)
+        return w.astype(dtype)
+
+    def _restore(self, topology, weights, n_iter, history, classes=None):
+        """Set the fitted state of a saved model (:func:`sparkann.persist.load`)."""
+        last = topology.layers[-1]
+        if isinstance(self, MLPClassifier):
+            self.classes_ = np.asarray(classes)
+            self._multilabel = isinstance(last, L.SigmoidCrossEntropy) and topology.n_out > 1
+            self.out_activation_ = ("softmax" if isinstance(last, L.SoftmaxCrossEntropy)
+                                    else "logistic")
+        else:
+            self.out_activation_ = self._default_out_activation(topology.n_out)
+        self.topology_ = topology
+        self.weights_ = weights
+        self.n_features_in_ = topology.n_in
+        self.n_outputs_ = topology.n_out
+        self.n_layers_ = sum(isinstance(x, L.Dense) for x in topology.layers) + 1
+        self.n_iter_ = int(n_iter)
+        self.history_ = history
+        self.loss_curve_ = list(history.loss)
+        if self.loss_curve_:
+            self.loss_ = self.loss_curve_[-1]
+        self._reset_stopping()
+        self._l2_mask = topology.l2_mask()
+        self._optimizer = None
+
+    def _dense_views(self, w):
+        """(W, b) views into the flat vector ``w``, one pair per dense layer."""
+        views, pending = [], None
+        for (_, name, offset, shape) in self.topology_.layout:
+            size = int(np.prod(shape))
+            view = w[offset:offset + size].reshape(shape)
+            if name == "W":
+                pending = view
+            elif name == "b" and pending is not None:
+                views.append((pending, view))
+                pending = None
+        return views
+
+    def _views(self, which):
+        self._check_fitted()
+        return [pair[which] for pair in self._dense_views(self.weights_)]
+
+    def _set_views(self, values, which, name):
+        views = self._views(which)
+        if len(values) != len(views):
+            raise ValueError(f"{name}: expected {len(views)} arrays, received {len(values)}")
+        for i, (view, value) in enumerate(zip(views, values)):
+            value = np.asarray(value)
+            if value.shape != view.shape:
+                raise ValueError(f"{name}[{i}]: expected shape {view.shape}, received "
+                                 f"{value.shape}")
+            view[...] = value
+
+    coefs_ = property(lambda self: self._views(0),
+                      lambda self, values: self._set_views(values, 0, "coefs_"),
+                      doc="Weight matrices (n_in, n_out), one per dense layer: views into "
+                          "``weights_`` (assigning copies the values in).")
+    intercepts_ = property(lambda self: self._views(1),
+                           lambda self, values: self._set_views(values, 1, "intercepts_"),
+                           doc="Bias vectors, one per dense layer: views into ``weights_``.")
+
+    def _check_fitted(self):
+        if "weights_" not in vars(self):
+            check_is_fitted(self, "weights_")
 
     # ------------------------------------------------------------------------ objective
 
-    def _objective(self, w, X, y, grad):
-        """Mean loss + L2 penalty over (X, y) at w; the gradient is written into grad."""
-        loss_sum, n = self._net().loss_grad(w, X, y, grad, zero=True)
-        return mean_objective(loss_sum, grad, n, w, self.alpha, self._l2_mask)
+    def _objective(self, w, X, y, grad, sw=None):
+        """J(w) over the rows of X (see the module docstring); its gradient into grad."""
+        net = self._net()
+        if sw is None and self._engine_loss_is_exact():
+            loss_sum, n = net.loss_grad(w, X, y, grad, zero=True)
+        else:
+            out = net.forward(w, X)
+            loss_sum, delta = self._weighted_loss_delta(out, y, sw)
+            # the engine's output delta is out - target: aim it at the weighted delta
+            net.loss_grad(w, X, np.ascontiguousarray(out - delta, dtype=out.dtype), grad,
+                          zero=True)
+            n = len(X) if sw is None else float(sw.sum())
+        if n <= 0:
+            raise ValueError("the sample weights of a batch sum to zero: nothing to learn from")
+        return mean_objective(loss_sum / self._loss_divisor(), grad, n, w, self.alpha / n,
+                              self._l2_mask)
 
-    def _validation(self, w, X_val, y_val):
-        if X_val is None:
-            return math.nan, math.nan
-        out = self._net().forward(w, X_val)
-        return self._loss_from_output(out, y_val), self._metric_from_output(out, y_val)
+    def _engine_loss_is_exact(self):
+        return True
+
+    def _loss_divisor(self):
+        return 1
 
     # -------------------------------------------------------------------------- training
 
-    def _fit(self, X, y, incremental=False):
+    def _validate_input(self, X, y, incremental, reset):
+        raise NotImplementedError
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
-        if incremental and not get_solver(self.solver).mini_batch:
-            raise ValueError(f"partial_fit needs a mini-batch solver ('sgd' or 'adam'), "
-                             f"solver is {self.solver!r}")
-        X = _as_matrix(X, self.dtype)
-        y = self._check_y(y, X.shape[0])
-        fresh = not hasattr(self, "weights_") or (not incremental and not self.warm_start)
-        if not fresh and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted "
-                             f"with {self.n_features_in_} features")
-        if fresh:
-            self._start(X.shape[1], self._n_outputs(y))
-        else:
-            self._check_outputs(y)
-        y = self._encode(y)
-        if not incremental:
-            self._optimizer = None  # like scikit-learn: each fit starts a new optimizer
-        X_val = y_val = None
-        if self.early_stopping and not incremental:
-            X, y, X_val, y_val = self._split(X, y)
-        if self.weights_.dtype != np.dtype(self.dtype):
-            self.weights_ = self.weights_.astype(self.dtype)
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first = "weights_" not in vars(self) or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first)
+        dtype = self._fit_dtype(X) if first else self.weights_.dtype
+        X = _dense(X, dtype)
+        sw = check_sample_weight(sample_weight, X.shape[0], dtype)
+        self._random_state = check_random_state(self.random_state)
+        if first:
+            self._start(X.shape[1], self._n_outputs(y), self._out_activation(y), dtype)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input.")
+        self._l2_mask = self.topology_.l2_mask()
+        y = self._encode(y, dtype)
         self._network = None
-        self._net()
 
         import ann_core
 
-        previous_threads = (ann_core.set_blas_threads(self.n_threads)
-                            if self.n_threads is not None else None)
+        previous = (ann_core.set_blas_threads(self.n_threads)
+                    if self.n_threads is not None else None)
         try:
             if get_solver(self.solver).mini_batch:
-                self._fit_mini_batch(X, y, X_val, y_val, epochs=1 if incremental
-                                     else self.max_iter)
+                self._fit_stochastic(X, y, sw, incremental)
+            elif get_solver(self.solver).name == "lbfgs":
+                self._fit_lbfgs(X, y, sw)
             else:
-                self._fit_full_batch(X, y, X_val, y_val)
+                self._fit_gd(X, y, sw)
         finally:
-            if previous_threads is not None:
-                ann_core.set_blas_threads(previous_threads)
+            if previous is not None:
+                ann_core.set_blas_threads(previous)
+        if not np.isfinite(self.weights_).all():
+            self._diverged("the weights are not finite", self.weights_)
         return self
 
-    def _split(self, X, y):
-        rng = np.random.default_rng(None if self.seed is None else self.seed + 2)
+    def _diverged(self, error, last_finite):
+        self.weights_ = np.array(last_finite, dtype=self.weights_.dtype)
+        raise TrainingDivergedError(
+            f"{_NON_FINITE} Training diverged after {self.n_iter_} iterations ({error}); lower "
+            "learning_rate_init or raise alpha.", weights=self.weights_, iteration=self.n_iter_
+        ) from (error if isinstance(error, BaseException) else None)
+
+    def _record(self, loss, val_score=math.nan):
+        self.loss_ = float(loss)
+        self.loss_curve_.append(self.loss_)
+        self.history_.append(loss, math.nan, val_score)
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+
+    # ---- mini-batch solvers: scikit-learn's epoch loop
+
+    def _learning_rate_schedule(self, steps):
+        rate = self.learning_rate
+        if isinstance(rate, str):
+            if rate == "cosine":
+                return Cosine(steps)
+            if rate == "inverse_sqrt":
+                return InverseSqrt()
+            return None  # constant, invscaling, adaptive: set per epoch below
+        return rate
+
+    def _new_optimizer(self, steps):
+        params = self.get_params(deep=False)
+        params["nesterovs_momentum"] = self.nesterovs_momentum and self.momentum > 0
+        return make_optimizer(self.solver, self.learning_rate_init,
+                              self._learning_rate_schedule(steps), **params)
+
+    def _validation_split(self, X, y, sw):
+        stratify = self._stratify_labels(y)
+        parts = train_test_split(X, y, *(() if sw is None else (sw,)),
+                                 random_state=self._random_state,
+                                 test_size=self.validation_fraction, stratify=stratify)
+        X_train, X_val, y_train, y_val = parts[:4]
+        sw_train, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        return X_train, y_train, sw_train, X_val, y_val, sw_val
+
+    def _stratify_labels(self, y):
+        return None
+
+    def _fit_stochastic(self, X, y, sw, incremental):
+        if self.early_stopping != (self.validation_scores_ is not None):
+            self._reset_stopping()  # early_stopping was switched between warm-started fits
+        if self.early_stopping:
+            X, y, sw, X_val, y_val, sw_val = self._validation_split(X, y, sw)
         n = X.shape[0]
-        n_val = max(1, int(round(self.validation_fraction * n)))
-        if n - n_val < 1:
-            raise ValueError(f"early_stopping needs at least 2 rows to split off a validation "
-                             f"set; received {n}")
-        perm = rng.permutation(n)
-        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        return X[train], y[train], X[val], y[val]
+        if self.batch_size == "auto":
+            batch = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                              "going to be clipped")
+            batch = int(np.clip(self.batch_size, 1, n))
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._new_optimizer(self.max_iter * math.ceil(n / batch))
+        opt, w = self._optimizer, self.weights_
+        grad = np.empty_like(w)
+        order = np.arange(n)
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            if self.shuffle:
+                order = self._random_state.permutation(order)
+            total, last_finite = 0.0, w.copy()
+            for start in range(0, n, batch):
+                idx = order[start:start + batch] if self.shuffle else slice(start, start + batch)
+                Xb, yb = X[idx], y[idx]
+                try:
+                    loss = self._objective(w, Xb, yb, grad, None if sw is None else sw[idx])
+                except FloatingPointError:  # the engine's overflow report
+                    loss = math.nan
+                if not math.isfinite(loss):
+                    break
+                opt.step(w, grad)
+                if not np.isfinite(w).all():
+                    loss = math.nan
+                    break
+                total += loss * Xb.shape[0]
+            self.n_iter_ += 1
+            self.t_ += n
+            diverged = not (math.isfinite(loss) and np.isfinite(w).all())
+            score = self._validation_score(w, X_val, y_val, sw_val) if self.early_stopping \
+                else math.nan
+            self._record(math.nan if diverged else total / n, score)
+            stop = self._no_improvement(score, w) or diverged
+            if diverged and not (self.early_stopping and self._best_weights is not None):
+                self._diverged("the loss or the weights became non-finite", last_finite)
+            if self.learning_rate == "invscaling" and self.solver == "sgd":
+                opt.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+            if not stop and self._no_improvement_count > self.n_iter_no_change:
+                if self.learning_rate == "adaptive" and self.solver == "sgd" and opt.lr > 1e-6:
+                    opt.lr /= 5.0
+                    self._no_improvement_count = 0
+                    if self.verbose:
+                        print(f"Setting learning rate to {opt.lr:f}")
+                else:
+                    stop = True
+            if stop or incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                              "reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning)
+        if self.early_stopping and self._best_weights is not None:
+            w[...] = self._best_weights
+        self.weights_ = w
 
-    def _progress(self, total, unit):
-        from tqdm.auto import tqdm
+    def _no_improvement(self, score, w):
+        """Update the count of epochs without improvement; keep the best weights."""
+        if self.early_stopping:
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:f}")
+            if not score >= self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_weights = w.copy()
+        else:
+            loss = self.loss_curve_[-1]
+            if not loss <= self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if loss < self.best_loss_:
+                self.best_loss_ = loss
+        return False
 
-        return tqdm(total=total, unit=unit, disable=not self.verbose, leave=False,
-                    desc=type(self).__name__)
+    def _validation_score(self, w, X, y, sw):
+        if not np.isfinite(w).all():
+            return math.nan
+        out = self._net().forward(w, X)
+        if not np.isfinite(out).all():
+            return math.nan
+        return float(self._score_outputs(out, y, sw))
 
-    def _record(self, loss, w, X_val, y_val, bar):
-        val_loss, val_metric = self._validation(w, X_val, y_val)
-        self.history_.append(loss, val_loss, val_metric)
-        self.loss_ = loss
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4g}", **({} if math.isnan(val_metric)
-                                               else {"val": f"{val_metric:.4g}"}))
-        return val_loss
+    # ---- full-batch solvers
 
-    def _fit_full_batch(self, X, y, X_val, y_val):
+    def _full_batch_fun(self, X, y, sw):
         w = self.weights_.copy()
         grad = np.empty_like(w)
-        stopper = EarlyStopping(self.tol, self.patience) if X_val is not None else None
 
         def fun_grad(w64):
             w[...] = w64
-            return self._objective(w, X, y, grad), grad
+            loss = self._objective(w, X, y, grad, sw)
+            return loss, grad.astype(np.float64)
+        return fun_grad
 
-        with self._progress(self.max_iter, "iter") as bar:
-            def callback(iteration, w64, loss):
-                self.n_iter_ += 1
-                val_loss = self._record(loss, w64.astype(self.dtype), X_val, y_val, bar)
-                if stopper is not None and stopper.update(val_loss, w64.astype(self.dtype)):
-                    raise StopIteration
+    def _fit_lbfgs(self, X, y, sw):
+        import scipy.optimize
 
-            try:
-                if get_solver(self.solver).name == "lbfgs":
-                    result = lbfgs(fun_grad, self.weights_, max_iter=self.max_iter,
-                                   tol=self.tol, callback=callback)
-                else:
-                    result = gd(fun_grad, self.weights_, step_size=self._lr(),
-                                max_iter=self.max_iter, tol=self.tol, callback=callback,
-                                schedule=self._schedule(self.max_iter))
-            except DivergenceError as e:
-                self._diverged(e, e.weights)
-        self.weights_ = result.x.astype(self.dtype)
-        self.solver_message_ = str(result.message)
-        if stopper is not None and stopper.best_weights is not None:
-            self.weights_ = stopper.best_weights.astype(self.dtype)
+        fun_grad = self._full_batch_fun(X, y, sw)
+        self.n_iter_ = 0
 
-    def _lr(self):
-        return self.learning_rate if self.learning_rate is not None \
-            else get_solver(self.solver).learning_rate
+        def callback(intermediate_result):
+            self.n_iter_ += 1
+            self._record(intermediate_result.fun)
 
-    def _schedule(self, total_steps):
-        """The schedule object; names cover the whole run (``max_iter`` epochs/iterations)."""
-        if self.lr_schedule == "constant":
-            return None
-        if self.lr_schedule == "cosine":
-            return Cosine(total_steps)
-        if self.lr_schedule == "inverse_sqrt":
-            return InverseSqrt()
-        return self.lr_schedule
+        try:
+            result = scipy.optimize.minimize(
+                fun_grad, self.weights_.astype(np.float64), method="L-BFGS-B", jac=True,
+                callback=callback, options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                                            "gtol": self.tol})
+        except FloatingPointError as e:
+            self._diverged(e, self.weights_)
+        self.weights_ = result.x.astype(self.weights_.dtype)
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        self.best_loss_ = min(self.loss_curve_, default=self.loss_)
+        if result.status != 0:
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}): {result.message}. Increase the number "
+                          "of iterations (max_iter) or scale the data.", ConvergenceWarning)
 
-    def _make_optimizer(self, steps_per_epoch):
-        schedule = self._schedule(self.max_iter * steps_per_epoch)
-        return make_optimizer(self.solver, self._lr(), schedule, **self.get_params())
+    def _fit_gd(self, X, y, sw):
+        fun_grad = self._full_batch_fun(X, y, sw)
+        self.n_iter_ = 0
 
-    def _fit_mini_batch(self, X, y, X_val, y_val, epochs):
-        n = X.shape[0]
-        batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
-        if self._optimizer is None:
-            self._optimizer = self._make_optimizer(math.ceil(n / batch))
-        opt = self._optimizer
-        rng = np.random.default_rng(None if self.seed is None
-                                    else [self.seed, 1, self.n_iter_])
-        w = self.weights_
-        grad = np.empty_like(w)
-        # validation loss when there is a validation set, else the training loss
-        stopper = EarlyStopping(self.tol, self.patience)
-        with self._progress(epochs, "epoch") as bar:
-            for _ in range(epochs):
-                order = rng.permutation(n) if self.shuffle else np.arange(n)
-                total = 0.0
-                for start in range(0, n, batch):
-                    idx = order[start:start + batch]
-                    Xb, yb = (X[idx], y[idx]) if self.shuffle else (X[start:start + batch],
-                                                                    y[start:start + batch])
-                    try:
-                        loss = self._objective(w, Xb, yb, grad)
-                    except FloatingPointError as e:
-                        self._diverged(e, w)
-                    if not math.isfinite(loss):
-                        self._diverged(f"non-finite loss {loss}", w)
-                    before = w.copy()
-                    opt.step(w, grad)
-                    if not np.isfinite(w).all():
-                        self._diverged("the update produced non-finite weights", before)
-                    total += loss * len(idx)
-                self.n_iter_ += 1
-                val_loss = self._record(total / n, w, X_val, y_val, bar)
-                monitored = val_loss if X_val is not None else total / n
-                if stopper.update(monitored, w) and epochs > 1:
-                    break
-        if X_val is not None and stopper.best_weights is not None:
-            w[...] = stopper.best_weights
-        self.weights_ = w
+        def callback(iteration, w64, loss):
+            self.n_iter_ += 1
+            self._record(loss)
 
-    def _diverged(self, error, last_finite):
-        self.weights_ = np.asarray(last_finite, dtype=self.dtype).copy()
-        raise DivergenceError(
-            f"training diverged after {self.n_iter_} iterations ({error}); the estimator keeps "
-            "the last finite weights. Lower learning_rate or raise alpha.",
-            weights=self.weights_, iteration=self.n_iter_) from (
-                error if isinstance(error, BaseException) else None)
+        try:
+            result = gd(fun_grad, self.weights_, step_size=self.learning_rate_init,
+                        max_iter=self.max_iter, tol=self.tol, callback=callback,
+                        schedule=self._learning_rate_schedule(self.max_iter))
+        except DivergenceError as e:
+            self._diverged(e, e.weights if e.weights is not None else self.weights_)
+        self.weights_ = result.x.astype(self.weights_.dtype)
+        self.best_loss_ = min(self.loss_curve_, default=math.inf)
 
     # ------------------------------------------------------------------------ public API
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train on (X, y).
 
         Parameters
         ----------
-        X : array-like (n_samples, n_features)
-        y : array-like (n_samples,) or (n_samples, n_targets)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+            Weight of each row in the loss (and in the validation score).
 
         Returns
         -------
         self
         """
-        return self._fit(X, y)
-
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y), continuing from the current weights and optimizer state.
-
-        Only for mini-batch solvers (``"sgd"``, ``"adam"``).
-        """
-        if classes is not None and not hasattr(self, "weights_"):
-            self._partial_classes = classes
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, sample_weight)
 
     def save(self, path):
         """Save the fitted model to the directory ``path``; :func:`sparkann.persist.load` reads
         it back (the files are described in :mod:`sparkann.model_file`)."""
         return model_file.save(self, path, ESTIMATORS)
 
-    @property
-    def coefs_(self):
-        """Per dense layer weight matrices (n_in, n_out): views into ``weights_``."""
+    def _outputs(self, X):
+        """The network's outputs for X, validated as scikit-learn validates it."""
         self._check_fitted()
-        return [v for (i, name, o, s) in self.topology_.layout if name == "W"
-                for v in [self.weights_[o:o + int(np.prod(s))].reshape(s)]]
+        X = _validate(self, X, accept_sparse=["csr", "csc"], reset=False,
+                      dtype=(np.float64, np.float32))
+        return self._net().forward(self.weights_, _dense(X, self.weights_.dtype))
 
-    @property
-    def intercepts_(self):
-        """Per dense layer biases: views into ``weights_``."""
-        self._check_fitted()
-        return [self.weights_[o:o + s[0]] for (i, name, o, s) in self.topology_.layout
-                if name == "b"]
-
-    def _raw_output(self, X):
-        self._check_fitted()
-        return self._net().forward(self.weights_, self._check_X(X))
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
 
 @L.lists_activations
-class MLPClassifier(_MLPBase, _SkClassifier, _SkBase):
-    """Feed-forward neural network classifier trained on one machine.
+class MLPClassifier(ClassifierMixin, _MLPBase):
+    """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier``, trained natively.
 
-    Labels are class indices ``0 .. k-1`` (as in Spark MLlib); ``classes_`` is
-    ``arange(k)`` with ``k = max(label) + 1``. The output layer is ``Dense(k)`` with a
-    softmax cross-entropy loss.
+    Labels may be any values scikit-learn accepts (numbers, strings, ...) or a multilabel
+    indicator matrix. Several classes get a softmax output; two classes, and multilabel
+    targets, a logistic output per class (one unit for two classes).
 
     Parameters
     ----------
-    hidden_layer_sizes : sequence of int, default (100,)
-        Width of each hidden layer, each followed by ``activation``. ``()`` gives a linear
-        (multinomial logistic) model.
+    hidden_layer_sizes : int or sequence of int, default (100,)
+        Width of each hidden layer, each followed by ``activation``.
     activation : str, default "relu"
-        {activations} or a registered Python activation.
-    layers : list of Layer, optional
-        The hidden layers as objects (overrides ``hidden_layer_sizes`` and ``activation``);
-        may mix native and Python layers.
-    solver : {"adam", "sgd", "lbfgs", "gd"}
-        "lbfgs" and "gd" are full batch (``max_iter`` iterations); "adam" and "sgd" are
-        mini-batch (``max_iter`` epochs).
-    alpha : float, default 0
-        L2 penalty ``alpha / 2 * ||W||^2`` on the weight matrices (not the biases).
-    batch_size : int or "auto"
+        scikit-learn's "identity", "logistic", "tanh", "relu", and ours: {activations} or a
+        registered Python activation ("logistic" is our "sigmoid").
+    solver : {"adam", "sgd", "lbfgs", "gd"}, default "adam"
+        "lbfgs" (scipy's L-BFGS-B, as scikit-learn) and "gd" are full batch (``max_iter``
+        iterations); "adam" and "sgd" are mini-batch (``max_iter`` epochs).
+    alpha : float, default 1e-4
+        L2 penalty ``alpha / (2 n) * ||W||^2`` on the weight matrices (not the biases).
+    batch_size : int or "auto", default "auto"
         Mini-batch rows ("auto": min(200, n)).
-    learning_rate : float, optional
-        Step size; default 0.001 (adam), 0.01 (sgd), 0.03 (gd).
-    lr_schedule : {"constant", "cosine", "inverse_sqrt"} or sparkann.optim.Schedule, optional
-        Multiplier of the learning rate as a function of the optimizer step; "cosine"
-        decays to 0 over the whole run (``max_iter`` epochs or iterations).
-    momentum, nesterov : SGD momentum (default 0.9) and Nesterov's variant.
-    beta1, beta2, epsilon : Adam's parameters.
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine", "inverse_sqrt"} or Schedule
+        "invscaling" and "adaptive" as in scikit-learn (``sgd`` only); ours: "cosine" decays
+        to 0 over the whole run, "inverse_sqrt" as Spark MLlib's ``gd``, or any
+        :class:`sparkann.optim.Schedule` (a multiplier of the step per optimizer step).
+    learning_rate_init : float, default 0.001
+        Step size of sgd, adam and gd.
+    power_t : float, default 0.5
+        Exponent of "invscaling".
     max_iter : int, default 200
         Epochs (mini-batch solvers) or iterations (full batch).
-    tol, patience : float, int
-        Stop when the monitored loss (validation loss with ``early_stopping``, else the
-        training loss of mini-batch solvers) has not improved by ``tol`` for ``patience``
-        epochs/iterations. L-BFGS also stops when the relative loss reduction is below tol.
-    early_stopping : bool
-        Hold out ``validation_fraction`` of the rows; keep the weights of the best
-        validation loss.
-    init : {"auto", "spark", "glorot", "he"}
-        "auto": "he" for networks with ReLU layers, else Spark's uniform +-2.4/sqrt(n_in).
-    shuffle : bool
+    shuffle : bool, default True
         Shuffle rows every epoch (mini-batch solvers).
-    dtype : {"float32", "float64"}
-    block_size : int, default 128
-        Rows the native engine computes at a time.
-    seed : int, optional
+    random_state : int, RandomState or None
         Makes initialisation, shuffling and the validation split reproducible.
-    n_threads : int, optional
-        BLAS threads during fit (restored afterwards); more than the machine's CPUs
-        count as its CPUs.
+    tol, n_iter_no_change : float, int
+        Stop when the training loss (or the validation score with ``early_stopping``) has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; ``tol`` is L-BFGS's ``gtol``.
     verbose : bool
-        Show a progress bar.
+        Print the loss of each iteration.
     warm_start : bool
         ``fit`` continues from the previous weights.
+    momentum, nesterovs_momentum : float, bool
+        SGD momentum and Nesterov's variant.
+    early_stopping, validation_fraction : bool, float
+        Hold out ``validation_fraction`` of the rows (stratified), stop on the validation
+        score, keep the best weights (mini-batch solvers).
+    beta_1, beta_2, epsilon : Adam's parameters.
+    max_fun : int, default 15000
+        L-BFGS's limit on loss evaluations.
+    layers : list of Layer, optional
+        Ours: the hidden layers as objects (overrides ``hidden_layer_sizes`` and
+        ``activation``); may mix native and Python layers.
+    init : {"auto", "spark", "glorot", "he"}, default "auto"
+        Ours: "auto" is scikit-learn's (W and b uniform in +-sqrt(6 / (fan_in + fan_out)),
+        2 instead of 6 for logistic networks).
+    dtype : {None, "float32", "float64"}, default None
+        Ours: the network's number type; None follows X (float32 stays float32, anything
+        else trains in float64, as scikit-learn).
+    block_size : int, default 128
+        Ours: rows the native engine computes at a time.
+    n_threads : int, optional
+        Ours: BLAS threads during fit (restored afterwards).
 
     Attributes
     ----------
-    classes_, n_features_in_, topology_, weights_ (flat), coefs_, intercepts_, history_
-    (sparkann.optim.History), n_iter_, loss_.
+    classes_, coefs_, intercepts_ (views into the flat ``weights_``), n_features_in_,
+    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_, loss_, best_loss_,
+    loss_curve_, validation_scores_, best_validation_score_, t_; ours: ``topology_``,
+    ``weights_``, ``history_`` (:class:`sparkann.optim.History`).
     """
 
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None):
+        self._set(locals())
+
+    # ---- labels
+
     def _loss_layer(self):
-        return L.SoftmaxCrossEntropy()
+        if self.out_activation_ == "softmax":
+            return L.SoftmaxCrossEntropy()
+        return L.SigmoidCrossEntropy()
 
-    def _check_y(self, y, n_rows):
-        y = np.asarray(y)
+    def _default_out_activation(self, n_outputs):
+        return "softmax"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = _validate(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                         dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"y: expected class indices of shape ({n_rows},), received shape "
-                             f"{y.shape}")
-        if y.shape[0] != n_rows:
-            raise ValueError(f"y has {y.shape[0]} labels but X has {n_rows} rows")
-        numbers_only = y.dtype.kind == "O" and all(is_int(v) or isinstance(v, float)
-                                                    for v in y.tolist())
-        if y.dtype.kind not in "iuf" and not numbers_only:
-            raise ValueError(f"y: labels must be class indices 0, 1, ..., k-1; received values "
-                             f"of type {y.dtype} such as {y[0]!r} (encode them first, e.g. with "
-                             "sklearn.preprocessing.LabelEncoder)")
-        i = _first_bad_label(y)
-        if i is not None:
-            value = y[i].item() if hasattr(y[i], "item") else y[i]
-            raise ValueError(f"y: row {i} has label {value!r}, expected a class index (an "
-                             "integer >= 0 that fits in int64)")
-        return y.astype(np.int64)
+            y = column_or_1d(y, warn=True)
+        target = type_of_target(y)
+        if target not in ("binary", "multiclass", "multilabel-indicator"):
+            raise ValueError(f"Unknown label type: {target}. Maybe you are trying to fit a "
+                             "classifier, which expects discrete classes on a regression "
+                             "target with continuous values.")
+        if "classes_" not in vars(self) or (not self.warm_start and not incremental):
+            self._set_classes(y, target)
+        else:
+            seen = np.arange(y.shape[1]) if target == "multilabel-indicator" \
+                else unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(seen) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same "
+                                     "classes as in the previous call to fit. Previously got "
+                                     f"{self.classes_}, `y` has {seen}")
+            elif len(np.setdiff1d(seen, self.classes_)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {seen}.")
+        return X, self._indicator(y)
 
-    def _n_outputs(self, y):
-        classes = getattr(self, "_partial_classes", None)
-        if classes is None and len(np.unique(y)) < 2:
-            raise ValueError(f"y: needs at least 2 classes, received only class {y[0]}")
-        k = int(y.max()) + 1
-        if classes is not None:
-            classes = np.asarray(classes)
-            if classes.dtype.kind not in "iu" or len(classes) < 2 or classes.min() < 0:
-                raise ValueError(f"classes must be at least 2 class indices, received {classes!r}")
-            k = max(k, int(classes.max()) + 1)
-            del self._partial_classes
-        self.classes_ = np.arange(k)
-        return k
+    def _set_classes(self, y, target=None):
+        target = target or type_of_target(y)
+        self._multilabel = target == "multilabel-indicator"
+        self.classes_ = np.arange(np.asarray(y).shape[1]) if self._multilabel \
+            else unique_labels(y)
 
-    def _check_outputs(self, y):
-        if y.max() >= self.n_outputs_:
-            raise ValueError(f"y has class index {int(y.max())} but the model was fitted with "
-                             f"{self.n_outputs_} classes (0..{self.n_outputs_ - 1})")
+    def _indicator(self, y):
+        """y as a bool indicator matrix: (n, 1) for two classes, (n, k) otherwise."""
+        if getattr(self, "_multilabel", False):
+            return np.asarray(y).astype(bool)
+        if len(self.classes_) == 1:  # one class: one output unit that learns 0
+            return np.zeros((len(y), 1), dtype=bool)
+        index = np.searchsorted(self.classes_, y)
+        Y = np.zeros((len(y), len(self.classes_)), dtype=bool)
+        Y[np.arange(len(y)), index] = True
+        return Y[:, 1:] if len(self.classes_) == 2 else Y
 
-    def _encode(self, y):
-        return np.ascontiguousarray(y, dtype=np.int64)
+    def _n_outputs(self, Y):
+        return Y.shape[1]
 
-    def _loss_from_output(self, p, y):
-        return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-300))))
+    def _out_activation(self, Y):
+        return "logistic" if Y.shape[1] == 1 or getattr(self, "_multilabel", False) \
+            else "softmax"
 
-    def _metric_from_output(self, p, y):
-        return float(np.mean(p.argmax(1) == y))
+    def _stratify_labels(self, y):
+        # scikit-learn stratifies the split of two classes only (its one output unit)
+        return y > 0.5 if self.n_outputs_ == 1 else None
+
+    def _encode(self, Y, dtype):
+        if self.out_activation_ == "softmax":  # class indices: the engine's fast path
+            return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def _objective(self, w, X, y, grad, sw=None):
+        if sw is not None and self.out_activation_ == "softmax":
+            # weighted one-hot targets: the engine's delta is sum(t) p - t = sw (p - onehot)
+            T = np.zeros((len(y), self.n_outputs_), dtype=w.dtype)
+            T[np.arange(len(y)), y] = sw
+            loss_sum, _ = self._net().loss_grad(w, X, T, grad, zero=True)
+            n = float(sw.sum())
+            if n <= 0:
+                raise ValueError("the sample weights of a batch sum to zero: nothing to learn from")
+            return mean_objective(loss_sum, grad, n, w, self.alpha / n, self._l2_mask)
+        return super()._objective(w, X, y, grad, sw)
+
+    def _weighted_loss_delta(self, p, T, sw):
+        eps = np.finfo(p.dtype).eps
+        q = np.clip(p, eps, 1 - eps)
+        row_loss = -(T * np.log(q) + (1 - T) * np.log1p(-q)).sum(axis=1)
+        delta = p - T
+        if sw is not None:
+            row_loss, delta = row_loss * sw, delta * sw[:, None]
+        return float(row_loss.sum()), delta
+
+    def _decode(self, out):
+        if self.out_activation_ == "softmax":
+            return self.classes_[out.argmax(axis=1)]
+        if getattr(self, "_multilabel", False):
+            return (out > 0.5).astype(int)
+        if len(self.classes_) == 1:
+            return np.repeat(self.classes_, len(out))
+        return self.classes_[(out[:, 0] > 0.5).astype(int)]
+
+    def _score_outputs(self, out, y_encoded, sw):
+        if self.out_activation_ == "softmax":
+            correct = out.argmax(axis=1) == y_encoded
+        else:
+            correct = np.all((out > 0.5) == (y_encoded > 0.5), axis=1)
+        return np.average(correct, weights=sw)
+
+    # ---- public
+
+    @_MiniBatchOnly
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), continuing from the current weights and optimizer state.
+
+        ``classes`` (all the classes the model will see) is needed on the first call.
+        """
+        if "classes_" not in vars(self):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._set_classes(y if multilabel else np.asarray(classes),
+                              "multilabel-indicator" if multilabel else None)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"`classes={np.unique(classes)!r}` is not the same as on last call "
+                             f"to partial_fit, was: {self.classes_!r}")
+        fresh = "weights_" not in vars(self)
+        if fresh:
+            # classes_ is set; build the network for all of them on the first batch
+            return self._first_partial_fit(X, y, sample_weight)
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _first_partial_fit(self, X, y, sample_weight):
+        X_checked, y_checked = _validate(self, X, y, accept_sparse=["csr", "csc"],
+                                         multi_output=True, dtype=(np.float64, np.float32),
+                                         reset=True)
+        if y_checked.ndim == 2 and y_checked.shape[1] == 1:
+            y_checked = column_or_1d(y_checked, warn=True)
+        seen = np.arange(y_checked.shape[1]) if self._multilabel else unique_labels(y_checked)
+        if len(np.setdiff1d(seen, self.classes_)):
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                             f"{self.classes_}. 'y' has {seen}.")
+        self._validate_params()
+        self._random_state = check_random_state(self.random_state)
+        dtype = self._fit_dtype(X_checked)
+        width = 1 if len(self.classes_) == 2 and not self._multilabel else len(self.classes_)
+        self._start(X_checked.shape[1], width,
+                    "logistic" if width == 1 or self._multilabel else "softmax", dtype)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
-        return self._raw_output(X)
+        """Class probabilities, shape (n_samples, n_classes), in the order of ``classes_``."""
+        out = self._outputs(X)
+        if self.out_activation_ != "softmax" and out.shape[1] == 1 \
+                and not getattr(self, "_multilabel", False):
+            return np.hstack([1 - out, out])
+        return out
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`."""
-        return np.log(self.predict_proba(X))
+        p = self.predict_proba(X)
+        return np.log(p, out=p)
 
     def predict(self, X):
-        """Most probable class index for each row."""
-        proba = self.predict_proba(X)
-        return self.classes_[proba.argmax(axis=1)]
+        """The most probable class of each row (an indicator matrix for multilabel targets)."""
+        return self._decode(self._outputs(X))
 
-    def score(self, X, y, sample_weight=None):
-        """Accuracy on (X, y)."""
-        correct = self.predict(X) == np.asarray(y).ravel()
-        return float(np.average(correct, weights=sample_weight))
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
 
 
-class MLPRegressor(_MLPBase, _SkRegressor, _SkBase):
-    """Feed-forward neural network regressor trained on one machine.
+class MLPRegressor(RegressorMixin, _MLPBase):
+    """Multi-layer perceptron regressor: scikit-learn's ``MLPRegressor``, trained natively.
 
-    The output layer is ``Dense(n_targets)`` with identity output and the loss
-    ``0.5 * sum((y - t)**2)`` per row (averaged over rows). Parameters as for
-    :class:`MLPClassifier`; ``score`` is the coefficient of determination R^2.
+    ``loss="squared_error"`` (identity output; half the squared error averaged over the
+    targets) or ``"poisson"`` (exponential output; half the Poisson deviance, y >= 0). The
+    other parameters and attributes are those of :class:`MLPClassifier`; ``score`` is R^2.
     """
 
-    def _loss_layer(self):
-        return L.SquaredError()
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None):
+        self._set(locals())
 
-    def _check_y(self, y, n_rows):
-        try:
-            y = np.asarray(y, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise ValueError("y: regression targets must be numbers") from None
-        if y.ndim not in (1, 2):
-            raise ValueError(f"y: expected shape ({n_rows},) or ({n_rows}, n_targets), "
-                             f"received {y.shape}")
-        if y.shape[0] != n_rows:
-            raise ValueError(f"y has {y.shape[0]} targets but X has {n_rows} rows")
-        _check_finite(y, "y", self.dtype)
-        return y
+    def _validate_params(self):
+        if self.loss not in ("squared_error", "poisson"):
+            raise ValueError(f"loss must be 'squared_error' or 'poisson', received {self.loss!r}")
+        super()._validate_params()
+
+    def _loss_layer(self):
+        return L.SquaredError()  # identity output; poisson's exp is applied around it
+
+    def _default_out_activation(self, n_outputs):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = _validate(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                         y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (np.asarray(y) < 0).any():
+            raise ValueError("Some value(s) of y are negative which is not allowed for "
+                             "Poisson regression.")
+        dtype = self._fit_dtype(X) if reset else self.weights_.dtype
+        too_large = np.abs(np.asarray(y, dtype=np.float64)) > np.finfo(dtype).max
+        if too_large.any():
+            where = tuple(np.argwhere(too_large)[0])
+            raise ValueError(f"y: row {where[0]} is {float(np.asarray(y)[where])!r}, too large "
+                             f"for {np.dtype(dtype)} (largest {float(np.finfo(dtype).max):.4g})")
+        return X, y
 
     def _n_outputs(self, y):
-        self._y_1d = y.ndim == 1
         return 1 if y.ndim == 1 else y.shape[1]
 
-    def _check_outputs(self, y):
+    def _out_activation(self, y):
+        return self._default_out_activation(None)
+
+    def _encode(self, y, dtype):
         k = 1 if y.ndim == 1 else y.shape[1]
         if k != self.n_outputs_:
             raise ValueError(f"y has {k} targets but the model was fitted with "
                              f"{self.n_outputs_}")
+        return np.ascontiguousarray(np.asarray(y).reshape(len(y), -1), dtype=dtype)
 
-    def _encode(self, y):
-        return np.ascontiguousarray(y.reshape(len(y), -1), dtype=self.dtype)
+    def _engine_loss_is_exact(self):
+        return self.out_activation_ == "identity"
 
-    def _loss_from_output(self, out, y):
-        return float(0.5 * np.mean(np.sum((out - y) ** 2, axis=1)))
+    def _loss_divisor(self):
+        # squared error: the mean over targets (its gradient, as scikit-learn's, is not)
+        return self.n_outputs_ if self.out_activation_ == "identity" else 1
 
-    def _metric_from_output(self, out, y):
-        return _r2(y, out)
+    def _weighted_loss_delta(self, z, y, sw):
+        if self.out_activation_ == "exp":
+            with np.errstate(over="ignore"):
+                p = np.exp(z)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0.0)
+            row_loss = (ylogy - y + p).sum(axis=1)
+            delta = p - y
+        else:
+            row_loss = 0.5 * ((z - y) ** 2).sum(axis=1)
+            delta = z - y
+        if sw is not None:
+            row_loss, delta = row_loss * sw, delta * sw[:, None]
+        return float(row_loss.sum()), delta
+
+    def _score_outputs(self, out, y, sw):
+        pred = np.exp(out) if self.out_activation_ == "exp" else out
+        return _r2(y, pred, sw)
+
+    @_MiniBatchOnly
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights and optimizer state."""
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X):
-        """Predicted targets: shape (n_samples,) if fitted on 1-D y, else (n_samples, k)."""
-        out = self._raw_output(X)
-        return out[:, 0] if getattr(self, "_y_1d", False) else out
-
-    def score(self, X, y, sample_weight=None):
-        """Coefficient of determination R^2 (averaged over targets)."""
-        pred = self.predict(X)
-        return _r2(np.asarray(y, dtype=np.float64).reshape(len(pred), -1),
-                   pred.reshape(len(pred), -1), sample_weight)
-
+        """Predicted targets: shape (n_samples,) for one target, else (n_samples, n_targets)."""
+        out = self._outputs(X)
+        if self.out_activation_ == "exp":
+            out = np.exp(out)
+        return out[:, 0] if out.shape[1] == 1 else out
 
 
 #: the estimators a model file can hold, by the class name it records
 ESTIMATORS = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
 
+
 def _r2(y, pred, sample_weight=None):
-    y = np.asarray(y, dtype=np.float64)
-    pred = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(len(pred), -1)
+    pred = np.asarray(pred, dtype=np.float64).reshape(len(pred), -1)
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     mean = np.average(y, axis=0, weights=w)
     ss_res = (w[:, None] * (y - pred) ** 2).sum(0)
@@ -701,4 +943,3 @@ def _r2(y, pred, sample_weight=None):
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
     return float(np.mean(r2))
-

@@ -49,27 +49,38 @@ def _non_negative(v):
     return is_number(v) and v >= 0
 
 
+def _random_state(v):
+    import numpy as np
+
+    return v is None or (is_int(v) and 0 <= v < 2**32) or isinstance(v, np.random.RandomState)
+
+
 RULES = (
     Rule("solver", "solver", lambda v: v in SOLVER_NAMES, f"one of {SOLVER_NAMES}"),
-    Rule("learning_rate", "stepSize", lambda v: v is None or (is_number(v) and v > 0),
-         "a positive number"),
+    Rule("learning_rate_init", "stepSize", lambda v: is_number(v) and v > 0, "a positive number"),
+    Rule("power_t", None, _non_negative, "a number >= 0"),
     Rule("alpha", "regParam", _non_negative, "a number >= 0"),
     Rule("batch_size", None, lambda v: v == "auto" or _positive_int(v),
          "'auto' or an integer > 0"),
     Rule("momentum", "momentum", _fraction, "in [0, 1)"),
-    Rule("beta1", None, _fraction, "in [0, 1)"),
-    Rule("beta2", None, _fraction, "in [0, 1)"),
+    Rule("beta_1", None, _fraction, "in [0, 1)"),
+    Rule("beta_2", None, _fraction, "in [0, 1)"),
     Rule("epsilon", None, lambda v: is_number(v) and v > 0, "a number > 0"),
     Rule("max_iter", "maxIter", _positive_int, "an integer > 0", ">= 1"),
     Rule("tol", "tol", _non_negative, "a number >= 0"),
     Rule("validation_fraction", None, lambda v: is_number(v) and 0 < v < 1, "in (0, 1)"),
-    Rule("patience", "earlyStoppingPatience", _positive_int, "an integer > 0"),
+    Rule("n_iter_no_change", None, lambda v: _positive_int(v) or v == math.inf,
+         "an integer > 0 or inf"),
+    Rule(None, "earlyStoppingPatience", _positive_int, "an integer > 0"),
+    Rule("max_fun", None, _positive_int, "an integer > 0"),
     Rule("init", None, lambda v: v in ("auto",) + INITS, f"one of {('auto',) + INITS}"),
     Rule(None, "initScheme", lambda v: v in INITS, f"one of {INITS}"),
-    Rule("dtype", "dtype", lambda v: str(v) in DTYPES, f"one of {DTYPES}"),
+    Rule("dtype", None, lambda v: v is None or str(v) in DTYPES, f"None or one of {DTYPES}"),
+    Rule(None, "dtype", lambda v: str(v) in DTYPES, f"one of {DTYPES}"),
     Rule("block_size", "blockSize", _positive_int, "an integer > 0", ">= 1"),
     Rule(None, "syncSteps", lambda v: is_int(v) and v >= 0, "an integer >= 0", ">= 0"),
-    Rule("seed", None, lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
+    Rule("random_state", None, _random_state, "None, an integer in [0, 2**32) or a "
+         "numpy.random.RandomState"),
     Rule("n_threads", None, lambda v: v is None or _positive_int(v), "None or an integer > 0"),
 )
 

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 FORMAT_NAME = "sparkann-model"
-FORMAT_VERSION = 2  # 1: only the weights had a digest
+FORMAT_VERSION = 3  # 1: only the weights had a digest; 2: hyperparameters had older names
 DIGEST_KEY = "sha256"
 META_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
@@ -39,11 +39,13 @@ def _params_to_json(params):
     for name, value in params.items():
         if name == "layers" and value is not None:
             value = [layer.to_dict() for layer in value]
-        elif name == "lr_schedule" and value is not None and not isinstance(value, str):
+        elif name == "learning_rate" and value is not None and not isinstance(value, str):
             if not isinstance(value, Schedule):
-                raise ValueError(f"cannot save lr_schedule={value!r}: only sparkann.optim "
+                raise ValueError(f"cannot save learning_rate={value!r}: only sparkann.optim "
                                  "Schedule objects can be saved")
             value = value.to_dict()
+        elif name == "random_state" and isinstance(value, np.random.RandomState):
+            value = None  # a generator's state is not a hyperparameter worth keeping
         elif isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, np.generic):
@@ -58,7 +60,7 @@ def params_from_json(params, cls):
     from sparkann.layers import layer_from_dict
     from sparkann.optim import schedule_from_dict
 
-    valid = set(cls._param_names())
+    valid = set(cls._get_param_names())
     unknown = set(params) - valid
     if unknown:
         raise ModelFileError(f"{META_FILE}: unknown hyperparameters {sorted(unknown)} for "
@@ -66,8 +68,8 @@ def params_from_json(params, cls):
     params = dict(params)
     if params.get("layers") is not None:
         params["layers"] = [layer_from_dict(d) for d in params["layers"]]
-    if isinstance(params.get("lr_schedule"), dict):
-        params["lr_schedule"] = schedule_from_dict(params["lr_schedule"])
+    if isinstance(params.get("learning_rate"), dict):
+        params["learning_rate"] = schedule_from_dict(params["learning_rate"])
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
     return params
@@ -103,7 +105,7 @@ def save(estimator, path, classes):
         "n_features_in": int(estimator.n_features_in_),
         "n_outputs": int(estimator.n_outputs_),
         "classes": (estimator.classes_.tolist() if hasattr(estimator, "classes_") else None),
-        "targets_1d": bool(getattr(estimator, "_y_1d", False)),
+        "targets_1d": bool(estimator.n_outputs_ == 1),
         "n_iter": int(estimator.n_iter_),
         "history": estimator.history_.to_dict(),
         "weights": {"file": WEIGHTS_FILE, "dtype": str(weights.dtype),

@@ -472,6 +472,11 @@ class _Stepper:
         self.schedule = _check_schedule(schedule)
         self.t = 0
 
+    @property
+    def learning_rate(self):
+        """The base rate ``lr`` under scikit-learn's name."""
+        return self.lr
+
     def current_lr(self):
         """The learning rate the next step uses."""
         return self.lr * (self.schedule(self.t) if self.schedule is not None else 1.0)

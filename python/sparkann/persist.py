@@ -4,10 +4,10 @@ The files, their checks and :class:`ModelFileError` are those of :mod:`sparkann.
 """
 import os
 
-import numpy as np
 
 from sparkann import model_file
 from sparkann.estimator import ESTIMATORS
+from sparkann.layers import SigmoidCrossEntropy
 from sparkann.model_file import (META_FILE, WEIGHTS_FILE, ModelFileError, params_from_json,
                                  read_meta, read_weights)
 from sparkann.optim import History
@@ -58,19 +58,14 @@ def load(path):
         raise ModelFileError(f"{META_FILE}: topology {topology.n_in} -> {topology.n_out} does "
                              f"not match n_features_in={meta['n_features_in']}, "
                              f"n_outputs={meta['n_outputs']}")
-    estimator.topology_ = topology
-    estimator.weights_ = weights.astype(estimator.dtype)
-    estimator.n_features_in_ = topology.n_in
-    estimator.n_outputs_ = topology.n_out
-    estimator.n_iter_ = meta["n_iter"]
-    estimator.history_ = history
-    estimator._l2_mask = topology.l2_mask()
-    estimator._optimizer = None
+    classes = meta.get("classes")
     if meta["class"] == "MLPClassifier":
-        if meta.get("classes") != list(range(topology.n_out)):
-            raise ModelFileError(f"{META_FILE}: classes {meta.get('classes')!r} do not match the "
+        two_classes = isinstance(topology.layers[-1], SigmoidCrossEntropy) and topology.n_out == 1
+        if not isinstance(classes, list) or len(classes) != (2 if two_classes else topology.n_out):
+            raise ModelFileError(f"{META_FILE}: classes {classes!r} do not match the "
                                  f"{topology.n_out} outputs")
-        estimator.classes_ = np.arange(topology.n_out)
-    else:
-        estimator._y_1d = meta["targets_1d"]
+    try:
+        estimator._restore(topology, weights, meta["n_iter"], history, classes)
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{os.path.join(path, META_FILE)}: {e}") from None
     return estimator

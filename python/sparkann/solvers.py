@@ -23,7 +23,8 @@ class Solver:
         estimators average local steps); False: the solver runs its own loop over the full
         objective, one evaluation (a Spark job) per call.
     learning_rate : float or None
-        ``MLPClassifier``'s step when ``learning_rate=None``; None for a solver without one.
+        A customary step for the solver (the estimators' ``learning_rate_init`` defaults to
+        scikit-learn's 0.001 for every solver); None for a solver without one.
     spark_step_size : float or None
         The Spark estimators' step when ``stepSize`` is not set; None: ``stepSize``'s default
         (Spark MLlib's 0.03).
@@ -47,10 +48,10 @@ SOLVERS = (
     Solver("lbfgs", aliases=("l-bfgs",)),
     Solver("gd", learning_rate=0.03),
     Solver("sgd", mini_batch=True, learning_rate=0.01, optimizer=optim.SGD,
-           options={"momentum": "momentum", "nesterov": "nesterov"}),
+           options={"momentum": "momentum", "nesterovs_momentum": "nesterov"}),
     # Spark's default stepSize (0.03) is meant for gd; Adam's customary rate is 0.001.
     Solver("adam", mini_batch=True, learning_rate=0.001, spark_step_size=0.001,
-           optimizer=optim.Adam, options={"beta1": "beta1", "beta2": "beta2", "epsilon": "eps"}),
+           optimizer=optim.Adam, options={"beta_1": "beta1", "beta_2": "beta2", "epsilon": "eps"}),
 )
 
 #: every accepted spelling
@@ -67,7 +68,7 @@ def get_solver(name):
 
 def make_optimizer(name, lr, schedule=None, **hyperparameters):
     """A fresh optimizer of the mini-batch solver ``name``, stepping ``lr`` times
-    ``schedule(t)``; of ``hyperparameters`` (estimator names: ``momentum``, ``beta1``...)
+    ``schedule(t)``; of ``hyperparameters`` (estimator names: ``momentum``, ``beta_1``...)
     it takes those its row lists in ``options`` and ignores the others."""
     solver = get_solver(name)
     if not solver.mini_batch:
