@@ -55,7 +55,7 @@ def test_estimators_match_onnxruntime(rows, activation, dtype):
     X, y = rows
     Xd = X.astype(dtype)
     clf = MLPClassifier(hidden_layer_sizes=(12, 8), activation=activation, max_iter=2,
-                        dtype=dtype, seed=1).fit(X, y)
+                        dtype=dtype, random_state=1).fit(X, y)
     out = run(checked(clf), Xd)
     assert set(out) == {"label", "probabilities"}
     close(out["probabilities"], clf.predict_proba(X), dtype)
@@ -64,7 +64,7 @@ def test_estimators_match_onnxruntime(rows, activation, dtype):
 
     targets = np.stack([y, (y % 3) - 1.0], axis=1)
     reg = MLPRegressor(hidden_layer_sizes=(10,), activation=activation, max_iter=2,
-                       dtype=dtype, seed=2).fit(X, targets)
+                       dtype=dtype, random_state=2).fit(X, targets)
     out = run(checked(reg), Xd)
     assert list(out) == ["variable"] and out["variable"].shape == (2000, 2)
     close(out["variable"], reg.predict(X), dtype)
@@ -72,12 +72,14 @@ def test_estimators_match_onnxruntime(rows, activation, dtype):
 
 def test_batch_of_any_size(rows):
     X, y = rows
-    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, seed=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, random_state=0,
+                        dtype="float32").fit(X, y)
     proto = checked(clf)
     for n in (1, 7, 2000):
         out = run(proto, X[:n].astype("float32"))
         close(out["probabilities"], clf.predict_proba(X[:n]), "float32")
-    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=1, seed=0).fit(X, y.astype(float))
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=1, random_state=0,
+                       dtype="float32").fit(X, y.astype(float))
     out = run(checked(reg), X[:5].astype("float32"))
     assert out["variable"].shape == (5, 1)  # skl2onnx's shape for one target
     close(out["variable"][:, 0], reg.predict(X[:5]), "float32")
@@ -86,7 +88,7 @@ def test_batch_of_any_size(rows):
 def test_native_layer_list_exports(rows):
     X, y = rows
     layers = [L.Dense(10), L.LeakyReLU(0.2), L.Tanh(), L.Dense(6), L.GELU()]
-    clf = MLPClassifier(layers=layers, max_iter=1, dtype="float64", seed=3).fit(X, y)
+    clf = MLPClassifier(layers=layers, max_iter=1, dtype="float64", random_state=3).fit(X, y)
     out = run(checked(clf), X)
     close(out["probabilities"], clf.predict_proba(X), "float64")
 
@@ -109,7 +111,7 @@ def test_spark_models_match_onnxruntime(rows, activation, dtype):
     X, y = rows
     Xd = X.astype(dtype)
     clf = MLPClassifier(hidden_layer_sizes=(12,), activation=activation, max_iter=2,
-                        dtype=dtype, seed=4).fit(X, y)
+                        dtype=dtype, random_state=4).fit(X, y)
     model = _spark_model("class", activation, dtype, clf.weights_, [784, 12, 10])
     out = run(checked(model), Xd)
     assert list(out) == ["rawPrediction", "probability", "prediction"]
@@ -119,7 +121,7 @@ def test_spark_models_match_onnxruntime(rows, activation, dtype):
     np.testing.assert_array_equal(out["prediction"], raw.argmax(axis=1))
 
     reg = MLPRegressor(hidden_layer_sizes=(10,), activation=activation, max_iter=2,
-                       dtype=dtype, seed=5).fit(X, y.astype(float))
+                       dtype=dtype, random_state=5).fit(X, y.astype(float))
     model = _spark_model("regress", activation, dtype, reg.weights_, [784, 10, 1])
     out = run(checked(model), Xd)
     assert out["prediction"].shape == (2000,)  # one target: a column of numbers, as Spark's
@@ -134,7 +136,8 @@ def test_spark_transform_matches_onnxruntime(spark, rows):
     from sparkann.spark.data import dataframe_from_numpy
     X, y = rows
     df = dataframe_from_numpy(spark, X, y, num_partitions=2).cache()
-    clf = MLPClassifier(hidden_layer_sizes=(12,), activation="elu", max_iter=2, seed=6).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(12,), activation="elu", max_iter=2, random_state=6,
+                        dtype="float32").fit(X, y)
     model = _spark_model("class", "elu", "float32", clf.weights_, [784, 12, 10],
                          probabilityCol="p", rawPredictionCol="",
                          thresholds=[0.5, 0.1, 1, 1, 1, 1, 1, 1, 0, 1])
@@ -179,14 +182,24 @@ class Cube(L.PythonActivation):
 
 def test_python_layer_refused_by_name(rows):
     X, y = rows
-    clf = MLPClassifier(layers=[L.Dense(4), Cube()], max_iter=1, seed=0).fit(X[:50], y[:50])
+    clf = MLPClassifier(layers=[L.Dense(4), Cube()], max_iter=1, random_state=0).fit(X[:50], y[:50])
     with pytest.raises(ValueError, match=r"layer 1, Cube\(\) \(.*Cube\), is written in Python"):
         to_onnx(clf)
 
 
+def test_logistic_outputs_and_other_labels_refused(rows):
+    X, y = rows
+    binary = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1).fit(X[:50], y[:50] > 4)
+    with pytest.raises(ValueError, match="its output is logistic"):
+        to_onnx(binary)
+    named = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1).fit(X[:50], y[:50] + 1)
+    with pytest.raises(ValueError, match=r"its classes \[1, 2, 3, 4, 5\] are not"):
+        to_onnx(named)
+
+
 def test_existing_path_refused(rows, tmp_path):
     X, y = rows
-    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, seed=0).fit(X[:50], y[:50])
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, random_state=0).fit(X[:50], y[:50])
     path = tmp_path / "model.onnx"
     proto = to_onnx(clf, path)
     assert onnx.load(str(path)) == proto

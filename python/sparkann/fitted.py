@@ -138,6 +138,7 @@ def describe(model, action="export"):
         dtype = str(np.dtype(model.weights_.dtype))
         weights = np.ascontiguousarray(model.weights_)
         if isinstance(model, MLPClassifier):
+            _check_exportable_classes(model, action)
             return Fitted(model.topology_, weights, dtype, CLASSIFIER, "sklearn", "X",
                           (("probability", "probabilities"), ("label", "label")))
         return Fitted(model.topology_, weights, dtype, REGRESSOR, "sklearn", "X",
@@ -145,6 +146,17 @@ def describe(model, action="export"):
     raise TypeError(f"cannot {action} a {type(model).__module__}.{type(model).__name__}: "
                     "expected a fitted sparkann.MLPClassifier, sparkann.MLPRegressor or a "
                     "model of sparkann.spark")
+
+
+def _check_exportable_classes(model, action):
+    """The exported label is the arg max of a softmax: refuse what it would get wrong."""
+    if model.out_activation_ != "softmax":
+        raise ValueError(f"cannot {action} this MLPClassifier: its output is logistic (two "
+                         "classes, or multilabel targets); only softmax outputs are exported")
+    if not np.array_equal(model.classes_, np.arange(model.n_outputs_)):
+        raise ValueError(f"cannot {action} this MLPClassifier: its classes "
+                         f"{model.classes_.tolist()[:5]} are not the class indices 0..k-1 that "
+                         "the exported label gives")
 
 
 def _describe_spark(model, action):
