@@ -32,7 +32,7 @@ def test_batch_udf_matches_transform(spark, data, tmp_path):
 
     from sparkann.spark.data import dataframe_from_numpy
     X, y = data
-    clf = MLPClassifier(hidden_layer_sizes=(8,), activation="tanh", max_iter=5, seed=0,
+    clf = MLPClassifier(hidden_layer_sizes=(8,), activation="tanh", max_iter=5, random_state=0,
                         dtype="float64").fit(X, y)
     model = _spark_model("MultilayerPerceptronClassificationModel", clf.weights_, [12, 8, 3],
                          activation="tanh", dtype="float64")
@@ -68,7 +68,7 @@ def test_batch_udf_matches_transform(spark, data, tmp_path):
 
 def test_output_names_and_types(data):
     X, y = data
-    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, seed=0).fit(X, X[:, :2])
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, X[:, :2])
     fn = predict_fn(reg)()
     out = fn(X[:5])
     assert set(out) == {"variable"} and out["variable"].shape == (5, 2)
@@ -85,7 +85,8 @@ def test_output_names_and_types(data):
 
     from sparkann.fitted import describe
     from sparkann.spark.batch_udf import return_type
-    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, seed=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0,
+                        dtype="float32").fit(X, y)
     assert return_type(describe(clf)).simpleString() == \
         "struct<probabilities:array<float>,label:bigint>"
     model = _spark_model("MultilayerPerceptronRegressionModel", reg.weights_.astype(float),
