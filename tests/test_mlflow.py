@@ -56,8 +56,8 @@ def test_round_trip_single_machine_and_spark(spark, store, data):
 
     from sparkann.spark.data import dataframe_from_numpy
     X, y = data
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, seed=0).fit(X, y)
-    spark_model = _spark_model(MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, seed=1,
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, random_state=0).fit(X, y)
+    spark_model = _spark_model(MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, random_state=1,
                                              dtype="float64").fit(X, y).weights_)
     with mlflow.start_run():
         single = flavor.log_model(clf, name="single")
@@ -98,7 +98,7 @@ def test_round_trip_single_machine_and_spark(spark, store, data):
 
 def test_files_are_not_pickles(store, data, tmp_path):
     X, y = data
-    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=5, seed=0).fit(X, X[:, :2])
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=5, random_state=0).fit(X, X[:, :2])
     flavor.save_model(reg, tmp_path / "m")
     names = {f for _, _, files in os.walk(tmp_path / "m") for f in files}
     assert not {n for n in names if n.endswith((".pkl", ".pickle", ".cloudpickle"))}

@@ -85,6 +85,14 @@ def test_batch_of_any_size(rows):
     close(out["variable"][:, 0], reg.predict(X[:5]), "float32")
 
 
+def test_poisson_regressor_exports(rows):
+    X, y = rows
+    reg = MLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=2, random_state=0,
+                       dtype="float64").fit(X, np.stack([y, y % 2], axis=1))
+    out = run(checked(reg), X)
+    close(out["variable"], reg.predict(X), "float64")
+
+
 def test_native_layer_list_exports(rows):
     X, y = rows
     layers = [L.Dense(10), L.LeakyReLU(0.2), L.Tanh(), L.Dense(6), L.GELU()]

@@ -44,6 +44,8 @@ class Fitted:
         the arg max; a zero threshold makes its class win).
     one_target : bool
         A regressor's output is 1-D (one target, Spark style) rather than (rows, targets).
+    exp_output : bool
+        A regressor's value is the exponential of the network's output (Poisson loss).
     """
 
     topology: Topology
@@ -55,6 +57,7 @@ class Fitted:
     outputs: tuple
     thresholds: Optional[np.ndarray] = None
     one_target: bool = False
+    exp_output: bool = False
 
     @property
     def n_features(self):
@@ -86,6 +89,8 @@ class Fitted:
         net = net or self.network(min(len(X), 1024))
         if self.task == REGRESSOR:
             out = net.forward(self.weights, X, raw=True)
+            if self.exp_output:
+                out = np.exp(out)
             if self.style == "spark":
                 out = out.astype(np.float64)
                 out = out[:, 0] if self.one_target else out
@@ -142,7 +147,8 @@ def describe(model, action="export"):
             return Fitted(model.topology_, weights, dtype, CLASSIFIER, "sklearn", "X",
                           (("probability", "probabilities"), ("label", "label")))
         return Fitted(model.topology_, weights, dtype, REGRESSOR, "sklearn", "X",
-                      (("value", "variable"),))
+                      (("value", "variable"),),
+                      exp_output=getattr(model, "out_activation_", "identity") == "exp")
     raise TypeError(f"cannot {action} a {type(model).__module__}.{type(model).__name__}: "
                     "expected a fitted sparkann.MLPClassifier, sparkann.MLPRegressor or a "
                     "model of sparkann.spark")

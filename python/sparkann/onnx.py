@@ -138,7 +138,7 @@ def _build(fitted):
     elif isinstance(loss, L.SigmoidCrossEntropy):
         out = g.op("Sigmoid", [raw])
     else:
-        out = raw
+        out = g.op("Exp", [raw]) if fitted.exp_output else raw
 
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(fitted.dtype))
     rows, k = "rows", topology.n_out
