@@ -27,7 +27,7 @@ from sparkann import hyperparams
 from sparkann import layers as L
 from sparkann import model_file
 from sparkann.hyperparams import is_int
-from sparkann.optim import (Cosine, DivergenceError, History, InverseSqrt, gd, mean_objective)
+from sparkann.optim import Cosine, DivergenceError, History, InverseSqrt, gd
 from sparkann.skcompat import (BaseEstimator, ClassifierMixin, ConvergenceWarning,
                                NotFittedError, RegressorMixin, check_is_fitted,
                                check_random_state, check_sample_weight, column_or_1d,
@@ -79,6 +79,12 @@ def _validate(estimator, X, y="no_validation", **kwargs):
                 where = ", column ".join(str(i) for i in bad[0])
                 raise ValueError(f"{e} ({name}: row {where} is {a[tuple(bad[0])]})") from None
         raise
+
+
+def _runs(mask):
+    """``[(start, stop)]`` of the runs of True in the boolean vector ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 class _MiniBatchOnly:
@@ -185,7 +191,7 @@ class _MLPBase(BaseEstimator):
         self.loss_curve_ = []
         self.n_iter_ = 0
         self._reset_stopping()
-        self._l2_mask = self.topology_.l2_mask()
+        self._l2_runs = _runs(self.topology_.l2_mask())
 
     def _reset_stopping(self):
         """The counters of scikit-learn's stopping rule, as a fresh fit starts them."""
@@ -237,7 +243,7 @@ class _MLPBase(BaseEstimator):
         if self.loss_curve_:
             self.loss_ = self.loss_curve_[-1]
         self._reset_stopping()
-        self._l2_mask = topology.l2_mask()
+        self._l2_runs = _runs(topology.l2_mask())
         self._optimizer = None
 
     def _dense_views(self, w):
@@ -294,10 +300,26 @@ class _MLPBase(BaseEstimator):
             net.loss_grad(w, X, np.ascontiguousarray(out - delta, dtype=out.dtype), grad,
                           zero=True)
             n = len(X) if sw is None else float(sw.sum())
+        return self._mean_objective(loss_sum / self._loss_divisor(), grad, n, w)
+
+    def _mean_objective(self, loss_sum, grad, n, w):
+        """``loss_sum / n + alpha / (2 n) ||W||^2``; ``grad`` becomes its gradient, in place.
+
+        :func:`sparkann.optim.mean_objective` with ``alpha / n``, summed over the contiguous
+        runs of regularised weights instead of through a boolean mask (no copies of the
+        weight vector in the mini-batch loop).
+        """
         if n <= 0:
             raise ValueError("the sample weights of a batch sum to zero: nothing to learn from")
-        return mean_objective(loss_sum / self._loss_divisor(), grad, n, w, self.alpha / n,
-                              self._l2_mask)
+        grad /= n
+        if not self.alpha:
+            return float(loss_sum) / n
+        coef, squares = self.alpha / n, 0.0
+        for start, stop in self._l2_runs:
+            v = w[start:stop]
+            squares += float(np.dot(v, v))
+            grad[start:stop] += coef * v
+        return float(loss_sum) / n + 0.5 * coef * squares
 
     def _engine_loss_is_exact(self):
         return True
@@ -325,7 +347,7 @@ class _MLPBase(BaseEstimator):
         elif X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input.")
-        self._l2_mask = self.topology_.l2_mask()
+        self._l2_runs = _runs(self.topology_.l2_mask())
         y = self._encode(y, dtype)
         self._network = None
 
@@ -738,10 +760,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             T = np.zeros((len(y), self.n_outputs_), dtype=w.dtype)
             T[np.arange(len(y)), y] = sw
             loss_sum, _ = self._net().loss_grad(w, X, T, grad, zero=True)
-            n = float(sw.sum())
-            if n <= 0:
-                raise ValueError("the sample weights of a batch sum to zero: nothing to learn from")
-            return mean_objective(loss_sum, grad, n, w, self.alpha / n, self._l2_mask)
+            return self._mean_objective(loss_sum, grad, float(sw.sum()), w)
         return super()._objective(w, X, y, grad, sw)
 
     def _weighted_loss_delta(self, p, T, sw):

@@ -570,14 +570,34 @@ class Adam(_Stepper):
         if self.m is None:
             self.m, self.v = np.zeros_like(w), np.zeros_like(w)
         self.t += 1
+        # the formula above, operation for operation, in two scratch vectors (no temporaries)
+        a, b = self._scratch(w)
+        np.multiply(g, 1 - self.beta1, out=a)
         self.m *= self.beta1
-        self.m += (1 - self.beta1) * g
+        self.m += a
+        np.multiply(g, g, out=a)
+        a *= 1 - self.beta2
         self.v *= self.beta2
-        self.v += (1 - self.beta2) * (g * g)
-        m_hat = self.m / (1 - self.beta1 ** self.t)
-        v_hat = self.v / (1 - self.beta2 ** self.t)
-        w -= (rate * m_hat / (np.sqrt(v_hat) + self.eps)).astype(w.dtype, copy=False)
+        self.v += a
+        np.divide(self.v, 1 - self.beta2 ** self.t, out=a)
+        np.sqrt(a, out=a)
+        a += self.eps
+        np.divide(self.m, 1 - self.beta1 ** self.t, out=b)
+        b *= rate
+        b /= a
+        w -= b
         return w
+
+    def _scratch(self, w):
+        scratch = getattr(self, "_scratch_arrays", None)
+        if scratch is None or scratch[0].shape != w.shape or scratch[0].dtype != self.m.dtype:
+            scratch = self._scratch_arrays = (np.empty_like(self.m), np.empty_like(self.m))
+        return scratch
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_scratch_arrays", None)
+        return state
 
 
 # --------------------------------------------------------------------- history and stopping
