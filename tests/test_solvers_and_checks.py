@@ -65,7 +65,7 @@ SAME_RULE = [
     ("learning_rate_init", "stepSize", -0.1),
     ("alpha", "regParam", -1.0),
     ("momentum", "momentum", 1.0),
-    ("max_iter", "maxIter", 0),
+    ("max_iter", "maxIter", -1),
     ("tol", "tol", float("nan")),
     ("dtype", "dtype", "float16"),
     ("block_size", "blockSize", 0),
@@ -96,7 +96,7 @@ def test_both_sides_word_a_rule_alike():
 
     X, y = blobs(20)
     for name, param, bad in [("momentum", "momentum", 1.0), ("alpha", "regParam", -1.0),
-                             ("tol", "tol", float("inf"))]:
+                             ("tol", "tol", -1.0)]:
         with pytest.raises(ValueError) as local:
             MLPClassifier(**{name: bad}).fit(X, y)
         with pytest.raises(ValueError) as spark:

@@ -221,8 +221,9 @@ def test_block_size_larger_than_the_data(spark, tmp_path):
 
 @pytest.mark.parametrize("params, fragment", [
     (dict(regParam=float("nan")), "regParam must be a finite number"),
-    (dict(stepSize=float("inf")), "stepSize must be a finite number"),
-    (dict(thresholds=[0.5, -0.1]), "thresholds must be finite and non-negative"),
+    (dict(stepSize=float("nan")), "stepSize must be a finite number"),
+    (dict(thresholds=[0.5, -0.1]), "thresholds must be non-negative numbers"),
+    (dict(thresholds=[float("nan"), 1.0]), "thresholds must be non-negative numbers"),
     (dict(thresholds=[0.0, 0.0]), "at most one zero"),
 ])
 def test_bad_params_are_refused_before_any_job(spark, params, fragment):

@@ -55,9 +55,17 @@ def _random_state(v):
     return v is None or (is_int(v) and 0 <= v < 2**32) or isinstance(v, np.random.RandomState)
 
 
+def _not_nan(v):
+    """A real number, infinities included (Spark MLlib's ``ParamValidators`` compare numbers
+    and so let +inf through where ``gt``/``gtEq`` hold)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
+
+
 RULES = (
     Rule("solver", "solver", lambda v: v in SOLVER_NAMES, f"one of {SOLVER_NAMES}"),
-    Rule("learning_rate_init", "stepSize", lambda v: is_number(v) and v > 0, "a positive number"),
+    Rule("learning_rate_init", None, lambda v: is_number(v) and v > 0, "a positive number"),
+    # The Spark Params take what MLlib's validators take (gt(0), gtEq(0)): +inf too.
+    Rule(None, "stepSize", lambda v: _not_nan(v) and v > 0, "a positive number"),
     Rule("power_t", None, _non_negative, "a number >= 0"),
     Rule("alpha", "regParam", _non_negative, "a number >= 0"),
     Rule("batch_size", None, lambda v: v == "auto" or _positive_int(v),
@@ -66,8 +74,11 @@ RULES = (
     Rule("beta_1", None, _fraction, "in [0, 1)"),
     Rule("beta_2", None, _fraction, "in [0, 1)"),
     Rule("epsilon", None, lambda v: is_number(v) and v > 0, "a number > 0"),
-    Rule("max_iter", "maxIter", _positive_int, "an integer > 0", ">= 1"),
-    Rule("tol", "tol", _non_negative, "a number >= 0"),
+    Rule("max_iter", None, _positive_int, "an integer > 0"),
+    # maxIter=0 is MLlib's way to get the model of initialWeights (or of the seeded start).
+    Rule(None, "maxIter", lambda v: is_int(v) and v >= 0, "an integer >= 0", ">= 0"),
+    Rule("tol", None, _non_negative, "a number >= 0"),
+    Rule(None, "tol", lambda v: _not_nan(v) and v >= 0, "a number >= 0"),
     Rule("validation_fraction", None, lambda v: is_number(v) and 0 < v < 1, "in (0, 1)"),
     Rule("n_iter_no_change", None, lambda v: _positive_int(v) or v == math.inf,
          "an integer > 0 or inf"),

@@ -16,7 +16,9 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
     the import is enough. Extra Params: ``activation``, solvers ``"adam"`` and ``"sgd"``,
     ``regParam``, ``dtype`` (``"float32"`` default, ``"float64"`` for Spark's exact numbers),
     ``initScheme``, ``syncSteps``, ``momentum``, ``validationIndicatorCol`` with
-    ``earlyStoppingPatience``.
+    ``earlyStoppingPatience``. Param values are accepted and refused as MLlib accepts and
+    refuses them; ``maxIter=0`` gives the model of ``initialWeights`` (or of the seeded
+    initialisation) untrained, as in MLlib.
 
     The objective is the mean cross-entropy over rows (plus ``regParam / 2 * ||W||^2``); each
     iteration logs ``iteration, loss, seconds`` on the ``sparkann.spark`` logger, and

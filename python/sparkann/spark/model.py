@@ -110,6 +110,7 @@ class _NetworkModel(Model, PersistMixin):
     _loss = None
     _kind = None
     _saves_weights = True
+    _outputs_name = None   # what the output units count, in repr(model)
 
     def __init__(self, weights=None, history=None):
         super().__init__()
@@ -117,6 +118,15 @@ class _NetworkModel(Model, PersistMixin):
         self.history = list(history or [])
         self._summary = None
         self._topology = None
+
+    def __repr__(self):
+        # Spark MLlib's model string (its Scala toString), e.g.
+        # "MultilayerPerceptronClassificationModel: uid=..., numLayers=3, numClasses=2, ..."
+        if not self.isDefined(self.layers):
+            return f"{type(self).__name__}: uid={self.uid}"
+        layers = self.getLayers()
+        return (f"{type(self).__name__}: uid={self.uid}, numLayers={len(layers)}, "
+                f"{self._outputs_name}={layers[-1]}, numFeatures={layers[0]}")
 
     # --- attributes
     @property
@@ -276,6 +286,7 @@ class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
 
     _loss = "softmax_cross_entropy"
     _kind = "class"
+    _outputs_name = "numClasses"
     numClasses = property(_NetworkModel._output_width, doc="Number of classes (output units).")
 
     def predictRaw(self, value):
@@ -424,6 +435,7 @@ class MultilayerPerceptronRegressionModel(_NetworkModel, _RegressorParams):
 
     _loss = "squared_error"
     _kind = "regress"
+    _outputs_name = "numTargets"
     numTargets = property(_NetworkModel._output_width, doc="Number of targets (output units).")
 
     def predict(self, value):

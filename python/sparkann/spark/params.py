@@ -141,16 +141,17 @@ class _ClassifierParams(_NetworkParams, HasProbabilityCol, HasRawPredictionCol, 
 
     def _checked_thresholds(self):
         """``thresholds`` as an array (None when unset), refused as MLlib refuses it: one
-        value per class, none negative, at most one zero."""
+        value per class, none negative or NaN, at most one zero (+inf is allowed, as in MLlib:
+        that class is never predicted unless every other class has probability 0)."""
         if not self.isDefined(self.thresholds):
             return None
         t = np.asarray(self.getThresholds(), dtype=np.float64)
         k = self.getLayers()[-1]
         if t.shape != (k,):
             raise ValueError(f"thresholds has {t.size} values, expected {k} (numClasses)")
-        if not (np.isfinite(t).all() and (t >= 0).all()) or (t == 0).sum() > 1:
-            raise ValueError(f"thresholds must be finite and non-negative with at most one "
-                             f"zero, received {t.tolist()}")
+        if not (t >= 0).all() or (t == 0).sum() > 1:   # NaN fails t >= 0
+            raise ValueError(f"thresholds must be non-negative numbers (not NaN) with at most "
+                             f"one zero, received {t.tolist()}")
         return t
 
 
