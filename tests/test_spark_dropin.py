@@ -45,14 +45,22 @@ def _mllib_accepts(spark, name, value):
 
 
 def _ours_accepts(name, value):
-    est = MultilayerPerceptronClassifier(layers=[2, 3, 2])
-    est._set(**{name: value})
-    try:
-        est._validate_params()
-    except ValueError as e:
-        assert name in str(e), e          # the error names the Param
-        return False
-    return True
+    """Whether our classifier takes the value; the regressor, which shares the Params (all
+    but thresholds), must agree."""
+    verdicts = []
+    for cls in (MultilayerPerceptronClassifier, MultilayerPerceptronRegressor):
+        est = cls(layers=[2, 3, 2])
+        if not est.hasParam(name):
+            continue
+        est._set(**{name: value})
+        try:
+            est._validate_params()
+            verdicts.append(True)
+        except ValueError as e:
+            assert name in str(e), e          # the error names the Param
+            verdicts.append(False)
+    assert len(set(verdicts)) == 1, verdicts
+    return verdicts[0]
 
 
 @pytest.mark.parametrize("name, value", EDGES, ids=[f"{n}={v}" for n, v in EDGES])
