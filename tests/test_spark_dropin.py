@@ -74,6 +74,14 @@ def test_extra_solvers_are_a_superset_of_mllibs():
         assert _ours_accepts("solver", solver)
 
 
+@pytest.mark.parametrize("solver", ["gd", "sgd", "adam"])
+def test_infinite_step_refused_for_the_solvers_that_step_by_it(solver):
+    # (l-bfgs, which ignores stepSize, takes it as MLlib does: see EDGES)
+    with pytest.raises(ValueError, match=f"stepSize must be finite for solver '{solver}'"):
+        MultilayerPerceptronClassifier(layers=[2, 3, 2], solver=solver,
+                                       stepSize=INF)._validate_params()
+
+
 def test_param_types_and_defaults_are_mllibs(spark):
     theirs, ours = mllib.MultilayerPerceptronClassifier(), MultilayerPerceptronClassifier()
     for param in theirs.params:

@@ -1,6 +1,7 @@
 """Params of the Spark estimators: Spark MLlib's MLPC Params (same names, defaults, meaning)
 plus sparkann's extras."""
 import inspect
+import math
 import os
 import zlib
 
@@ -13,6 +14,7 @@ from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, 
 
 from sparkann import hyperparams
 from sparkann.hyperparams import DTYPES  # noqa: F401  (the names the model loader accepts)
+from sparkann.solvers import get_solver
 from sparkann.layers import activation_list
 from sparkann.spark.checkpointing import HasCheckpoint
 
@@ -127,6 +129,12 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
             raise ValueError(f"layers must hold at least two positive sizes, received {layers}")
         hyperparams.check({rule.param: self.getOrDefault(rule.param)
                            for rule in hyperparams.RULES if rule.param is not None}, "param")
+        step, solver = self.getStepSize(), get_solver(self.getSolver())
+        if not math.isfinite(step) and solver.learning_rate is not None:
+            # MLlib takes +inf; l-bfgs ignores stepSize, the other solvers would step to
+            # non-finite weights: refused before any job.
+            raise ValueError(f"stepSize must be finite for solver {self.getSolver()!r}, "
+                             f"which steps by it, received {step!r}")
         directory = self.getCheckpointDir()
         if directory and os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpointDir {directory!r} is a file, not a directory")
