@@ -182,8 +182,7 @@ def _describe_spark(model, action):
         outputs = tuple((role, col) for role, col in (
             ("raw", model.getRawPredictionCol()), ("probability", model.getProbabilityCol()),
             ("label", model.getPredictionCol())) if col)
-        thresholds = (np.asarray(model.getThresholds(), dtype=np.float64)
-                      if model.isDefined(model.thresholds) else None)
+        thresholds = model._checked_thresholds()  # as transform refuses them
         fitted = Fitted(model.topology, weights, dtype, CLASSIFIER, "spark",
                         model.getFeaturesCol(), outputs, thresholds=thresholds)
     if not fitted.outputs:

@@ -2,11 +2,11 @@
 :mod:`sparkann.spark.persistence` (Spark ML's layout, no pickle)."""
 import numpy as np
 from pyspark.ml import Model
-from pyspark.ml.functions import array_to_vector
-from pyspark.ml.linalg import DenseVector
+from pyspark.ml.linalg import DenseVector, VectorUDT
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkann.fitted import class_outputs
 from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vectors_to_dense,
                                  check_schema, run_checked)
 from sparkann.spark.model_files import SparkModelFileError
@@ -48,9 +48,21 @@ def _check_features(batches, features_col, n_features, dtype):
     return iter(())
 
 
+def vector_column(values):
+    """Arrow column of Spark ML dense vectors (VectorUDT's struct) over the rows of a (rows, k)
+    array: one contiguous buffer of values and an offsets array, no per-row objects."""
+    import pyarrow as pa
+    n, k = values.shape
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float64).reshape(-1))
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    return pa.StructArray.from_arrays(
+        [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, pa.list_(pa.int32())),
+         pa.ListArray.from_arrays(offsets, flat)], names=["type", "size", "indices", "values"])
+
+
 def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, block_size,
                      kind, thresholds, out_names):
-    """Executor side: append prediction columns (as arrays / doubles) to each Arrow batch."""
+    """Executor side: append the prediction columns (vectors, doubles) to each Arrow batch."""
     import pyarrow as pa
     from sparkann.spark.gradient import task_network
     w = bc.value
@@ -60,32 +72,38 @@ def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, 
         if net is None or (net.block_size < min(block_size, len(X))):
             net = task_network(topology, dtype, min(block_size, max(len(X), 1)), 1)
         out = net.forward(w, np.ascontiguousarray(X), raw=True).astype(np.float64)
-        columns = {}
         if kind == "class":
-            z = out - out.max(axis=1, keepdims=True)
-            prob = np.exp(z)
-            prob /= prob.sum(axis=1, keepdims=True)
-            if thresholds is not None:
-                with np.errstate(divide="ignore"):
-                    scaled = np.where(thresholds > 0, prob / np.where(thresholds > 0,
-                                                                      thresholds, 1), np.inf)
-                pred = scaled.argmax(axis=1)
-            else:
-                pred = out.argmax(axis=1)
-            columns = {"raw": out, "prob": prob, "pred": pred.astype(np.float64)}
+            by_role = class_outputs(out, thresholds)
+            columns = {"raw": out, "prob": by_role["probability"],
+                       "pred": by_role["label"].astype(np.float64)}
         else:
             columns = {"pred": out[:, 0].copy() if out.shape[1] == 1 else out}
         arrays, names = list(batch.columns), list(batch.schema.names)
         for key, name in out_names:
             value = columns[key]
-            if value.ndim == 2:
-                k = value.shape[1]
-                offsets = pa.array(np.arange(0, value.size + 1, k, dtype=np.int32))
-                arrays.append(pa.ListArray.from_arrays(offsets, pa.array(value.ravel())))
-            else:
-                arrays.append(pa.array(value))
+            arrays.append(vector_column(value) if value.ndim == 2 else pa.array(value))
             names.append(name)
         yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def features_clean(dataset, features_col, n_features, dtype):
+    """One pass that stays in the JVM: True when no row of the features column can fail the
+    executors' check (null, wrong size, a null, NaN, infinite or, for ``dtype``, too large a
+    value). Only then may the check's own pass, which moves every value through Arrow to
+    Python, be left out; when it says False that pass runs to name the first bad row."""
+    from pyspark.ml.functions import vector_to_array
+    col = F.col(features_col)
+    values = (vector_to_array(col) if isinstance(dataset.schema[features_col].dataType,
+                                                 VectorUDT) else col)
+    largest = float(np.finfo(dtype).max)
+
+    def bad_value(x):
+        x = x.cast("double")
+        return x.isNull() | F.isnan(x) | (F.abs(x) > largest)
+
+    bad = col.isNull() | (F.size(values) != n_features) | F.exists(values, bad_value)
+    count = run_checked(dataset.select(F.sum(bad.cast("long"))))[0][0]
+    return not count
 
 
 def _confusion_counts(batches, label_col, k):
@@ -213,20 +231,18 @@ class _NetworkModel(Model, PersistMixin):
                                     block_size=block_size, kind=kind, thresholds=thresholds,
                                     out_names=out_names)
 
-        if not dataset.isStreaming and not getattr(self, "_checked_input", False):
+        if not dataset.isStreaming and not getattr(self, "_checked_input", False) \
+                and not features_clean(dataset, features_col, n_features, dtype):
             # Bad rows raise a ValueError here, naming column and row, rather than a
-            # PythonException from inside the user's action (one pass over the features).
+            # PythonException from inside the user's action.
             def check(batches):
                 return _check_features(batches, features_col, n_features, dtype)
 
             run_checked(dataset.select(features_col).mapInArrow(check, "ok int"))
-        schema = T.StructType(dataset.schema.fields + [T.StructField(name, stype)
-                                                       for _, name, stype, _ in outs])
-        result = dataset.mapInArrow(predict, schema)
-        for _, name, _, as_vector in outs:
-            if as_vector:
-                result = result.withColumn(name, array_to_vector(name))
-        return result
+        schema = T.StructType(dataset.schema.fields + [
+            T.StructField(name, VectorUDT() if as_vector else stype)
+            for _, name, stype, as_vector in outs])
+        return dataset.mapInArrow(predict, schema)
 
     # --- serving outside transform
     def predict_fn(self, output=None):
