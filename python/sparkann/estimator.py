@@ -314,11 +314,14 @@ class _MLPBase(BaseEstimator):
         grad /= n
         if not self.alpha:
             return float(loss_sum) / n
+        from scipy.linalg import blas
+
+        axpy = blas.saxpy if grad.dtype == np.float32 else blas.daxpy
         coef, squares = self.alpha / n, 0.0
         for start, stop in self._l2_runs:
             v = w[start:stop]
             squares += float(np.dot(v, v))
-            grad[start:stop] += coef * v
+            axpy(v, grad[start:stop], a=coef)  # grad += coef * v in one pass, in place
         return float(loss_sum) / n + 0.5 * coef * squares
 
     def _engine_loss_is_exact(self):
