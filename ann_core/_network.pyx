@@ -203,6 +203,12 @@ cdef struct workspace_t:
 DEF MAX_ENGINE_THREADS = 64
 # Fewer rows than this per engine thread are not worth a thread.
 DEF MIN_ROWS_PER_THREAD = 32
+# Each engine thread packs every weight matrix it multiplies by, so once the weights outgrow
+# the cache a thread needs more rows to pay for that traffic; below that many rows per
+# thread, BLAS's own threads (which split the weights, not the rows) are faster. Measured
+# here: 784-2500-2000-1500-1000-500-10 at 128 rows, 77 ms split in two, 68 ms whole.
+DEF LARGE_WEIGHT_BYTES = 2 << 20
+DEF MIN_ROWS_PER_THREAD_LARGE = 128
 
 
 cdef struct call_t:
@@ -435,6 +441,7 @@ cdef class Network:
     cdef readonly size_t workspace_bytes
     cdef readonly bint has_python_layers
     cdef readonly int last_threads   # engine threads the last call was split among
+    cdef readonly int min_rows_per_thread
     cdef bint dbl
     cdef size_t isz
     cdef int loss_kind
@@ -526,6 +533,9 @@ cdef class Network:
             self.n_stages = i + 1
         self.n_out = width
         self.n_weights = offset
+        self.min_rows_per_thread = (MIN_ROWS_PER_THREAD_LARGE
+                                    if offset * self.isz > LARGE_WEIGHT_BYTES
+                                    else MIN_ROWS_PER_THREAD)
         self.has_python_layers = any(STAGE_KINDS[self.stages[k].kind].calls_python
                                      for k in range(self.n_stages))
         if self.loss_kind == ANN_LOSS_SOFTMAX_XENT and self.n_out < 2:
@@ -625,10 +635,11 @@ cdef class Network:
     cdef int _threads_for(self, _Call call, Py_ssize_t n, int blas_threads):
         """How many engine threads share a call over n rows (1: the caller's thread alone,
         with as many BLAS threads as the backend is set to)."""
-        if (self.has_python_layers or n < 2 * MIN_ROWS_PER_THREAD or blas_threads < 2
+        cdef Py_ssize_t min_rows = self.min_rows_per_thread
+        if (self.has_python_layers or n < 2 * min_rows or blas_threads < 2
                 or not can_split_rows()):
             return 1
-        cdef int threads = min(blas_threads, MAX_ENGINE_THREADS, <int>(n // MIN_ROWS_PER_THREAD))
+        cdef int threads = min(blas_threads, MAX_ENGINE_THREADS, <int>(n // min_rows))
         cdef int have = len(call.held)
         available = _available_memory()
         if threads > have and available is not None:   # fewer when memory is short

@@ -59,6 +59,24 @@ def test_split_rows_equal_one_thread(backend, loss, n, dtype):
     assert again[0] == split[0] and np.array_equal(again[2], split[2])
 
 
+
+@pytest.mark.parametrize("width, dtype, rows, threads", [
+    (23, "float32", 64, 2),         # small weights: 32 rows a thread are worth a thread
+    (23, "float32", 63, 1),
+    (1200, "float32", 128, 1),      # > 2 MiB of weights: BLAS splits the weights instead
+    (1200, "float32", 256, 2),
+    (600, "float32", 128, 2),       # 1.4 MiB
+    (600, "float64", 128, 1),       # the same network in float64: 2.9 MiB
+])
+def test_rows_split_only_when_each_thread_pays_for_its_weights(width, dtype, rows, threads):
+    ann_core.set_blas_threads(2)
+    net = Network(width, [("dense", width), ("activation", "relu"), ("dense", 3),
+                          ("loss", "softmax_cross_entropy")], dtype=dtype)
+    w = np.zeros(net.n_weights, dtype)
+    X = np.ones((rows, width), dtype)
+    net.forward(w, X)
+    assert net.last_threads == threads
+
 def test_two_callers_at_once_get_their_own_answers():
     # The engine threads serve one call at a time; the other caller computes on its own.
     ann_core.set_blas_threads(2)
