@@ -31,7 +31,7 @@ def spirals(n_per_class=400, noise=0.15, seed=0):
     return rows
 
 
-def build_pipeline(classifier_class):
+def build_pipeline(classifier_class, max_iter=300):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import IndexToString, StandardScaler, StringIndexer, VectorAssembler
 
@@ -39,7 +39,7 @@ def build_pipeline(classifier_class):
     indexer = StringIndexer(inputCol="colour", outputCol="label", stringOrderType="alphabetAsc")
     assemble = VectorAssembler(inputCols=["x", "y", "radius"], outputCol="raw")
     scale = StandardScaler(inputCol="raw", outputCol="features")
-    mlp = classifier_class(layers=[3, 32, 32, 3], maxIter=300, seed=3, blockSize=64)
+    mlp = classifier_class(layers=[3, 32, 32, 3], maxIter=max_iter, seed=3, blockSize=64)
     names = IndexToString(inputCol="prediction", outputCol="predicted_colour", labels=COLOURS)
     return Pipeline(stages=[indexer, assemble, scale, mlp, names])
 
@@ -49,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--master", help="Spark master (default: spark-submit's; with plain "
                         "python $SPARK_MASTER, else spark.master, else local[*])")
     parser.add_argument("--estimator", choices=["sparkann", "mllib"], default="sparkann")
+    parser.add_argument("--max-iter", type=int, default=300, help="l-bfgs iterations")
     args = parser.parse_args(argv)
 
     from pyspark.ml import PipelineModel
@@ -65,7 +66,7 @@ def main(argv=None):
     try:
         df = spark.createDataFrame(spirals(), ["x", "y", "radius", "colour"])
         train, test = df.randomSplit([0.8, 0.2], seed=1)
-        model = build_pipeline(MultilayerPerceptronClassifier).fit(train)
+        model = build_pipeline(MultilayerPerceptronClassifier, args.max_iter).fit(train)
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "pipeline")
             model.write().overwrite().save(path)

@@ -140,7 +140,8 @@ def fit_killed(df, solver, max_iter, tmp, name, at=3, **params):
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     model = fit(df, solver, max_iter, faults=f"kill_executor:iteration={at},partition=1,"
-                                             f"attempt=0,pidfile={pidfile},log={log},wait=15",
+                                             f"attempt=0,pidfile={pidfile},log={log},wait=15,"
+                                             f"times=1",
                 **params)
     thread.join(5)
     return model, {"kills": kills, "fired": count_lines(log)}
@@ -163,10 +164,14 @@ def kill(out, tmp):
         for source, df in sources.items():
             for name, (solver, iters, params) in plans.items():
                 key = f"{source}_{name}"
+                started = time.monotonic()
                 clean = fit(df, solver, iters, **params)
+                clean_seconds = time.monotonic() - started
                 if name == "gd":
                     weights[key + "_again"] = fit(df, solver, iters, **params)._weights
+                started = time.monotonic()
                 killed, info = fit_killed(df, solver, iters, tmp, key, **params)
+                info["seconds"] = [round(clean_seconds, 1), round(time.monotonic() - started, 1)]
                 weights[key + "_clean"], weights[key + "_killed"] = clean._weights, \
                     killed._weights
                 info.update(iterations=len(killed.history), planned=len(clean.history),

@@ -19,7 +19,9 @@ Actions:
 ``fail_task``
     Raise :class:`InjectedFault` in the task, which Spark then retries.
 
-Any rule may add ``log=PATH``: a line is appended to that file each time the rule fires.
+Any rule may add ``log=PATH``: a line is appended to that file each time the rule fires;
+with ``times=N`` as well, the rule fires only while that file holds fewer than N lines (a
+partition computed again after a kill does not wait to be killed a second time).
 ``kill_executor``
     Write the process id of the executor JVM that runs the task (the parent of the PySpark
     daemon that forked this worker) to ``pidfile``, then wait up to ``wait`` seconds (default
@@ -51,9 +53,9 @@ def parse(spec):
             key, eq, value = item.partition("=")
             if not eq:
                 raise ValueError(f"{ENV}: expected key=value, received {item!r} in {text!r}")
-            if key in SELECTORS or key == "wait":
+            if key in SELECTORS or key in ("wait", "times"):
                 try:
-                    fields[key] = int(value) if key != "wait" else float(value)
+                    fields[key] = float(value) if key == "wait" else int(value)
                 except ValueError:
                     raise ValueError(f"{ENV}: {key} must be a number, received {value!r}"
                                      ) from None
@@ -61,6 +63,9 @@ def parse(spec):
                 fields[key] = value
             else:
                 raise ValueError(f"{ENV}: unknown key {key!r} in {text!r}")
+        if "times" in fields and "log" not in fields:
+            raise ValueError(f"{ENV}: times=N counts the lines of log=PATH, which {text!r} "
+                             f"lacks")
         if action == "kill_executor" and "pidfile" not in fields:
             raise ValueError(f"{ENV}: kill_executor needs pidfile=PATH in {text!r}")
         rules.append((action, fields))
@@ -86,6 +91,14 @@ def _executor_pid():
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def _count_lines(path):
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
 def trigger(spec, iteration):
     """Executor side: run the rule that matches this task, if any (``spec`` None: no-op)."""
     if not spec:
@@ -96,6 +109,8 @@ def trigger(spec, iteration):
             "attempt": ctx.attemptNumber()}
     for action, fields in parse(spec):
         if any(fields[k] != here[k] for k in SELECTORS if k in fields):
+            continue
+        if "times" in fields and _count_lines(fields["log"]) >= fields["times"]:
             continue
         if "log" in fields:
             with open(fields["log"], "a") as f:
