@@ -137,7 +137,8 @@ def test_fashion_mnist_all_keeps_prepared_data_of_another_size(tmp_path):
 def test_pipeline_example(tmp_path):
     needs_spark_estimator()
     proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "pipeline.py"),
-                           "--master", "local[2]"], env=local_env(), cwd=str(tmp_path),
+                           "--master", "local[2]", "--max-iter", "150"],
+                          env=local_env(), cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     accuracy = printed(r"pipeline test accuracy: ([0-9.]+)", proc.stdout)
