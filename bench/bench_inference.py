@@ -72,6 +72,9 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--networks", default="A,B")
     parser.add_argument("--rows", type=int, default=60000)
+    parser.add_argument("--only", default="",
+                        help="comma-separated words: time only the contenders whose name holds "
+                             "one of them (e.g. mllib,ours_transform)")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -108,6 +111,9 @@ def main():
             onnx_session.run(None, {"features": X32})
 
         contenders["onnxruntime_one_process_float32"] = onnxruntime_run
+        if args.only:
+            contenders = {key: action for key, action in contenders.items()
+                          if any(word in key for word in args.only.split(","))}
         for action in contenders.values():  # warm-up: Python workers, JIT, caches
             action()
         times = {key: [] for key in contenders}
@@ -121,7 +127,7 @@ def main():
                          "seconds_min": round(min(values), 3),
                          "seconds_max": round(max(values), 3),
                          "rows_per_second": round(len(X) / median)}
-        base = rows["mllib_transform_float64"]["seconds_median"]
+        base = rows.get("mllib_transform_float64", {}).get("seconds_median", float("nan"))
         print(f"network {name} {layers}, {len(X)} rows, local[2], median of {args.runs}")
         for key, row in rows.items():
             row["speed_vs_mllib"] = round(base / row["seconds_median"], 2)
