@@ -8,9 +8,10 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
 SPARK = "sparkann.spark"
-# Command-line modules may start Spark work, or read a model the Spark estimators saved, on
-# request, importing sparkann.spark inside the function that needs it (never at module level).
-SPARK_CALLERS = {"sparkann.scaling.cli", "sparkann.cli"}
+# Command-line modules may start Spark work, and they and the MLflow flavor may read a model
+# the Spark estimators saved, on request, importing sparkann.spark inside the function that
+# needs it (never at module level).
+SPARK_CALLERS = {"sparkann.scaling.cli", "sparkann.cli", "sparkann.mlflow"}
 
 
 def _modules():

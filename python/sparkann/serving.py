@@ -5,6 +5,8 @@ Both hold a :class:`~sparkann.fitted.Fitted` description (topology and weights, 
 pickles small, and build the native engine where they run, once: ``predict_batch_udf`` calls
 ``make_predict_fn`` once per Python worker and keeps what it returns for every later batch.
 """
+import sys
+
 import numpy as np
 
 from sparkann.fitted import describe
@@ -12,11 +14,10 @@ from sparkann.fitted import describe
 
 def _cap_blas_to_task():
     """Inside a Spark task, BLAS gets the task's CPUs (``spark.task.cpus``), not the machine's."""
-    try:
-        from pyspark import TaskContext
-    except ImportError:
+    pyspark = sys.modules.get("pyspark")  # a Spark task's Python worker has imported it
+    if pyspark is None:
         return
-    context = TaskContext.get()
+    context = pyspark.TaskContext.get()
     if context is not None:
         from ann_core import set_blas_threads
         set_blas_threads(max(1, int(context.cpus())))
