@@ -15,30 +15,14 @@ measured ``--runs`` times, and the median is reported with the spread. Usage::
 """
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
+from bench_spark import local_session  # bench/ is the script's folder: on sys.path
+
 NETWORKS = {"A": [784, 256, 128, 10], "B": [784, 1024, 1024, 10]}
-
-
-def session():
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from pyspark.sql import SparkSession
-    spark = (SparkSession.builder.master("local[2]").appName("bench_inference")
-             .config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.ui.enabled", "false")
-             .config("spark.ui.showConsoleProgress", "false")
-             .config("spark.driver.memory", "6g")
-             .getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
 
 
 def seconds(action):
@@ -84,7 +68,7 @@ def main():
     from sparkann.onnx import to_onnx
     from sparkann.spark.data import dataframe_from_numpy
 
-    spark = session()
+    spark = local_session("bench_inference", **{"spark.driver.memory": "6g"})
     X, y = load_fashion_mnist(kind="train", dtype="float64")
     X, y = X[:args.rows], y[:args.rows]
     df = dataframe_from_numpy(spark, X, y, num_partitions=2).select("features").cache()

@@ -37,25 +37,33 @@ A = [784, 256, 128, 10]
 B = [784, 1024, 1024, 10]
 
 
-def session(event_dir, native_blas=False):
+def local_session(app, **conf):
+    """A local[2] session on loopback, quiet, with the extra settings ``conf``."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
-    spark = (SparkSession.builder.master("local[2]").appName("bench_spark")
-             .config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.ui.enabled", "false")
-             .config("spark.ui.showConsoleProgress", "false")
-             .config("spark.driver.memory", "8g")
-             .config("spark.eventLog.enabled", "true")
-             .config("spark.eventLog.dir", event_dir)
-             .config("spark.eventLog.compress", "false")
-             .config("spark.driver.extraJavaOptions",
-                     f"-Ddev.ludovic.netlib.blas.allowNative={str(native_blas).lower()}")
-             .getOrCreate())
+    builder = (SparkSession.builder.master("local[2]").appName(app)
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false"))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def session(event_dir, native_blas=False):
+    return local_session(
+        "bench_spark", **{
+            "spark.driver.memory": "8g",
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": event_dir,
+            "spark.eventLog.compress": "false",
+            "spark.driver.extraJavaOptions":
+                f"-Ddev.ludovic.netlib.blas.allowNative={str(native_blas).lower()}"})
 
 
 def mllib_blas(spark):
