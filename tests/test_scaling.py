@@ -463,8 +463,10 @@ def test_module_entry_point_and_plot(tmp_path):
     png = tmp_path / "curve.png"
     env = dict(os.environ)
     here = os.path.dirname(os.path.abspath(__file__))
+    # No empty entry: it would put the working folder, the source tree's unbuilt ann_core/
+    # included, ahead of the installed engine.
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(os.path.dirname(here), "python"), env.get("PYTHONPATH", "")])
+        p for p in [os.path.join(os.path.dirname(here), "python"), env.get("PYTHONPATH")] if p)
     env["MPLBACKEND"] = "Agg"
     proc = subprocess.run(
         [sys.executable, "-m", "sparkann.scaling", "--layers", "784,2500,2000,1500,1000,500,10",
