@@ -309,20 +309,19 @@ class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
         """Output layer values before the softmax, for one feature vector."""
         return DenseVector(self._forward_raw(self._vector(value))[0])
 
+    def _one_row_outputs(self, value):
+        thresholds = (np.asarray(self.getThresholds(), dtype=np.float64)
+                      if self.isDefined(self.thresholds) else None)
+        raw = np.asarray(self._forward_raw(self._vector(value)), dtype=np.float64)
+        return class_outputs(raw, thresholds)
+
     def predictProbability(self, value):
         """Class probabilities for one feature vector."""
-        raw = self._forward_raw(self._vector(value))[0]
-        p = np.exp(raw - raw.max())
-        return DenseVector(p / p.sum())
+        return DenseVector(self._one_row_outputs(value)["probability"][0])
 
     def predict(self, value):
         """Predicted class index (as a float, like Spark) for one feature vector."""
-        p = self.predictProbability(value).toArray()
-        if self.isDefined(self.thresholds):
-            t = np.asarray(self.getThresholds())
-            with np.errstate(divide="ignore"):
-                return float(np.argmax(np.where(t > 0, p / np.where(t > 0, t, 1), np.inf)))
-        return float(np.argmax(self.predictRaw(value).toArray()))
+        return float(self._one_row_outputs(value)["label"][0])
 
     def _output_columns(self):
         vec = T.ArrayType(T.DoubleType())
