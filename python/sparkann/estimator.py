@@ -18,6 +18,7 @@ the outputs), half the squared error averaged over the targets, or half the Pois
 summed over the targets (``loss="poisson"``, exponential output).
 """
 import copy
+import inspect
 import math
 import warnings
 
@@ -103,15 +104,26 @@ class _MiniBatchOnly:
         return self.method.__get__(obj, owner)
 
 
+def _with_first_parameter(init, name, default):
+    """The signature of ``init`` with one more positional parameter right after ``self``."""
+    self_, *others = inspect.signature(init).parameters.values()
+    first = inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+    return inspect.signature(init).replace(parameters=[self_, first, *others])
+
+
 class _MLPBase(BaseEstimator):
     """Parameters, training loops and prediction shared by the classifier and the regressor."""
 
     # ------------------------------------------------------------------ hyperparameters
 
-    def _set(self, params):
-        for name, value in params.items():
-            if name not in ("self", "__class__"):
-                setattr(self, name, value)
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None):
+        vars(self).update({name: value for name, value in locals().items() if name != "self"})
 
     def _validate_params(self):
         """Check every hyperparameter; raise ValueError naming the first bad one."""
@@ -680,15 +692,6 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
     ``weights_``, ``history_`` (:class:`sparkann.optim.History`).
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None):
-        self._set(locals())
-
     # ---- labels
 
     def _loss_layer(self):
@@ -863,14 +866,12 @@ class MLPRegressor(RegressorMixin, _MLPBase):
     other parameters and attributes are those of :class:`MLPClassifier`; ``score`` is R^2.
     """
 
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None):
-        self._set(locals())
+    def __init__(self, loss="squared_error", *args, **params):
+        self.loss = loss
+        super().__init__(*args, **params)
+
+    # scikit-learn reads the parameters from this signature: loss first, as in its MLPRegressor
+    __init__.__signature__ = _with_first_parameter(_MLPBase.__init__, "loss", "squared_error")
 
     def _validate_params(self):
         if self.loss not in ("squared_error", "poisson"):
