@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Declarations of the C99 core (csrc/)."""
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "ann_status.h" nogil:
     enum:
@@ -50,5 +50,15 @@ cdef extern from "ann_kernels.h" nogil:
                    const double *T, double *delta, double *loss_sum)
     int ann_all_finite_s(size_t n, const float *x, size_t *first_bad)
     int ann_all_finite_d(size_t n, const double *x, size_t *first_bad)
+    int ann_dropout_forward_s(uint64_t key, uint64_t row0, size_t rows, size_t cols,
+                              double rate, const float *X, float *Y, float *M)
+    int ann_dropout_forward_d(uint64_t key, uint64_t row0, size_t rows, size_t cols,
+                              double rate, const double *X, double *Y, double *M)
+    int ann_dropout_backward_s(size_t n, const float *M, const float *d_out, float *d_in)
+    int ann_dropout_backward_d(size_t n, const double *M, const double *d_out, double *d_in)
     unsigned long ann_fpu_enter()
     void ann_fpu_leave(unsigned long saved)
+
+cdef extern from "ann_random.h" nogil:
+    uint64_t ann_random_u64(uint64_t key, uint64_t counter)
+    uint64_t ann_random_key(uint64_t seed, uint64_t iteration, uint64_t block, uint64_t stage)

@@ -46,6 +46,7 @@ cdef enum stage_kind:
     # What computes a stage's output from its input; its row in STAGE_KINDS.
     STAGE_DENSE     # y = x @ W + b
     STAGE_PYTHON    # a layer written in Python (sparkann.layers)
+    STAGE_DROPOUT   # y = x * mask / (1 - rate) in training, y = x in inference
     STAGE_KIND_COUNT
 
 
@@ -59,14 +60,19 @@ cdef struct stage_t:
     double alpha       # the activation's parameter (leaky_relu's slope)
     bint keeps_input   # the activation's backward needs its input: the workspace keeps it
     PyObject *py_layer  # STAGE_PYTHON: the layer (the Network's py_layers keeps it alive)
+    int index          # position among the stages: a stochastic stage's stream
+    double rate        # STAGE_DROPOUT: probability of dropping a unit
 
 
 cdef struct stage_ctx_t:
     # What a stage computes with besides its data: the call's mode and random stream.
     bint dbl
-    bint training      # loss_grad (True) or forward (False): a dropout layer would differ
-    uint64_t seed      # counter-based stream: draw ann_random(seed, row * width + unit)
+    bint training      # loss_grad, or forward given a key (True); forward (False)
+    # the call's (seed, iteration, block) hashed: stage s draws from
+    # ann_random_u64(seed, s.index), which is ann_random_key(seed, iteration, block, s.index)
+    uint64_t seed
     Py_ssize_t row0    # the call's index of the block's first row
+    char **masks       # per stage: the workspace's dropout multipliers, or NULL
 
 
 # out[m, n_out] from x[m, n_in] and the parameters w (the stage's own, at s.w_off).
@@ -156,12 +162,44 @@ cdef int _python_backward(const stage_t *s, const stage_ctx_t *ctx, const char *
     return ANN_OK
 
 
+cdef int _dropout_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
+                          const char *x, int m, char *out) except -1 nogil:
+    # Inference is the identity; training draws the stage's mask for these rows and keeps
+    # it (one multiplier per element) for the backward pass: reading it back costs less
+    # than drawing it again, a hash per two elements.
+    cdef size_t n = <size_t>m * s.n_out
+    cdef uint64_t key = ann_random_u64(ctx.seed, <uint64_t>s.index)
+    if not ctx.training:
+        memcpy(out, x, n * _isz(ctx.dbl))
+        return ANN_OK
+    if ctx.dbl:
+        return ann_dropout_forward_d(key, ctx.row0, m, s.n_out, s.rate, <const double *>x,
+                                     <double *>out, <double *>ctx.masks[s.index])
+    return ann_dropout_forward_s(key, ctx.row0, m, s.n_out, s.rate, <const float *>x,
+                                 <float *>out, <float *>ctx.masks[s.index])
+
+
+cdef int _dropout_backward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
+                           const char *x, const char *out, int m, const char *d_out,
+                           char *d_in, char *grad) except -1 nogil:
+    cdef size_t n = <size_t>m * s.n_out
+    if d_in == NULL:
+        return ANN_OK
+    if ctx.dbl:
+        return ann_dropout_backward_d(n, <const double *>ctx.masks[s.index],
+                                      <const double *>d_out, <double *>d_in)
+    return ann_dropout_backward_s(n, <const float *>ctx.masks[s.index], <const float *>d_out,
+                                  <float *>d_in)
+
+
 # One row per stage kind: adding a native layer is its kernels (csrc/), its two functions
 # above, a row here and its shape rule in _stage_shape.
 cdef stage_kind_t STAGE_KINDS[<int>STAGE_KIND_COUNT]
 STAGE_KINDS[<int>STAGE_DENSE] = stage_kind_t(b"dense", False, _dense_forward, _dense_backward)
 STAGE_KINDS[<int>STAGE_PYTHON] = stage_kind_t(b"python", True, _python_forward,
                                               _python_backward)
+STAGE_KINDS[<int>STAGE_DROPOUT] = stage_kind_t(b"dropout", False, _dropout_forward,
+                                               _dropout_backward)
 _STAGE_KIND_NAMES = {STAGE_KINDS[k].name.decode(): k for k in range(<int>STAGE_KIND_COUNT)}
 
 
@@ -171,6 +209,13 @@ def _stage_shape(int kind, int position, int index, int n_in, value):
         n_out = _size(value, f"layer {position}: dense size")
         return n_out, n_in * n_out + n_out, [(f"dense{index}.W", 0, (n_in, int(n_out))),
                                              (f"dense{index}.b", n_in * n_out, (int(n_out),))]
+    if kind == STAGE_DROPOUT:
+        number = (int, float, np.integer, np.floating)
+        if (isinstance(value, (bool, np.bool_)) or not isinstance(value, number)
+                or not 0.0 <= value < 1.0):
+            raise ValueError(f"layer {position}: dropout rate must be a number in [0, 1), "
+                             f"received {value!r}")
+        return n_in, 0, []
     missing = [a for a in ("n_out", "n_params", "forward", "backward") if not hasattr(value, a)]
     if missing:
         raise ValueError(f"layer {position}: a Python layer needs n_out, n_params, "
@@ -193,6 +238,7 @@ cdef struct workspace_t:
     ann_arena_t grad_arena
     char **outs
     char **ins         # per stage: its activation's input when the backward needs it, or NULL
+    char **masks       # per stage: a dropout stage's multipliers of the block, or NULL
     char *delta_a
     char *delta_b
     char *loss_buf
@@ -221,7 +267,8 @@ cdef struct call_t:
     char *grad               # the caller's gradient (share 0 adds into it)
     char *out                # forward: the caller's output
     bint forward, raw
-    uint64_t seed            # the random stream's key (no stochastic stage yet: 0)
+    bint training            # stochastic stages draw (loss_grad, or forward with a key)
+    uint64_t seed            # the key's (seed, iteration, block), hashed (see stage_ctx_t)
     int blas_threads         # the engine's thread count when the call started
     int threads              # shares the rows are split into
     Py_ssize_t bounds[MAX_ENGINE_THREADS + 1]
@@ -239,6 +286,7 @@ cdef class _Workspace:
         ann_arena_free(&self.ws.grad_arena)
         PyMem_Free(self.ws.outs)
         PyMem_Free(self.ws.ins)
+        PyMem_Free(self.ws.masks)
 
 
 cdef class _Call:
@@ -385,13 +433,24 @@ def _check_spec(position, spec, last):
         if kind != "loss":
             raise ValueError(f"layers must end with ('loss', name); received {spec!r}")
     elif kind != "activation" and kind not in _STAGE_KIND_NAMES:
-        raise ValueError(f"layer {position}: unknown kind {kind!r}; expected 'dense', "
-                         "'activation', 'python' or a final 'loss'")
+        kinds = ", ".join(repr(k) for k in [*_STAGE_KIND_NAMES, "activation"])
+        raise ValueError(f"layer {position}: unknown kind {kind!r}; expected one of {kinds} "
+                         "or a final 'loss'")
     if kind != "activation" and len(spec) != 2:
         raise ValueError(f"layer {position}: expected ({kind!r}, value), received {spec!r}")
     if kind == "activation" and len(spec) not in (2, 3):
         raise ValueError(f"layer {position}: expected ('activation', name) or "
                          f"('activation', 'leaky_relu', slope), received {spec!r}")
+
+
+def _call_key(key):
+    """The hash of a key (seed, iteration, block) that a call's stochastic stages draw from."""
+    if not isinstance(key, tuple) or len(key) != 3 or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
+            and 0 <= k < 2**64 for k in key):
+        raise ValueError(f"key: expected (seed, iteration, block), three integers in "
+                         f"[0, 2**64), received {key!r}")
+    return ann_random_u64(ann_random_u64(<uint64_t>key[0], <uint64_t>key[1]), <uint64_t>key[2])
 
 
 def _available_memory():
@@ -413,8 +472,10 @@ cdef class Network:
         ``("dense", n_out)``, ``("activation", name)`` or ``("activation", "leaky_relu", alpha)``
         (applied in place to the output of the stage before it), ``("python", layer)`` (an object
         with ``n_out``, ``n_params``, ``forward(params, x, out)`` and
-        ``backward(params, x, out, d_out, d_in, grad)``, see ``sparkann.layers``), and last
-        ``("loss", name)`` with name in ``LOSSES``.
+        ``backward(params, x, out, d_out, d_in, grad)``, see ``sparkann.layers``),
+        ``("dropout", rate)`` (inverted dropout: in training each unit is kept with
+        probability 1 - rate and scaled by 1 / (1 - rate); the identity in inference), and
+        last ``("loss", name)`` with name in ``LOSSES``.
     dtype : {"float32", "float64"}
     block_size : int
         Rows computed at a time; the workspace holds one block.
@@ -433,6 +494,12 @@ cdef class Network:
     Any number of threads may call one Network at once: each call computes in workspaces
     of its own (kept for later calls), and with t > 1 calls take turns on the engine's
     threads, so every result is bitwise that of the same call made alone.
+
+    Random numbers: a network with dropout (``stochastic``) needs ``key=(seed, iteration,
+    block)`` in ``loss_grad``. Unit j of row r of the call in stage s is kept or dropped by
+    a counter-based generator of (seed, iteration, block, s, r, j) alone, so the same key
+    and rows draw the same mask whatever the block size or thread split (a retried task, a
+    resumed run), and another iteration or block draws another.
     """
     cdef readonly int n_in, n_out, block_size, n_stages
     cdef readonly Py_ssize_t n_weights
@@ -440,6 +507,9 @@ cdef class Network:
     cdef readonly str loss
     cdef readonly size_t workspace_bytes
     cdef readonly bint has_python_layers
+    cdef readonly bint stochastic    # has stages that draw random numbers in training (dropout)
+    # the first stage with parameters (or in Python): the backward pass stops there
+    cdef int first_grad_stage
     cdef readonly int last_threads   # engine threads the last call was split among
     cdef readonly int min_rows_per_thread
     cdef bint dbl
@@ -520,10 +590,14 @@ cdef class Network:
             self.stages[i].act = -1
             self.stages[i].alpha = 0.0
             self.stages[i].keeps_input = False
+            self.stages[i].index = i
+            self.stages[i].rate = 0.0
             n_out, n_params, layout = _stage_shape(self.stages[i].kind, position, i, width,
                                                    spec[1])
             self.stages[i].n_out = n_out
             self.stages[i].n_params = n_params
+            if self.stages[i].kind == STAGE_DROPOUT:
+                self.stages[i].rate = spec[1]
             self._layout += [(name, offset + at, shape) for name, at, shape in layout]
             self.py_layers.append(spec[1] if STAGE_KINDS[self.stages[i].kind].calls_python
                                   else None)
@@ -538,6 +612,12 @@ cdef class Network:
                                     else MIN_ROWS_PER_THREAD)
         self.has_python_layers = any(STAGE_KINDS[self.stages[k].kind].calls_python
                                      for k in range(self.n_stages))
+        self.stochastic = any(self.stages[k].kind == STAGE_DROPOUT for k in range(self.n_stages))
+        # Stages before the first one with parameters need no delta (input dropout, say).
+        self.first_grad_stage = next((k for k in range(self.n_stages)
+                                      if self.stages[k].n_params > 0
+                                      or STAGE_KINDS[self.stages[k].kind].calls_python),
+                                     self.n_stages - 1)
         if self.loss_kind == ANN_LOSS_SOFTMAX_XENT and self.n_out < 2:
             raise ValueError(f"softmax_cross_entropy needs at least 2 outputs, the network "
                              f"has {self.n_out}")
@@ -582,7 +662,8 @@ cdef class Network:
         cdef size_t rows = self.block_size, total = 0, widest = 0
         cdef int i
         for i in range(self.n_stages):
-            total += (1 + self.stages[i].keeps_input) * ann_arena_aligned_size(
+            total += (1 + self.stages[i].keeps_input
+                      + (self.stages[i].kind == STAGE_DROPOUT)) * ann_arena_aligned_size(
                 rows * self.stages[i].n_out * self.isz)
             widest = max(widest, <size_t>self.stages[i].n_out)
         total += 2 * ann_arena_aligned_size(rows * widest * self.isz)
@@ -598,7 +679,8 @@ cdef class Network:
         cdef int i, status = ANN_OK
         ws.outs = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
         ws.ins = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
-        if ws.outs == NULL or ws.ins == NULL:
+        ws.masks = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
+        if ws.outs == NULL or ws.ins == NULL or ws.masks == NULL:
             raise MemoryError()
         if ann_arena_init(&ws.arena, total) != ANN_OK:
             raise MemoryError(f"cannot allocate the {total / 2**20:.1f} MiB workspace")
@@ -609,6 +691,10 @@ cdef class Network:
             if self.stages[i].keeps_input:
                 status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
                                           <void **>&ws.ins[i])
+            ws.masks[i] = NULL
+            if self.stages[i].kind == STAGE_DROPOUT:
+                status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
+                                          <void **>&ws.masks[i])
             widest = max(widest, <size_t>self.stages[i].n_out)
         status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_a)
         status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_b)
@@ -685,8 +771,8 @@ cdef class Network:
         which is never computed.
         """
         nominal = 6 * self.n_weights
-        actual = nominal - 2 * (self.stages[0].n_in * self.stages[0].n_out
-                                if self.stages[0].kind == STAGE_DENSE else 0)
+        cdef stage_t *first = &self.stages[self.first_grad_stage]
+        actual = nominal - 2 * (first.n_in * first.n_out if first.kind == STAGE_DENSE else 0)
         return nominal, actual
 
     # ---------------------------------------------------------------- validation (GIL held)
@@ -766,7 +852,7 @@ cdef class Network:
         cdef char *delta = ws.delta_a
         cdef char *delta_prev = ws.delta_b
         cdef char *swap
-        for i in range(self.n_stages - 1, -1, -1):
+        for i in range(self.n_stages - 1, self.first_grad_stage - 1, -1):
             s = &self.stages[i]
             prev = x if i == 0 else ws.outs[i - 1]
             if s.act >= 0:
@@ -778,10 +864,12 @@ cdef class Network:
                     status = ann_act_backward_s(s.act, <float>s.alpha, <size_t>m * s.n_out,
                                                 <const float *>ws.ins[i],
                                                 <const float *>ws.outs[i], <float *>delta)
-            # The first stage needs no delta: d loss / d data is never computed.
+            # The first stage with parameters needs no delta: nothing before it learns, and
+            # d loss / d data is never computed.
             if status == ANN_OK:
-                status = STAGE_KINDS[s.kind].backward(s, ctx, w, prev, ws.outs[i], m, delta,
-                                                      delta_prev if i > 0 else NULL, grad)
+                status = STAGE_KINDS[s.kind].backward(
+                    s, ctx, w, prev, ws.outs[i], m, delta,
+                    delta_prev if i > self.first_grad_stage else NULL, grad)
             if status != ANN_OK:
                 return status
             swap = delta
@@ -797,7 +885,7 @@ cdef class Network:
         cdef int m, n_out = self.n_out
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
-        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, True, c.seed, r0)
+        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, True, c.seed, r0, ws.masks)
         c.loss[k] = 0.0
         c.status[k] = ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
@@ -832,7 +920,7 @@ cdef class Network:
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
         cdef char *o
-        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, False, c.seed, r0)
+        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, c.training, c.seed, r0, ws.masks)
         c.status[k] = ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
@@ -921,7 +1009,7 @@ cdef class Network:
 
     # ----------------------------------------------------------------------- public calls
 
-    def forward(self, weights, X, out=None, bint raw=False):
+    def forward(self, weights, X, out=None, bint raw=False, key=None):
         """Outputs of the network for the rows of X.
 
         Parameters
@@ -932,6 +1020,9 @@ cdef class Network:
         raw : bool
             If True, return the last stage's output before the loss's output function (the
             logits of a softmax or sigmoid output).
+        key : (seed, iteration, block) or None
+            None (inference): dropout is the identity. A key computes as in training, with
+            the masks ``loss_grad`` draws for the same key and rows.
 
         Returns
         -------
@@ -947,6 +1038,8 @@ cdef class Network:
         self._check_matrix_finite(X, "X")
         cdef _Call call = self._take_call()
         call.c.w, call.c.x, call.c.out, call.c.raw, call.c.forward = w, x, o, raw, True
+        call.c.training = key is not None
+        call.c.seed = _call_key(key) if key is not None else 0
         try:
             self._run(call, n)
             self._raise_status(&call.c)
@@ -954,7 +1047,7 @@ cdef class Network:
             self.idle_calls.append(call)
         return out
 
-    def loss_grad(self, weights, X, y, grad, bint zero=False):
+    def loss_grad(self, weights, X, y, grad, bint zero=False, key=None):
         """Loss summed over the rows of X, and its gradient added into ``grad``.
 
         Parameters
@@ -967,6 +1060,9 @@ cdef class Network:
         grad : ndarray (n_weights,)
             The gradient of the summed loss is added to it (set ``zero=True`` to clear it
             first), so blocks and partitions sum for free.
+        key : (seed, iteration, block), non-negative integers below 2**64
+            Where a stochastic network (dropout) draws its masks: required when
+            ``stochastic``, ignored otherwise. The same key and rows give the same masks.
 
         Returns
         -------
@@ -989,6 +1085,10 @@ cdef class Network:
         cdef char *g = self._check_vector(grad, "grad", True)
         cdef const int64_t *labels = NULL
         cdef char *T = NULL
+        if self.stochastic and key is None:
+            raise ValueError("key: this network has dropout, so loss_grad needs "
+                             "key=(seed, iteration, block) to place its random masks")
+        cdef uint64_t seed = _call_key(key) if key is not None else 0
         if isinstance(y, np.ndarray) and y.ndim == 1:
             if y.dtype != np.int64 or y.shape[0] != n or not y.flags.c_contiguous:
                 raise ValueError(f"y: expected C-contiguous int64 class indices of shape ({n},),"
@@ -1007,6 +1107,7 @@ cdef class Network:
         cdef _Call call = self._take_call()
         call.c.w, call.c.x, call.c.labels, call.c.targets = w, x, labels, T
         call.c.grad, call.c.forward = g, False
+        call.c.training, call.c.seed = True, seed
         cdef int k, threads
         cdef double loss = 0.0
         try:

@@ -17,6 +17,11 @@ share of Caffe's time spent in its Sigmoid layers and the floor set by the best 
     python bench/bench_core.py --quick         # A and B, float32, 2 threads
     python bench/bench_core.py --topologies C --dtypes float32 --threads 2 --blocks 1024
     python bench/bench_core.py --caffe ~/caffe-build --repeats 5    # against Caffe (~10 min)
+    python bench/bench_core.py --dropout --repeats 7   # B with and without dropout (~3 min)
+
+With --dropout, the bench times the gradient of B at block 1024 (float32) with dropout 0.2 on
+the input and 0.5 after each hidden layer beside the same network without it, in alternating
+runs, a new mask every run: the per-gradient cost of drawing and applying the masks.
 
 For peak numbers, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in that one command.
 """
@@ -41,10 +46,12 @@ TOPOLOGIES = {
 }
 
 
-def spec(sizes):
-    layers = []
+def spec(sizes, dropout=None):
+    """The engine's stages of ``sizes``; ``dropout=(input rate, hidden rate)`` adds dropout."""
+    layers = [("dropout", dropout[0])] if dropout else []
     for n in sizes[1:-1]:
         layers += [("dense", n), ("activation", "sigmoid")]
+        layers += [("dropout", dropout[1])] if dropout else []
     return layers + [("dense", sizes[-1]), ("loss", "softmax_cross_entropy")]
 
 
@@ -251,6 +258,32 @@ def caffe_comparison(args, backend, X_all, y_all, have_torch):
     print(f"load average at the end: {_load()}")
 
 
+def dropout_overhead(args, X_all, y_all):
+    """Seconds per full gradient of B, block 1024, float32, without and with dropout (0.2
+    input, 0.5 hidden), alternating runs; each dropout run draws new masks."""
+    sizes, block, dtype = TOPOLOGIES["B"], 1024, "float32"
+    X = np.ascontiguousarray(X_all[:args.examples], dtype=dtype)
+    y = y_all[:args.examples]
+    w = spark_init(sizes, dtype)
+    print(f"{'thr':>3} {'block':>5} {'plain s':>8} {'dropout s':>9} {'overhead':>8} {'runs':>4}")
+    for threads in map(int, args.threads.split(",")):
+        ann_core.set_blas_threads(threads)
+        nets = {rates: ann_core.Network(sizes[0], spec(sizes, rates), dtype=dtype,
+                                        block_size=block) for rates in (None, (0.2, 0.5))}
+        grad = np.zeros_like(w)
+        times = {rates: [] for rates in nets}
+        for run in range(args.repeats + 1):   # the first round warms up
+            for rates, net in nets.items():
+                start = time.perf_counter()
+                net.loss_grad(w, X, y, grad, zero=True, key=(0, run, 0) if rates else None)
+                if run:
+                    times[rates].append(time.perf_counter() - start)
+        plain, dropped = (statistics.median(times[r]) for r in nets)
+        print(f"{threads:>3} {block:>5} {plain:8.3f} {dropped:9.3f} "
+              f"{100 * (dropped / plain - 1):7.1f}% {args.repeats:>4}   load {_load()}",
+              flush=True)
+
+
 def _load():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -276,6 +309,8 @@ def main(argv=None):
     parser.add_argument("--caffe", metavar="PATH",
                         help="a BVLC Caffe binary or build directory: time one batch against "
                              "`caffe time` instead of the full-batch gradients")
+    parser.add_argument("--dropout", action="store_true",
+                        help="B at block 1024, float32, with and without dropout")
     parser.add_argument("--quick", action="store_true",
                         help="A and B, float32, 2 threads, blocks 128 and 1024")
     args = parser.parse_args(argv)
@@ -291,6 +326,10 @@ def main(argv=None):
         print("PyTorch is not installed: its columns are empty")
     if args.caffe:
         caffe_comparison(args, backends[0], X_all, y_all, have_torch)
+        return 0
+    if args.dropout:
+        ann_core.set_backend(backends[0])
+        dropout_overhead(args, X_all, y_all)
         return 0
 
     header = (f"{'topo':4} {'dtype':7} {'thr':>3} {'block':>5} {'contender':17} {'s/60k':>7} "

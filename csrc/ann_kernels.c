@@ -84,6 +84,21 @@ static inline double ann_exp_d(double x)
     return p * scale;
 }
 
+/* splitmix64's finaliser of key and counter: the body of ann_random_u64, inline so that the
+ * dropout loops vectorise. */
+static inline uint64_t ann_mix64(uint64_t key, uint64_t counter)
+{
+    uint64_t z = key * 0xD1B54A32D192ED03ull + (counter + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+uint64_t ann_dropout_threshold(double rate)
+{
+    return (uint64_t)(rate * 4294967296.0);
+}
+
 #define R float
 #define X s
 #define EXP ann_exp_s
@@ -122,10 +137,12 @@ const ann_activation_info *ann_activation(int kind)
 
 uint64_t ann_random_u64(uint64_t key, uint64_t counter)
 {
-    uint64_t z = key * 0xD1B54A32D192ED03ull + (counter + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return ann_mix64(key, counter);
+}
+
+uint64_t ann_random_key(uint64_t seed, uint64_t iteration, uint64_t block, uint64_t stage)
+{
+    return ann_mix64(ann_mix64(ann_mix64(seed, iteration), block), stage);
 }
 
 double ann_random_unit(uint64_t key, uint64_t counter)

@@ -3,7 +3,10 @@
 It reads the same flat weight layout (per dense stage ``W`` (n_in, n_out) row-major, then
 ``b``), computes in float64 whatever the input dtype, and returns the summed loss and its
 gradient, so tests can compare the engine against it and against finite differences.
-Only dense stages, activations and a loss are supported (no Python layers).
+Only dense stages, activations, dropout stages and a loss are supported (no Python layers).
+A dropout stage multiplies by the mask it is given (``masks``: engine stage index -> the
+multipliers, 0 or 1 / (1 - rate), of every row and unit) and is the identity without one;
+:func:`dropout_multipliers` draws the engine's masks from its documented random stream.
 """
 import numpy as np
 from scipy.special import expit, log_expit, logsumexp
@@ -61,14 +64,64 @@ def torch_activate(name, z, alpha=0.01):
     return _row(name)[2](F, z, alpha)
 
 
+# splitmix64's finaliser over (key, counter), as csrc/ann_random.h documents it
+_M64 = (1 << 64) - 1
+
+
+def _mix64(key, counter):
+    """ann_random_u64 on numpy uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(key) * np.uint64(0xD1B54A32D192ED03)
+             + (np.asarray(counter, np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def dropout_multipliers(key, stage, rows, cols, rate, dtype="float64", row0=0):
+    """The engine's dropout multipliers of rows ``row0 ..`` of one call's stage ``stage``
+    under ``key = (seed, iteration, block)``: unit j of row r is kept when 32 bits of
+    ann_random_u64(stream, r * h + j mod h), h = ceil(cols / 2), are >= floor(rate * 2^32)
+    (the low half for j < h, the high half otherwise)."""
+    seed, iteration, block = key
+    stream = _mix64(_mix64(_mix64(seed, iteration), block), stage)
+    h = (cols + 1) // 2
+    r = np.arange(row0, row0 + rows, dtype=np.uint64)[:, None]
+    j = np.arange(cols, dtype=np.uint64)[None, :]
+    bits = _mix64(stream, r * np.uint64(h) + j % np.uint64(h))
+    half = np.where(j < h, bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32))
+    keep = half >= np.uint64(int(rate * 4294967296.0))
+    scale = np.asarray(1.0 / (1.0 - rate)).astype(dtype)
+    return np.where(keep, scale, np.zeros((), dtype)).astype(dtype)
+
+
+def engine_masks(n_in, layers, key, rows, dtype="float64"):
+    """``{engine stage index: multipliers}`` of every dropout stage of ``layers``."""
+    masks, index, width = {}, -1, n_in
+    for spec in layers[:-1]:
+        if spec[0] == "activation":
+            continue
+        index += 1
+        if spec[0] == "dropout":
+            masks[index] = dropout_multipliers(key, index, rows, width, spec[1], dtype)
+        else:
+            width = spec[1]
+    return masks
+
+
 def parse(n_in, layers):
-    """Dense stages of a topology spec as (n_in, n_out, activation, alpha), and the loss."""
+    """Stages of a topology spec as (n_in, n_out, activation, alpha), and the loss; a
+    dropout stage is (width, width, "dropout", rate)."""
     stages, width = [], n_in
     for spec in layers[:-1]:
         if spec[0] == "dense":
             stages.append([width, spec[1], "identity", 0.01])
             width = spec[1]
+        elif spec[0] == "dropout":
+            stages.append([width, width, "dropout", spec[1]])
         elif spec[0] == "activation":
+            if stages[-1][2] == "dropout":
+                raise ValueError("the reference takes no activation right after a dropout")
             stages[-1][2] = spec[1]
             if len(spec) > 2:
                 stages[-1][3] = spec[2]
@@ -79,13 +132,16 @@ def parse(n_in, layers):
 
 def n_weights(n_in, layers):
     stages, _ = parse(n_in, layers)
-    return sum(a * b + b for a, b, _, _ in stages)
+    return sum(a * b + b for a, b, act, _ in stages if act != "dropout")
 
 
 def unpack(weights, stages):
-    """Views (W, b) per dense stage into the flat vector."""
+    """Views (W, b) per dense stage into the flat vector (None for a dropout stage)."""
     params, offset = [], 0
-    for n_in, n_out, _, _ in stages:
+    for n_in, n_out, act, _ in stages:
+        if act == "dropout":
+            params.append(None)
+            continue
         W = weights[offset:offset + n_in * n_out].reshape(n_in, n_out)
         offset += n_in * n_out
         b = weights[offset:offset + n_out]
@@ -104,13 +160,19 @@ def targets(y, n_out):
     return np.asarray(y, np.float64)
 
 
-def _forward_all(weights, X, stages):
+def _forward_all(weights, X, stages, masks=None):
     """Pre-activations and outputs of every stage."""
     h = np.asarray(X, np.float64)
     inputs, pre = [], []
-    for (W, b), (_, _, act, alpha) in zip(unpack(np.asarray(weights, np.float64), stages), stages):
+    params = unpack(np.asarray(weights, np.float64), stages)
+    for i, (p, (_, _, act, alpha)) in enumerate(zip(params, stages)):
         inputs.append(h)
-        z = h @ W + b
+        if act == "dropout":
+            mask = (masks or {}).get(i)
+            h = h if mask is None else h * np.asarray(mask, np.float64)
+            pre.append(h)
+            continue
+        z = h @ p[0] + p[1]
         pre.append(z)
         h = activate(act, z, alpha)
     return inputs, pre, h
@@ -127,10 +189,10 @@ def output(loss, logits):
     raise ValueError(f"unknown loss {loss!r}")
 
 
-def forward(n_in, layers, weights, X, raw=False):
+def forward(n_in, layers, weights, X, raw=False, masks=None):
     """Network outputs (probabilities or values), or the last stage's values with ``raw``."""
     stages, loss = parse(n_in, layers)
-    logits = _forward_all(weights, X, stages)[2]
+    logits = _forward_all(weights, X, stages, masks)[2]
     return logits if raw else output(loss, logits)
 
 
@@ -147,15 +209,19 @@ def loss_and_delta(loss, z, t):
     raise ValueError(f"unknown loss {loss!r}")
 
 
-def loss_grad(n_in, layers, weights, X, y):
+def loss_grad(n_in, layers, weights, X, y, masks=None):
     """(summed loss, gradient as a flat float64 vector in the engine's layout)."""
     stages, loss = parse(n_in, layers)
     params = unpack(np.asarray(weights, np.float64), stages)
-    inputs, pre, out = _forward_all(weights, X, stages)
+    inputs, pre, out = _forward_all(weights, X, stages, masks)
     value, delta = loss_and_delta(loss, out, targets(y, stages[-1][1]))
     grads = []
     for i in range(len(stages) - 1, -1, -1):
         _, _, act, alpha = stages[i]
+        if act == "dropout":
+            mask = (masks or {}).get(i)
+            delta = delta if mask is None else delta * np.asarray(mask, np.float64)
+            continue
         delta = delta * activation_derivative(act, pre[i], alpha)
         grads.append((inputs[i].T @ delta).ravel())
         grads.append(delta.sum(axis=0))
@@ -165,7 +231,7 @@ def loss_grad(n_in, layers, weights, X, y):
     return value, np.concatenate([g for pair in pairs for g in pair])
 
 
-def pre_activations(n_in, layers, weights, X):
+def pre_activations(n_in, layers, weights, X, masks=None):
     """Every stage's pre-activation values (to keep finite-difference steps off ReLU kinks)."""
     stages, _ = parse(n_in, layers)
-    return _forward_all(weights, X, stages)[1]
+    return _forward_all(weights, X, stages, masks)[1]

@@ -45,13 +45,14 @@ def sample_indices(net, rng, per_w, per_b):
     return np.array(sorted(chosen))
 
 
-def finite_difference_check(net, w, X, y, indices, kink=None):
-    """Assert the engine's gradient matches central differences at `indices`; returns #checked."""
+def finite_difference_check(net, w, X, y, indices, kink=None, key=None):
+    """Assert the engine's gradient matches central differences at `indices`; returns #checked.
+    A dropout network draws its masks from ``key``: fixed, so every evaluation uses one mask."""
     grad = np.zeros(net.n_weights)
-    net.loss_grad(w, X, y, grad)
+    net.loss_grad(w, X, y, grad, key=key)
     scratch = np.zeros(net.n_weights)
-    estimates = central_differences(lambda v: net.loss_grad(v, X, y, scratch)[0], w, indices,
-                                    STEP, kink)
+    estimates = central_differences(lambda v: net.loss_grad(v, X, y, scratch, key=key)[0], w,
+                                    indices, STEP, kink)
     fd = np.array(list(estimates.values()))
     analytic = grad[list(estimates)]
     floor = 1e-3 * max(np.abs(analytic).max(initial=0.0), 1e-12)
@@ -223,3 +224,29 @@ def test_gradient_accumulates_and_zero_clears():
     again = np.full(net.n_weights, 123.0)
     net.loss_grad(w, X, y, again, zero=True)
     np.testing.assert_allclose(again, whole, rtol=1e-13, atol=1e-15)
+
+
+# ------------------------------------------------------------------------------- dropout
+
+DROPOUT_TOPOLOGY = [("dropout", 0.2), ("dense", 7), ("activation", "relu"), ("dropout", 0.5),
+                    ("dense", 13), ("activation", "sigmoid"), ("dropout", 0.3), ("dense", 3)]
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("n_rows,block_size", [(3, 2), (128, 37)])
+def test_dropout_with_its_mask_fixed(loss, n_rows, block_size):
+    """Input and hidden dropout, the mask fixed by the key: the gradient is that of the
+    network with those units removed, so finite differences agree as for any layer."""
+    layers = DROPOUT_TOPOLOGY + [("loss", loss)]
+    rng = np.random.default_rng(n_rows)
+    net = Network(6, layers, dtype="float64", block_size=block_size)
+    w = rng.normal(scale=0.6, size=net.n_weights)
+    X = rng.normal(size=(n_rows, 6))
+    y = make_targets(rng, loss, n_rows, net.n_out, dense=loss == "squared_error")
+    key = (2026, n_rows, 1)
+    masks = ref.engine_masks(6, layers, key, n_rows)
+    assert any((m == 0).any() for m in masks.values())   # some units are dropped
+    indices = sample_indices(net, rng, per_w=25, per_b=6)
+    kink = sign_flip(lambda v: ref.pre_activations(6, layers, v, X, masks), w, STEP)
+    checked = finite_difference_check(net, w, X, y, indices, kink, key=key)
+    assert checked >= 0.5 * len(indices), f"only {checked} of {len(indices)} indices off kinks"

@@ -112,8 +112,9 @@ def test_layout_is_w_then_b_per_dense_stage():
 
 # -------------------------------------------------------------------------------- PyTorch
 
-def torch_results(layers, w, X, y, dtype):
-    """Outputs, logits, summed loss and flat gradient computed by PyTorch autograd."""
+def torch_results(layers, w, X, y, dtype, masks=None):
+    """Outputs, logits, summed loss and flat gradient computed by PyTorch autograd; a
+    dropout stage multiplies by its mask in ``masks`` (engine stage index -> multipliers)."""
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     tdtype = getattr(torch, dtype)
@@ -121,7 +122,10 @@ def torch_results(layers, w, X, y, dtype):
     flat = torch.tensor(w, dtype=tdtype, requires_grad=True)
     h = torch.tensor(X, dtype=tdtype)
     offset = 0
-    for n_in, n_out, act, alpha in stages:
+    for i, (n_in, n_out, act, alpha) in enumerate(stages):
+        if act == "dropout":
+            h = h * torch.tensor(masks[i], dtype=tdtype)
+            continue
         W = flat[offset:offset + n_in * n_out].view(n_in, n_out)
         offset += n_in * n_out
         b = flat[offset:offset + n_out]
@@ -191,3 +195,43 @@ def test_mkl_backend_gives_the_same_results(dtype, restore_blas):
         assert_close(a, b, dtype, f"MKL vs OpenBLAS {name}")
     ref_loss, ref_grad = ref.loss_grad(N_IN, layers, w, X, y)
     assert_close(mkl[3], ref_grad, dtype, "MKL gradient vs reference")
+
+
+# -------------------------------------------------------------------------------- dropout
+
+DROPOUT_LAYERS = [("dropout", 0.2), ("dense", 13), ("activation", "relu"), ("dropout", 0.5),
+                  ("dense", 7), ("activation", "tanh"), ("dropout", 0.3), ("dense", 5),
+                  ("loss", "softmax_cross_entropy")]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dropout_matches_numpy_and_pytorch_with_the_same_masks(dtype, threads, restore_blas):
+    """Input and hidden dropout: the engine's loss, gradient and training-mode outputs equal
+    those of the numpy reference and of PyTorch autograd given the masks the engine's stream
+    documents, with rows split among blocks (and engine threads) that do not divide them."""
+    ann_core.set_blas_threads(threads)
+    rng = np.random.default_rng(5)
+    net = Network(N_IN, DROPOUT_LAYERS, dtype=dtype, block_size=37)
+    w = rng.normal(scale=0.4, size=net.n_weights).astype(dtype)
+    X = rng.normal(size=(301, N_IN)).astype(dtype)
+    y = rng.integers(0, 5, 301).astype(np.int64)
+    key = (12345, 7, 3)
+    masks = ref.engine_masks(N_IN, DROPOUT_LAYERS, key, len(X), dtype)
+    grad = np.zeros(net.n_weights, dtype)
+    loss_sum, _ = net.loss_grad(w, X, y, grad, key=key)
+    ref_loss, ref_grad = ref.loss_grad(N_IN, DROPOUT_LAYERS, w, X, y, masks)
+    assert_close(loss_sum, ref_loss, dtype, "dropout loss")
+    assert_close(grad, ref_grad, dtype, "dropout gradient")
+    raw = net.forward(w, X, raw=True, key=key)
+    assert_close(raw, ref.forward(N_IN, DROPOUT_LAYERS, w, X, raw=True, masks=masks), dtype,
+                 "dropout training forward")
+    t_out, t_raw, t_loss, t_grad = torch_results(
+        DROPOUT_LAYERS, w.astype(np.float64), X.astype(np.float64), y, "float64",
+        {i: m.astype(np.float64) for i, m in masks.items()})
+    assert_close(raw, t_raw, dtype, "dropout raw forward vs torch")
+    assert_close(loss_sum, t_loss, dtype, "dropout loss vs torch")
+    assert_close(grad, t_grad, dtype, "dropout gradient vs torch")
+    # inference: dropout is the identity
+    assert_close(net.forward(w, X), ref.forward(N_IN, DROPOUT_LAYERS, w, X), dtype,
+                 "dropout inference forward")

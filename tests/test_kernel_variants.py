@@ -97,3 +97,40 @@ def test_random_stream_is_counter_based(variants):
     units = np.array([lib.ann_random_unit(3, n) for n in range(20000)])
     assert units.min() >= 0.0 and units.max() < 1.0
     assert abs(units.mean() - 0.5) < 0.01 and abs(units.var() - 1 / 12) < 0.005
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cols", [1, 2, 7, 64, 129])
+def test_dropout_variants_agree_bitwise(variants, dtype, cols):
+    """The dropout kernels (mask drawn in the loop, multipliers kept, gradient through them)
+    give the same bits in every variant, and the masks are those ann_random_u64 documents."""
+    x = "d" if dtype == "float64" else "s"
+    rng = np.random.default_rng(cols)
+    rows, rate, key, row0 = 37, 0.3, 0x1234_5678_9ABC_DEF0, 1000
+    X = rng.normal(size=(rows, cols)).astype(dtype)
+    X[0, 0] = np.nan   # NaN propagates through a multiplication, dropped or kept
+    d_out = rng.normal(size=(rows, cols)).astype(dtype)
+    results = {}
+    for arch, lib in variants.items():
+        fwd = getattr(lib, f"ann_dropout_forward_{x}")
+        bwd = getattr(lib, f"ann_dropout_backward_{x}")
+        fwd.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_size_t,
+                        ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        bwd.argtypes = [ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        Y, M, d_in = np.empty_like(X), np.empty_like(X), np.empty_like(X)
+        assert fwd(key, row0, rows, cols, rate, _ptr(X), _ptr(Y), _ptr(M)) == 0
+        assert bwd(X.size, _ptr(M), _ptr(d_out), _ptr(d_in)) == 0
+        assert fwd(key, row0, rows, cols, 1.0, _ptr(X), _ptr(Y), _ptr(M)) != 0  # rate < 1
+        results[arch] = (Y.tobytes(), M.tobytes(), d_in.tobytes())
+    base = results["x86-64"]
+    for arch, got in results.items():
+        assert got == base, f"dropout differs: {arch} vs x86-64"
+    lib = variants["x86-64"]
+    lib.ann_random_u64.restype = ctypes.c_uint64
+    lib.ann_random_u64.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
+    M = np.frombuffer(base[1], dtype).reshape(rows, cols)
+    h, threshold = (cols + 1) // 2, int(rate * 2**32)
+    for r, j in [(0, 0), (5, cols - 1), (rows - 1, cols // 2), (17, h - 1)]:
+        bits = lib.ann_random_u64(key, (row0 + r) * h + j % h)
+        half = bits & 0xFFFFFFFF if j < h else bits >> 32
+        assert M[r, j] == (np.asarray(1 / (1 - rate), dtype) if half >= threshold else 0)

@@ -20,7 +20,7 @@ _EXPORTS = {
     "register": "layers", "from_sizes": "layers",
     "Dense": "layers", "Identity": "layers", "Sigmoid": "layers", "Tanh": "layers",
     "ReLU": "layers", "LeakyReLU": "layers", "Softplus": "layers", "ELU": "layers",
-    "GELU": "layers",
+    "GELU": "layers", "Dropout": "layers",
     "SoftmaxCrossEntropy": "layers", "SigmoidCrossEntropy": "layers", "SquaredError": "layers",
     "Topology": "topology",
     "SGD": "optim", "Adam": "optim", "LBFGS": "optim", "lbfgs": "optim", "gd": "optim",

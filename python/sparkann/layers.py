@@ -210,6 +210,39 @@ class Dense(Layer):
         return [("dense", self.n_out)]
 
 
+def check_rate(rate, what="dropout rate"):
+    """A dropout rate as a float in [0, 1), else ValueError naming ``what``."""
+    if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer,
+                                                                     np.floating))
+            or not 0.0 <= rate < 1.0):  # NaN fails both comparisons
+        raise ValueError(f"{what} must be a number in [0, 1), received {rate!r}")
+    return float(rate)
+
+
+@register("dropout")
+class Dropout(Layer):
+    """Inverted dropout: in training each unit is kept with probability ``1 - rate`` and
+    scaled by ``1 / (1 - rate)``, else set to 0; in inference (``predict``, ``transform``)
+    the identity.
+
+    The engine draws the mask in its kernel from a counter-based generator keyed by the
+    training seed, the step, the block of rows, the layer's place and the row, so a retried
+    task or a resumed run draws the same mask. Training with dropout needs a mini-batch
+    solver (``adam`` or ``sgd``): the full-batch solvers follow one fixed objective.
+
+    Parameters
+    ----------
+    rate : float
+        Probability of dropping a unit, in [0, 1); 0 changes nothing.
+    """
+
+    def __init__(self, rate=0.5):
+        self.rate = check_rate(rate, "Dropout rate")
+
+    def compile(self, n_in):
+        return [("dropout", self.rate)]
+
+
 class Activation(Layer):
     """An element-wise function computed natively; output width equals input width."""
 
@@ -538,11 +571,28 @@ def lists_activations(cls):
 
 # ----------------------------------------------------------------------------- shorthand
 
-def from_sizes(sizes, activation="sigmoid", loss="softmax_cross_entropy"):
+def with_dropout(hidden, rates):
+    """The layers of the hidden blocks ``hidden`` (one list of layers per hidden layer) with
+    dropout: ``Dropout(rates[0])`` on the input, ``Dropout(rates[k])`` after hidden block k;
+    a rate of 0 adds no layer (``rates``: one more than the blocks, see
+    :func:`sparkann.hyperparams.dropout_rates`)."""
+    rates = list(rates) if rates is not None else [0.0] * (len(hidden) + 1)
+    if len(rates) != len(hidden) + 1:
+        raise ValueError(f"dropout has {len(rates)} rates, expected {len(hidden) + 1}: one for "
+                         f"the input, then one for each of the {len(hidden)} hidden layers")
+    out = [Dropout(rates[0])] if rates[0] else []
+    for block, rate in zip(hidden, rates[1:]):
+        out += list(block) + ([Dropout(rate)] if rate else [])
+    return out
+
+
+def from_sizes(sizes, activation="sigmoid", loss="softmax_cross_entropy", dropout=None):
     """Spark's shorthand: ``[784, 256, 10]`` -> ``[Dense(256), act, Dense(10), loss]``.
 
     Hidden layers get ``activation``; the last ``Dense`` feeds the loss directly (the loss
     applies its own output function). ``sizes[0]`` is the input width and makes no layer.
+    ``dropout``: None, or the rates of the input and of each hidden layer
+    (:func:`with_dropout`).
     """
     sizes = list(sizes)
     if len(sizes) < 2:
@@ -551,10 +601,6 @@ def from_sizes(sizes, activation="sigmoid", loss="softmax_cross_entropy"):
     for i, s in enumerate(sizes):
         _positive_int(s, f"layer size {i}")
     act = get_activation(activation)
-    out = []
-    for i, n in enumerate(sizes[1:]):
-        out.append(Dense(int(n)))
-        if i < len(sizes) - 2:
-            out.append(layer_from_dict(act.to_dict()))  # one object per place
-    out.append(get_loss(loss))
-    return out
+    # one activation object per place
+    hidden = [[Dense(int(n)), layer_from_dict(act.to_dict())] for n in sizes[1:-1]]
+    return with_dropout(hidden, dropout) + [Dense(int(sizes[-1])), get_loss(loss)]

@@ -112,7 +112,7 @@ def _check_exportable(topology):
                              "written in Python, and ONNX cannot run Python code; only "
                              "networks of native layers (Dense and the built-in activations) "
                              "export")
-        if not (type(layer) in _NATIVE_ACTIVATIONS or type(layer) is L.Dense
+        if not (type(layer) in _NATIVE_ACTIVATIONS or type(layer) in (L.Dense, L.Dropout)
                 or isinstance(layer, L.Loss) and type(layer) in L.LOSS_NAMES.values()):
             raise ValueError(f"cannot export to ONNX: layer {i}, {layer!r}, has no ONNX "
                              "form")
@@ -129,6 +129,8 @@ def _build(fitted):
         if isinstance(layer, L.Dense):
             params = topology.params_of(w, i)
             x = g.op("Gemm", [x, g.const(f"W{i}", params["W"]), g.const(f"b{i}", params["b"])])
+        elif isinstance(layer, L.Dropout):
+            continue  # the identity in inference
         else:
             x = _activation(g, layer, x)
     raw = x

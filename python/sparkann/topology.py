@@ -109,10 +109,12 @@ class Topology:
         check_weights_fit(offset, f"the network {self.sizes}")
 
     @classmethod
-    def from_sizes(cls, sizes, activation="sigmoid", loss="softmax_cross_entropy"):
-        """Spark's shorthand, e.g. ``Topology.from_sizes([784, 256, 10])``."""
+    def from_sizes(cls, sizes, activation="sigmoid", loss="softmax_cross_entropy",
+                   dropout=None):
+        """Spark's shorthand, e.g. ``Topology.from_sizes([784, 256, 10])``; ``dropout``:
+        None or the rates of the input and each hidden layer (``layers.with_dropout``)."""
         sizes = list(sizes)
-        return cls(sizes[0] if sizes else 0, L.from_sizes(sizes, activation, loss))
+        return cls(sizes[0] if sizes else 0, L.from_sizes(sizes, activation, loss, dropout))
 
     @property
     def loss(self):
@@ -131,7 +133,8 @@ class Topology:
                     out.extend(layer.unfused(width))
                 continue
             out.extend(layer.compile(width))
-            can_fuse = isinstance(layer, (L.Dense, L.PythonLayer))
+            # an engine stage of its own: dropout too (its output, then the activation)
+            can_fuse = isinstance(layer, (L.Dense, L.PythonLayer, L.Dropout))
         return out
 
     def network(self, dtype="float32", block_size=128):
