@@ -101,6 +101,14 @@ def test_native_layer_list_exports(rows):
     close(out["probabilities"], clf.predict_proba(X), "float64")
 
 
+def test_dropout_exports_as_the_identity(rows):
+    X, y = rows
+    layers = [L.Dropout(0.2), L.Dense(10), L.ReLU(), L.Dropout(0.5), L.Dense(6), L.Tanh()]
+    clf = MLPClassifier(layers=layers, max_iter=2, dtype="float64", random_state=3).fit(X, y)
+    out = run(checked(clf), X)
+    close(out["probabilities"], clf.predict_proba(X), "float64")
+
+
 def _spark_model(kind, activation, dtype, weights, layers, **params):
     from sparkann.spark import (MultilayerPerceptronClassificationModel,
                                 MultilayerPerceptronRegressionModel)

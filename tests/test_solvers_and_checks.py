@@ -69,6 +69,7 @@ SAME_RULE = [
     ("tol", "tol", float("nan")),
     ("dtype", "dtype", "float16"),
     ("block_size", "blockSize", 0),
+    ("dropout", "dropout", 1.0),
 ]
 
 

@@ -159,3 +159,29 @@ def test_summary_evaluate_callback_and_early_stopping(spark, fashion):
     assert model.evaluate(test).accuracy > 0.65
     assert model.numFeatures == 784 and model.numClasses == 10
     train.unpersist()
+
+
+def test_dropout_trains_deterministically_never_drops_in_transform_and_saves(spark, fashion,
+                                                                           tmp_path):
+    X, y, Xt, yt = fashion
+    train = dataframe_from_numpy(spark, X[:600] / 255, y[:600]).cache()
+    test = dataframe_from_numpy(spark, Xt[:200] / 255, yt[:200])
+    mlp = MultilayerPerceptronClassifier(layers=[784, 32, 10], solver="adam", maxIter=3,
+                                         stepSize=0.003, activation="relu", seed=7,
+                                         dropout=[0.2, 0.5])
+    first, second = mlp.fit(train), mlp.fit(train)
+    w = first.weights.toArray()
+    np.testing.assert_array_equal(second.weights.toArray(), w)   # the same masks
+    plain = mlp.copy({mlp.dropout: 0.0}).fit(train)
+    assert not np.array_equal(plain.weights.toArray(), w)
+    net = Topology.from_sizes([784, 32, 10], "relu").network("float32")
+    expected = net.forward(w.astype(np.float32), np.ascontiguousarray(Xt[:200] / 255,
+                                                                      dtype=np.float32))
+    np.testing.assert_allclose(_probabilities(first.transform(test)), expected, rtol=1e-5,
+                               atol=1e-7)   # transform draws no mask
+    first.save(str(tmp_path / "model"))
+    again = MultilayerPerceptronClassificationModel.load(str(tmp_path / "model"))
+    assert again.getDropout() == [0.2, 0.5] and again.topology.spec()[0] == ("dropout", 0.2)
+    np.testing.assert_array_equal(_probabilities(again.transform(test)),
+                                  _probabilities(first.transform(test)))
+    train.unpersist()

@@ -3,8 +3,8 @@
 The constructor, fitted attributes, objective and training loop are those of
 ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``, so either can replace the other;
 the forward and backward passes run in the native engine. Ours on top: ``layers`` (layer
-objects), ``init``, ``dtype``, ``block_size``, ``n_threads``, the solver ``"gd"``, the
-learning-rate schedule ``"cosine"`` (or any :class:`sparkann.optim.Schedule`) and the
+objects), ``init``, ``dtype``, ``block_size``, ``n_threads``, ``dropout``, the solver ``"gd"``,
+the learning-rate schedule ``"cosine"`` (or any :class:`sparkann.optim.Schedule`) and the
 activations ``"leaky_relu"``, ``"softplus"``, ``"elu"``, ``"gelu"``.
 
 The objective minimised over ``n`` rows (the batch for ``sgd``/``adam``; with sample weights
@@ -122,7 +122,8 @@ class _MLPBase(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None):
+                 layers=None, init="auto", dtype=None, block_size=128, n_threads=None,
+                 dropout=0.0):
         vars(self).update({name: value for name, value in locals().items() if name != "self"})
 
     def _validate_params(self):
@@ -142,6 +143,8 @@ class _MLPBase(BaseEstimator):
                     raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}: "
                                      f"hidden_layer_sizes[{i}] is {s!r}")
             _activation(p["activation"])  # raises for an unknown name
+            if any(hyperparams.dropout_rates(p["dropout"], len(sizes))):
+                hyperparams.check_dropout_solver(p["solver"])
         else:
             if not isinstance(p["layers"], (list, tuple)) or len(p["layers"]) == 0:
                 raise ValueError("layers must be a non-empty list of sparkann layers (the hidden "
@@ -150,6 +153,11 @@ class _MLPBase(BaseEstimator):
                 if not isinstance(layer, L.Layer) or layer.is_loss:
                     raise ValueError(f"layers[{i}] must be a hidden sparkann layer (Dense, an "
                                      f"activation or a Python layer), received {layer!r}")
+            if p["dropout"] != 0:
+                raise ValueError(f"dropout applies to hidden_layer_sizes; with layers, put "
+                                 f"Dropout layers in the list, received dropout={p['dropout']!r}")
+            if any(isinstance(layer, L.Dropout) and layer.rate for layer in p["layers"]):
+                hyperparams.check_dropout_solver(p["solver"], "a Dropout layer")
         rate = p["learning_rate"]
         if not (isinstance(rate, str) and rate in LEARNING_RATES
                 or (callable(rate) and not isinstance(rate, str))):
@@ -162,10 +170,8 @@ class _MLPBase(BaseEstimator):
             return copy.deepcopy(list(self.layers))
         sizes = (self.hidden_layer_sizes,) if is_int(self.hidden_layer_sizes) \
             else self.hidden_layer_sizes
-        hidden = []
-        for n in sizes:
-            hidden += [L.Dense(int(n)), _activation(self.activation)]
-        return hidden
+        return L.with_dropout([[L.Dense(int(n)), _activation(self.activation)] for n in sizes],
+                              hyperparams.dropout_rates(self.dropout, len(sizes)))
 
     # ------------------------------------------------------------------ state and engine
 
@@ -196,6 +202,7 @@ class _MLPBase(BaseEstimator):
         self.topology_ = Topology(n_features, self._hidden_layers()
                                   + [L.Dense(n_outputs), self._loss_layer()])
         self.weights_ = self._initial_weights(np.dtype(dtype or self.dtype or "float32"))
+        self._dropout_seed = None
         self.n_features_in_ = n_features
         self.n_outputs_ = n_outputs
         self.n_layers_ = sum(isinstance(x, L.Dense) for x in self.topology_.layers) + 1
@@ -300,17 +307,18 @@ class _MLPBase(BaseEstimator):
 
     # ------------------------------------------------------------------------ objective
 
-    def _objective(self, w, X, y, grad, sw=None):
-        """J(w) over the rows of X (see the module docstring); its gradient into grad."""
+    def _objective(self, w, X, y, grad, sw=None, key=None):
+        """J(w) over the rows of X (see the module docstring); its gradient into grad.
+        ``key``: where dropout draws its masks (``_dropout_key``), None without dropout."""
         net = self._net()
         if sw is None and self._engine_loss_is_exact():
-            loss_sum, n = net.loss_grad(w, X, y, grad, zero=True)
+            loss_sum, n = net.loss_grad(w, X, y, grad, zero=True, key=key)
         else:
-            out = net.forward(w, X)
+            out = net.forward(w, X, key=key)   # the same masks as the loss_grad below
             loss_sum, delta = self._weighted_loss_delta(out, y, sw)
             # the engine's output delta is out - target: aim it at the weighted delta
             net.loss_grad(w, X, np.ascontiguousarray(out - delta, dtype=out.dtype), grad,
-                          zero=True)
+                          zero=True, key=key)
             n = len(X) if sw is None else float(sw.sum())
         return self._mean_objective(loss_sum / self._loss_divisor(), grad, n, w)
 
@@ -338,6 +346,15 @@ class _MLPBase(BaseEstimator):
 
     def _engine_loss_is_exact(self):
         return True
+
+    def _dropout_key(self, step):
+        """The engine's random key for optimizer step ``step``: (seed, step, 0), the seed drawn
+        once per fresh fit from ``random_state`` (None without dropout)."""
+        if not self._net().stochastic:
+            return None
+        if getattr(self, "_dropout_seed", None) is None:
+            self._dropout_seed = int(self._random_state.randint(2**31 - 1))
+        return (self._dropout_seed, int(step), 0)
 
     def _loss_divisor(self):
         return 1
@@ -446,6 +463,7 @@ class _MLPBase(BaseEstimator):
             batch = int(np.clip(self.batch_size, 1, n))
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer(self.max_iter * math.ceil(n / batch))
+            self._dropout_seed = None   # a new run of steps draws new masks
         opt, w = self._optimizer, self.weights_
         grad = np.empty_like(w)
         order = np.arange(n)
@@ -458,7 +476,8 @@ class _MLPBase(BaseEstimator):
                 idx = order[start:start + batch] if self.shuffle else slice(start, start + batch)
                 Xb, yb = X[idx], y[idx]
                 try:
-                    loss = self._objective(w, Xb, yb, grad, None if sw is None else sw[idx])
+                    loss = self._objective(w, Xb, yb, grad, None if sw is None else sw[idx],
+                                           self._dropout_key(opt.t))
                 except FloatingPointError:  # the engine's overflow report
                     loss = math.nan
                 if not math.isfinite(loss):
@@ -683,6 +702,12 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
         Ours: rows the native engine computes at a time.
     n_threads : int, optional
         Ours: BLAS threads during fit (restored afterwards).
+    dropout : float or sequence of float, default 0.0
+        Ours: inverted dropout in training (``predict`` never drops). One rate in [0, 1)
+        applies after every hidden layer; a sequence gives the input's rate, then each hidden
+        layer's (``len(hidden_layer_sizes) + 1`` rates, e.g. ``(0.2, 0.5, 0.5)``). A rate of 0
+        adds nothing. Needs a mini-batch solver ("adam" or "sgd"); with ``layers``, put
+        :class:`sparkann.layers.Dropout` layers in the list instead.
 
     Attributes
     ----------
@@ -760,14 +785,14 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
         return np.ascontiguousarray(Y, dtype=dtype)
 
-    def _objective(self, w, X, y, grad, sw=None):
+    def _objective(self, w, X, y, grad, sw=None, key=None):
         if sw is not None and self.out_activation_ == "softmax":
             # weighted one-hot targets: the engine's delta is sum(t) p - t = sw (p - onehot)
             T = np.zeros((len(y), self.n_outputs_), dtype=w.dtype)
             T[np.arange(len(y)), y] = sw
-            loss_sum, _ = self._net().loss_grad(w, X, T, grad, zero=True)
+            loss_sum, _ = self._net().loss_grad(w, X, T, grad, zero=True, key=key)
             return self._mean_objective(loss_sum, grad, float(sw.sum()), w)
-        return super()._objective(w, X, y, grad, sw)
+        return super()._objective(w, X, y, grad, sw, key)
 
     def _weighted_loss_delta(self, p, T, sw):
         eps = np.finfo(p.dtype).eps

@@ -10,6 +10,7 @@ import numbers
 from dataclasses import dataclass
 
 from sparkann.solvers import NAMES as SOLVER_NAMES
+from sparkann.solvers import SOLVERS, get_solver
 
 INITS = ("spark", "glorot", "he")
 DTYPES = ("float32", "float64")
@@ -55,11 +56,48 @@ def _random_state(v):
     return v is None or (is_int(v) and 0 <= v < 2**32) or isinstance(v, np.random.RandomState)
 
 
+def _rates(v):
+    """A dropout rate in [0, 1), or a non-empty sequence of them."""
+    if isinstance(v, (list, tuple)):
+        return len(v) > 0 and all(_fraction(r) for r in v)
+    return _fraction(v)
+
+
+def dropout_rates(value, n_hidden, name="dropout"):
+    """The dropout rates of a network with ``n_hidden`` hidden layers, input first:
+    ``[input, hidden 1, ..., hidden n_hidden]``.
+
+    ``value`` is one rate (every hidden layer; the input keeps all its units) or a sequence
+    of ``n_hidden + 1`` rates (the input's, then each hidden layer's). A bad value is a
+    ValueError naming ``name``.
+    """
+    if not _rates(value):
+        raise ValueError(f"{name} must be {DROPOUT_EXPECTED}, received {value!r}")
+    if not isinstance(value, (list, tuple)):
+        return [0.0] + [float(value)] * n_hidden
+    if len(value) != n_hidden + 1:
+        raise ValueError(f"{name} has {len(value)} rates, expected {n_hidden + 1}: one for the "
+                         f"input, then one for each of the {n_hidden} hidden layers")
+    return [float(r) for r in value]
+
+
+def check_dropout_solver(solver, what="dropout"):
+    """Dropout trains with a mini-batch solver only: each step draws new masks, while the
+    full-batch solvers (l-bfgs's line search above all) follow one fixed objective."""
+    if not get_solver(solver).mini_batch:
+        mini = [row.name for row in SOLVERS if row.mini_batch]
+        raise ValueError(f"{what} needs a mini-batch solver ({' or '.join(mini)}), received "
+                         f"solver {solver!r}: a full-batch solver follows one fixed objective")
+
+
 def _not_nan(v):
     """A real number, infinities included (Spark MLlib's ``ParamValidators`` compare numbers
     and so let +inf through where ``gt``/``gtEq`` hold)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
 
+
+DROPOUT_EXPECTED = ("a rate in [0, 1) (every hidden layer) or a sequence of rates in [0, 1) "
+                    "(the input, then each hidden layer)")
 
 RULES = (
     Rule("solver", "solver", lambda v: v in SOLVER_NAMES, f"one of {SOLVER_NAMES}"),
@@ -93,6 +131,7 @@ RULES = (
     Rule("random_state", None, _random_state, "None, an integer in [0, 2**32) or a "
          "numpy.random.RandomState"),
     Rule("n_threads", None, lambda v: v is None or _positive_int(v), "None or an integer > 0"),
+    Rule("dropout", "dropout", _rates, DROPOUT_EXPECTED),
 )
 
 

@@ -16,8 +16,8 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
     the import is enough. Extra Params: ``activation``, solvers ``"adam"`` and ``"sgd"``,
     ``regParam``, ``dtype`` (``"float32"`` default, ``"float64"`` for Spark's exact numbers),
     ``initScheme``, ``syncSteps``, ``momentum``, ``validationIndicatorCol`` with
-    ``earlyStoppingPatience``. Param values are accepted and refused as MLlib accepts and
-    refuses them; ``maxIter=0`` gives the model of ``initialWeights`` (or of the seeded
+    ``earlyStoppingPatience``, ``dropout``. Param values are accepted and refused as MLlib
+    accepts and refuses them; ``maxIter=0`` gives the model of ``initialWeights`` (or of the seeded
     initialisation) untrained, as in MLlib.
 
     The objective is the mean cross-entropy over rows (plus ``regParam / 2 * ||W||^2``); each
@@ -41,7 +41,7 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
                  solver="l-bfgs", initialWeights=None, probabilityCol="probability",
                  rawPredictionCol="rawPrediction", thresholds=None, activation="sigmoid",
                  regParam=0.0, dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
-                 validationIndicatorCol=None, earlyStoppingPatience=10):
+                 validationIndicatorCol=None, earlyStoppingPatience=10, dropout=0.0):
         super().__init__()
         self._setDefault(probabilityCol="probability", rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)

@@ -38,7 +38,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
         ship_to_executors(dataset.sparkSession.sparkContext)  # when run from a --py-files wheel
         layers = self.getLayers()
         self._n_out_check(layers)
-        topology = build_topology(layers, self.getActivation(), self._loss)
+        topology = build_topology(layers, self.getActivation(), self._loss, self.dropoutRates())
         seed = self.getSeed()
         if seed is None:                   # seed=None given explicitly: the stable default
             seed = self._defaultParamMap[self.seed]

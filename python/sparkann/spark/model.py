@@ -15,10 +15,11 @@ from sparkann.spark.persistence import PersistMixin
 from sparkann.spark.shipping import ship_to_executors
 
 
-def build_topology(layers, activation, loss):
-    """The network the Params describe (Spark's sizes shorthand)."""
+def build_topology(layers, activation, loss, dropout=None):
+    """The network the Params describe (Spark's sizes shorthand); ``dropout``: the rates of
+    the input and each hidden layer (``dropoutRates()``), None for none."""
     from sparkann.topology import Topology
-    return Topology.from_sizes(list(layers), activation=activation, loss=loss)
+    return Topology.from_sizes(list(layers), activation=activation, loss=loss, dropout=dropout)
 
 
 # ------------------------------------------------------------------------ prediction (executor)
@@ -163,7 +164,8 @@ class _NetworkModel(Model, PersistMixin):
     def topology(self):
         """The ``sparkann.topology.Topology`` of the network."""
         if self._topology is None:
-            self._topology = build_topology(self.getLayers(), self.getActivation(), self._loss)
+            self._topology = build_topology(self.getLayers(), self.getActivation(), self._loss,
+                                            self.dropoutRates())
         return self._topology
 
     def _check_weights(self):

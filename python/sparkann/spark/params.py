@@ -71,6 +71,13 @@ def _setter(name, method):
     return setter
 
 
+def _to_rates(value):
+    """The ``dropout`` Param's converter: one rate, or a list of them."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [TypeConverters.toFloat(v) for v in value]
+    return TypeConverters.toFloat(value)
+
+
 def _param(name, doc, converter):
     """A Param declared on a Params class (pyspark's pattern: a placeholder parent, replaced
     by each instance's own copy)."""
@@ -110,12 +117,16 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
     earlyStoppingPatience = _param("earlyStoppingPatience", "Stop after this many iterations "
                                    "without the validation loss improving by more than tol "
                                    "(relative); the best weights are kept.", TypeConverters.toInt)
+    dropout = _param("dropout", "Inverted dropout in training (adam and sgd only; transform "
+                     "never drops): one rate in [0, 1) after every hidden layer, or a list of "
+                     "len(layers) - 1 rates: the input's, then each hidden layer's. 0 adds "
+                     "nothing.", _to_rates)
 
     def __init__(self, *args):
         super().__init__(*args)
         self._setDefault(maxIter=100, tol=1e-6, blockSize=128, stepSize=0.03, solver="l-bfgs",
                          activation="sigmoid", regParam=0.0, dtype="float32", initScheme="spark",
-                         syncSteps=0, momentum=0.9, earlyStoppingPatience=10)
+                         syncSteps=0, momentum=0.9, earlyStoppingPatience=10, dropout=0.0)
         # pyspark's default seed is hash(class name), which changes with every Python process;
         # a stable default keeps results reproducible.
         self._setDefault(seed=zlib.crc32(type(self).__name__.encode()))
@@ -129,6 +140,8 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
             raise ValueError(f"layers must hold at least two positive sizes, received {layers}")
         hyperparams.check({rule.param: self.getOrDefault(rule.param)
                            for rule in hyperparams.RULES if rule.param is not None}, "param")
+        if any(self.dropoutRates()):
+            hyperparams.check_dropout_solver(self.getSolver())
         step, solver = self.getStepSize(), get_solver(self.getSolver())
         if not math.isfinite(step) and solver.learning_rate is not None:
             # MLlib takes +inf; l-bfgs ignores stepSize, the other solvers would step to
@@ -138,6 +151,12 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         directory = self.getCheckpointDir()
         if directory and os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpointDir {directory!r} is a file, not a directory")
+
+
+    def dropoutRates(self):
+        """The ``dropout`` Param as the rates of the input and of each hidden layer."""
+        return hyperparams.dropout_rates(self.getOrDefault(self.dropout),
+                                         len(self.getLayers()) - 2)
 
 
 class _ClassifierParams(_NetworkParams, HasProbabilityCol, HasRawPredictionCol, HasThresholds):

@@ -55,7 +55,7 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
     w_net = w.astype(dtype)
     grad = np.zeros(net.n_weights, net.dtype)
     loss_sum, seen = 0.0, 0
-    for i in order:
+    for step, i in enumerate(order):
         X, y = data[i]
         with np.errstate(over="ignore"):
             w_net[:] = w
@@ -63,7 +63,9 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
             loss_sum = math.nan
             break
         try:
-            loss, n = net.loss_grad(w_net, X, y, grad, zero=True)
+            # dropout's masks: a function of the seed, the round, the partition and the step
+            loss, n = net.loss_grad(w_net, X, y, grad, zero=True,
+                                    key=(seed & 0xFFFFFFFFFFFFFFFF, round_index, part << 32 | step))
         except FloatingPointError:
             loss_sum = math.nan
             break
