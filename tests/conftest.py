@@ -1,7 +1,8 @@
-"""Shared fixtures: a local Spark session for the tests that need one, and BLAS settings
-restored after the tests that change them. Every test that uses the ``spark`` fixture gets
-the ``spark`` marker (``pytest -m "not spark"`` runs the rest); a test that starts Spark in
-another way (a subprocess, a cluster) marks itself."""
+"""Shared fixtures: a local Spark session for the tests that need one, a Spark Connect
+session, and BLAS settings restored after the tests that change them. Every test that uses
+the ``spark`` or ``connect`` fixture gets the ``spark`` marker (``pytest -m "not spark"``
+runs the rest); a test that starts Spark in another way (a subprocess, a cluster) marks
+itself."""
 import os
 import shutil
 import sys
@@ -12,7 +13,7 @@ import pytest
 @pytest.hookimpl(tryfirst=True)         # before -m selects by marker
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "spark" in getattr(item, "fixturenames", ()):
+        if {"spark", "connect"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.spark)
 
 
@@ -48,6 +49,34 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module")
+def connect(tmp_path_factory):
+    """A Spark Connect session (``local[2]`` behind a Connect server process on loopback),
+    one per test module, stopped with its server at the end of the module.
+
+    While it is open the process speaks Connect only (PySpark picks its function flavour by
+    a process-wide setting): a module that compares with the classic ``spark`` session
+    computes the classic side in a fixture this one depends on (see ``connect_server``).
+    """
+    pytest.importorskip("pyspark")
+    pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
+    if not _java_available():
+        pytest.skip("Java is not installed")
+    from connect_server import ConnectServer
+    server = ConnectServer(str(tmp_path_factory.mktemp("connect")),
+                           conf={"spark.task.maxFailures": "1",
+                                 "spark.sql.shuffle.partitions": "4",
+                                 "spark.driver.memory": "2g"})
+    try:
+        session = server.session()
+        try:
+            yield session
+        finally:
+            server.close_session(session)
+    finally:
+        server.stop()
 
 
 @pytest.fixture
