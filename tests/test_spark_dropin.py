@@ -1,11 +1,11 @@
 """The Spark estimators as drop-ins for Spark MLlib's MultilayerPerceptronClassifier: the same
 Param values accepted and refused, maxIter=0, the model's string, pyspark's own doctest run on
 our classes, and MLlib's trained weights giving MLlib's probabilities."""
-import doctest
 import math
 
 import numpy as np
 import pytest
+from mlpc_doctest import run_mlpc_doctest
 
 pytest.importorskip("pyspark")
 from pyspark.ml import classification as mllib  # noqa: E402
@@ -131,27 +131,9 @@ def test_model_string_is_mllibs(spark):
     assert repr(bare) == f"MultilayerPerceptronClassificationModel: uid={bare.uid}"
 
 
-# pyspark's doctest lines that print numbers of the trained network: ours starts from another
-# random initialisation (and trains in float32), so its raw scores differ while its
-# predictions (also checked by the doctest) are the same.
-TRAINED_NUMBERS = ("model.predictRaw(", "model.predictProbability(")
-
-
 def test_pysparks_own_mlpc_doctest_passes_on_our_classes(spark, tmp_path):
-    text = mllib.MultilayerPerceptronClassifier.__doc__
-    examples = doctest.DocTestParser().get_examples(text)
-    kept = [e for e in examples if not e.source.startswith(TRAINED_NUMBERS)]
-    assert len(examples) - len(kept) == len(TRAINED_NUMBERS)
-    assert len(kept) > 25       # the doctest as pyspark 4 ships it, not an empty one
-    globs = {"spark": spark, "temp_path": str(tmp_path),
-             "MultilayerPerceptronClassifier": MultilayerPerceptronClassifier,
-             "MultilayerPerceptronClassificationModel": MultilayerPerceptronClassificationModel}
-    test = doctest.DocTest(kept, globs, "pyspark.ml.classification.MultilayerPerceptronClassifier",
-                           None, 0, text)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    failures = []
-    runner.run(test, out=failures.append)
-    assert runner.failures == 0, "".join(failures)
+    runner, kept, failures = run_mlpc_doctest(spark, tmp_path)
+    assert runner.failures == 0, failures
     assert runner.tries == len(kept)
 
 

@@ -27,15 +27,17 @@ def data():
     return X, y
 
 
-@pytest.mark.parametrize("partitions", [1, 3, 7])
-def test_partition_invariance(spark, data, partitions):
+@pytest.mark.parametrize("partitions,frame", [(1, False), (3, False), (7, False), (7, True)])
+def test_partition_invariance(spark, data, partitions, frame):
     X, y = data
     sc = spark.sparkContext
     rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
     # Uneven partitions plus two empty ones: the sums must not care.
     rdd = sc.parallelize(rows, partitions).union(sc.parallelize([], 2))
     df = spark.createDataFrame(rdd, SCHEMA)
-    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=16)
+    # frame: the DataFrame path of Spark Connect sessions (slices summed by a shuffle)
+    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=16,
+                          frame=frame)
     try:
         net = TOPOLOGY.network(dtype="float64", block_size=16)
         w = np.random.default_rng(1).normal(scale=0.5, size=net.n_weights)
@@ -71,11 +73,12 @@ def test_l2_penalty_matches_finite_differences(spark, data):
         blocks.unpersist()
 
 
-def _blocks_and_reference(spark, data, partitions):
+def _blocks_and_reference(spark, data, partitions, frame=False):
     X, y = data
     rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
     df = spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), SCHEMA)
-    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=16)
+    blocks = cache_blocks(df, "features", "label", 12, 4, dtype="float64", block_size=16,
+                          frame=frame)
     net = TOPOLOGY.network(dtype="float64", block_size=16)
     w = np.random.default_rng(3).normal(scale=0.5, size=net.n_weights)
     grad_ref = np.zeros(net.n_weights)
@@ -83,10 +86,12 @@ def _blocks_and_reference(spark, data, partitions):
     return blocks, w, loss_ref, grad_ref
 
 
-@pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_partition_away_from_its_file_is_computed_from_the_source(spark, data, damage, caplog):
+@pytest.mark.parametrize("damage,frame", [("deleted", False), ("truncated", False),
+                                          ("deleted", True)])
+def test_partition_away_from_its_file_is_computed_from_the_source(spark, data, damage, frame,
+                                                                  caplog):
     # What a task sees when it runs on another executor than its partition's file.
-    blocks, w, loss_ref, grad_ref = _blocks_and_reference(spark, data, 3)
+    blocks, w, loss_ref, grad_ref = _blocks_and_reference(spark, data, 3, frame)
     try:
         path = blocks.handles.collect()[1][1]
         if damage == "deleted":
@@ -99,6 +104,8 @@ def test_partition_away_from_its_file_is_computed_from_the_source(spark, data, d
         np.testing.assert_allclose(loss, loss_ref, rtol=1e-9)
         np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-12 * np.abs(grad_ref).max())
         assert "1 partition(s) ran away from their stacked data" in caplog.text
+        if frame:
+            return
         with pytest.raises(Exception, match="stacked data of partition 1 is not on this executor"):
             blocks.rdd.count()
     finally:

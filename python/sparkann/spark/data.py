@@ -8,6 +8,7 @@ executors in memory-mapped files (:mod:`sparkann.spark.resident`). Every iterati
 those only, without passing the data through Spark again.
 """
 import contextlib
+import functools
 import io
 import logging
 import time
@@ -19,6 +20,7 @@ from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import types as T
 
 from sparkann.spark import resident
+from sparkann.spark.session import classic_context, is_connect
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +273,23 @@ class CachedBlocks:
     context : pyspark.SparkContext
     """
 
-    def __init__(self, handles, source, layout, n_rows, n_blocks, session=None, token=None):
+    def __init__(self, handles, source, layout, n_rows, n_blocks, session=None, token=None,
+                 handle_rows=None):
         self.handles = handles
         self.session, self.token = session, token
         self._source = source  # the blocks' RDD from the DataFrame, or a function making it
         self.layout = layout
-        self.context = handles.context
+        # A cached DataFrame of handles (the path of Spark Connect sessions), with its rows
+        # collected once; or an RDD of handles (classic sessions).
+        self.frame = handle_rows is not None
+        self.handle_rows = handle_rows
+        self.context = None if self.frame else handles.context
         self.n_rows = n_rows
         self.n_blocks = n_blocks
-        self.n_partitions = handles.getNumPartitions()
+        self.n_partitions = len(handle_rows) if self.frame else handles.getNumPartitions()
         self.n_features = layout.n_features
         self.max_partition_rows = 0
+        self.columns = None  # the source DataFrame's two columns (DataFrame path)
 
     @property
     def source(self):
@@ -350,13 +358,174 @@ class CachedBlocks:
                 value = extra if value is None else combine(value, extra)
         return value
 
+    def reduce_slices(self, partition_fn, vector_dtype, size, whole=False):
+        """Sum one vector per partition inside Spark, in slices (a reduce-scatter), with
+        DataFrame operations only (what a Spark Connect session offers).
+
+        Every task emits its partition's vector in ``K`` slices keyed by slice, plus one row
+        of its own scalars; a shuffle by slice brings slice ``k`` of every partition to one
+        task, which adds them (in partition order, so sums do not depend on which task
+        finished first); the driver reads the ``K`` summed slices and the scalar rows.
+
+        Parameters
+        ----------
+        partition_fn : callable
+            Executor side: ``partition_fn(blocks)`` (a list of ``(X, y)``) returns
+            ``(vector, scalars)``: a 1-D array of ``size`` values of ``vector_dtype``
+            (summed) and a small 1-D float64 array (returned per partition).
+        vector_dtype : str
+            The dtype the vectors travel in; they add up in float64.
+        size : int
+        whole : bool
+            As in :meth:`tree_aggregate`.
+
+        Returns
+        -------
+        (ndarray float64 of ``size``, list of (partition, scalars)) sorted by partition.
+        A partition whose task ran away from its file is computed from the source data in
+        one more job and added last.
+        """
+        layout, n_slices = self.layout, slice_count(size, self.n_partitions)
+
+        def partials(batches):
+            return partition_slices(batches, layout, partition_fn, vector_dtype, n_slices,
+                                    whole)
+
+        def add(batches):
+            return add_slices(batches, vector_dtype, n_slices)
+
+        table = (self.handles.mapInArrow(partials, SLICE_SCHEMA)
+                 .repartitionById(n_slices + 1, "slice")
+                 .mapInArrow(add, SLICE_SCHEMA).toArrow())
+        total, scalars, missing = read_slices(table, size, n_slices)
+        if missing:
+            log.warning("%d partition(s) ran away from their stacked data; computing them "
+                        "from the source again", len(missing))
+            extra, more, _ = self._from_source(partition_fn, vector_dtype, size, missing)
+            total += extra
+            scalars = sorted(scalars + more, key=lambda item: item[0])
+        return total, scalars
+
+    def _from_source(self, partition_fn, vector_dtype, size, partitions):
+        """Stack the given partitions again from the source DataFrame and reduce them."""
+        wanted, n_slices = set(partitions), slice_count(size, len(partitions))
+        stacking = dict(self._stacking)
+
+        def partials(batches):
+            from pyspark import TaskContext
+            part = TaskContext.get().partitionId()
+            if part not in wanted:
+                return iter(())
+            blocks = [(X.copy(), y.copy()) for X, y in stack_blocks(batches, partition=part,
+                                                                    **stacking)]
+            return _slice_rows(part, partition_fn(blocks), vector_dtype, n_slices)
+
+        def add(batches):
+            return add_slices(batches, vector_dtype, n_slices)
+
+        table = (self.columns.mapInArrow(partials, SLICE_SCHEMA)
+                 .repartitionById(n_slices + 1, "slice")
+                 .mapInArrow(add, SLICE_SCHEMA).toArrow())
+        return read_slices(table, size, n_slices)
+
     def partition_summaries(self):
         """Per partition ``(index, rows, feature sum, label sum)``: read from the handles."""
-        return sorted((h[0], h[2], h[4], h[5]) for h in self.handles.collect())
+        handles = self.handle_rows if self.frame else self.handles.collect()
+        return sorted((h[0], h[2], h[4], h[5]) for h in handles)
 
     def unpersist(self):
         """Delete the stacked files and release the handles."""
         discard(self.session, self.handles, self.token)
+
+
+# Rows of the reduce-scatter: slice ``k < K`` holds values of the vector (in the vector's
+# dtype before the sum, float64 after it); slice ``K`` holds each partition's float64
+# scalars, or no bytes for a partition whose stacked file was not found.
+SLICE_SCHEMA = "slice int, partition int, values binary"
+# Values per slice, at least: a slice is one row through the shuffle, and fewer, larger rows
+# cost less per value than many small ones.
+SLICE_VALUES = 1 << 18
+
+
+def slice_count(size, partitions):
+    """Slices of a vector of ``size`` values summed over ``partitions`` partitions: one per
+    partition (each reducer adds a ``1/K`` share), fewer for small vectors."""
+    return max(1, min(int(partitions), -(-int(size) // SLICE_VALUES)))
+
+
+def _slice_bounds(size, n_slices):
+    return np.linspace(0, size, n_slices + 1).astype(np.int64)
+
+
+def _slice_rows(partition, value, vector_dtype, n_slices):
+    """Arrow rows of one partition's ``(vector, scalars)``: K slices and a scalar row."""
+    import pyarrow as pa
+    if value is None:      # the partition's stacked file is not here
+        slices, parts, values = [n_slices], [partition], [b""]
+    else:
+        vector, scalars = value
+        vector = np.ascontiguousarray(vector, dtype=vector_dtype)
+        bounds = _slice_bounds(vector.size, n_slices)
+        slices = list(range(n_slices + 1))
+        parts = [partition] * (n_slices + 1)
+        values = [vector[bounds[k]:bounds[k + 1]].tobytes() for k in range(n_slices)]
+        values.append(np.ascontiguousarray(scalars, dtype=np.float64).tobytes())
+    yield pa.RecordBatch.from_arrays(
+        [pa.array(slices, pa.int32()), pa.array(parts, pa.int32()),
+         pa.array(values, pa.large_binary())], names=["slice", "partition", "values"])
+
+
+def partition_slices(batches, layout, partition_fn, vector_dtype, n_slices, whole):
+    """Executor side: for each handle, open its stacked file and emit ``partition_fn``'s
+    vector in slices (see :meth:`CachedBlocks.reduce_slices`)."""
+    for batch in batches:
+        for handle in zip(*(batch.column(i).to_pylist() for i in range(batch.num_columns))):
+            blocks = resident.open_partition(handle, layout, whole)
+            value = None if blocks is None else partition_fn(blocks)
+            yield from _slice_rows(handle[0], value, vector_dtype, n_slices)
+
+
+def add_slices(batches, vector_dtype, n_slices):
+    """Executor side: add up the slices of one shuffle partition, each in partition order
+    (float64); scalar rows pass through."""
+    import pyarrow as pa
+    table = pa.Table.from_batches(list(batches))
+    if table.num_rows == 0:
+        return
+    slices = table.column("slice").to_pylist()
+    parts = table.column("partition").to_pylist()
+    values = table.column("values").to_pylist()
+    out_slices, out_parts, out_values = [], [], []
+    for k in sorted(set(slices)):
+        rows = sorted((parts[i], values[i]) for i in range(len(slices)) if slices[i] == k)
+        if k == n_slices:
+            for part, value in rows:
+                out_slices.append(k), out_parts.append(part), out_values.append(value)
+            continue
+        total = np.zeros(len(rows[0][1]) // np.dtype(vector_dtype).itemsize, np.float64)
+        for _, value in rows:
+            total += np.frombuffer(value, vector_dtype)
+        out_slices.append(k), out_parts.append(-1), out_values.append(total.tobytes())
+    yield pa.RecordBatch.from_arrays(
+        [pa.array(out_slices, pa.int32()), pa.array(out_parts, pa.int32()),
+         pa.array(out_values, pa.large_binary())], names=["slice", "partition", "values"])
+
+
+def read_slices(table, size, n_slices):
+    """Driver side: ``(summed vector, [(partition, scalars)], [missing partitions])``."""
+    total = np.zeros(size, np.float64)
+    bounds = _slice_bounds(size, n_slices)
+    scalars, missing = [], []
+    for k, part, value in zip(table.column("slice").to_pylist(),
+                              table.column("partition").to_pylist(),
+                              table.column("values").to_pylist()):
+        if k < n_slices:
+            total[bounds[k]:bounds[k + 1]] = np.frombuffer(value, np.float64)
+        elif value:
+            scalars.append((part, np.frombuffer(value, np.float64)))
+        else:
+            missing.append(part)
+    return total, sorted(scalars, key=lambda item: item[0]), sorted(missing)
 
 
 def cancel_jobs(session, timeout=30.0):
@@ -477,7 +646,8 @@ def run_checked(df):
 
 
 def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32",
-                 block_size=128, targets=False, empty="the DataFrame has no rows to train on"):
+                 block_size=128, targets=False, empty="the DataFrame has no rows to train on",
+                 frame=None):
     """Stack a DataFrame into cached blocks, checking every row; fails before any training.
 
     Parameters
@@ -494,6 +664,11 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         False: labels are class indices in [0, n_out). True: real-valued targets.
     empty : str
         What the ValueError raised for a DataFrame without rows says.
+    frame : bool or None
+        Keep the handles in a cached DataFrame and sum with DataFrame operations only
+        (:meth:`CachedBlocks.reduce_slices`), as a Spark Connect session needs; False: an
+        RDD of handles summed by ``treeAggregate``. None: a DataFrame under Spark Connect
+        only (the RDD path is the faster one in classic sessions).
 
     Returns
     -------
@@ -537,13 +712,22 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         return columns.mapInArrow(to_blocks, BLOCK_SCHEMA).rdd.map(
             lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
 
-    session, handles = df.sparkSession, None
+    session, handles, handle_rows = df.sparkSession, None, None
+    if frame is None:
+        frame = is_connect(session)
     try:
-        handles = columns.mapInArrow(to_resident, resident.HANDLE_SCHEMA).rdd.map(tuple)
-        handles.persist(StorageLevel.MEMORY_AND_DISK)
-        rows, n_blocks, max_rows, refused = handles.map(
-            lambda h: (h[2], h[3], h[2], (h[0], h[6]) if h[6] else None)).fold(
-                (0, 0, 0, None), _add_counts)
+        handles = columns.mapInArrow(to_resident, resident.HANDLE_SCHEMA)
+        if frame:
+            # Collecting the handles fills the cache: one job, one small row per partition.
+            handles = handles.persist(StorageLevel.MEMORY_AND_DISK)
+            handle_rows = [tuple(row) for row in handles.collect()]
+            rows, n_blocks, max_rows, refused = functools.reduce(
+                _add_counts, map(_counts, handle_rows), (0, 0, 0, None))
+        else:
+            handles = handles.rdd.map(tuple)
+            handles.persist(StorageLevel.MEMORY_AND_DISK)
+            rows, n_blocks, max_rows, refused = handles.map(_counts).fold((0, 0, 0, None),
+                                                                          _add_counts)
     except BaseException as error:  # failed or interrupted (Ctrl-C): leave no file behind
         if isinstance(error, KeyboardInterrupt):
             cancel_jobs(session)
@@ -558,9 +742,15 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
             raise ValueError(refused[1])
         raise ValueError(f"{empty} (columns {features_col!r}, {label_col!r})")
     layout = resident.Layout(n_features, dtype, y_shape, block_size)
-    blocks = CachedBlocks(handles, source, layout, rows, n_blocks, session, token)
+    blocks = CachedBlocks(handles, source, layout, rows, n_blocks, session, token, handle_rows)
     blocks.max_partition_rows = max_rows
+    blocks.columns, blocks._stacking = columns, stacking
     return blocks
+
+
+def _counts(h):
+    """Rows, blocks, rows (for the largest) and refusal of one handle."""
+    return h[2], h[3], h[2], (h[0], h[6]) if h[6] else None
 
 
 def _add_counts(a, b):
@@ -651,7 +841,13 @@ def arrow_slices(X, y, parts, features_col="features", label_col="label"):
 
 
 def _default_parallelism(spark):
-    try:
-        return spark.sparkContext.defaultParallelism
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        return int(spark.conf.get("spark.default.parallelism", "2"))
+    sc = classic_context(spark)
+    if sc is not None:
+        return sc.defaultParallelism
+    # Spark Connect: no SparkContext. A range without a partition count is cut into the
+    # default parallelism (spark.sql.leafNodeDefaultParallelism unset): count its partitions.
+    from pyspark.sql import functions as F
+    setting = spark.conf.get("spark.default.parallelism", None)
+    if setting:
+        return int(setting)
+    return spark.range(0, 1 << 16).select(F.max(F.spark_partition_id())).first()[0] + 1

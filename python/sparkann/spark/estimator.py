@@ -10,6 +10,7 @@ from sparkann.spark.checkpointing import TrainingCheckpoint, run_fingerprint
 from sparkann.spark.data import cache_blocks, cancel_jobs, warn_round_robin
 from sparkann.spark.model import build_topology
 from sparkann.spark.persistence import PersistMixin
+from sparkann.spark.session import classic_context
 from sparkann.spark.shipping import ship_to_executors
 from sparkann.spark.train import Trainer
 
@@ -35,7 +36,8 @@ class _NetworkEstimator(Estimator, PersistMixin):
 
     def _fit(self, dataset):
         self._validate_params()
-        ship_to_executors(dataset.sparkSession.sparkContext)  # when run from a --py-files wheel
+        # when run from a --py-files wheel (classic sessions only)
+        ship_to_executors(classic_context(dataset.sparkSession))
         layers = self.getLayers()
         self._n_out_check(layers)
         topology = build_topology(layers, self.getActivation(), self._loss, self.dropoutRates())

@@ -72,11 +72,14 @@ def parse(spec):
     return rules
 
 
-def active_spec(sc=None):
-    """Driver side: the fault rules to ship with tasks (validated), or None (the usual case)."""
+def active_spec(spark=None):
+    """Driver side: the fault rules to ship with tasks (validated), or None (the usual case).
+
+    ``spark``: the SparkSession (classic or Connect) whose configuration may set them."""
     spec = os.environ.get(ENV)
-    if not spec and sc is not None:
-        spec = sc.getConf().get(CONF, None)
+    if not spec and spark is not None:
+        from sparkann.spark.session import conf_value
+        spec = conf_value(spark, CONF, None)
     if not spec:
         return None
     parse(spec)  # a typo must fail on the driver, not silently inject nothing

@@ -1,9 +1,12 @@
 """The distributed full-batch loss and gradient.
 
-One evaluation is one Spark job: the weights are broadcast, every partition runs the native
-engine over its cached blocks and returns ``(loss sum, gradient sum, row count)``, and
-``treeAggregate`` adds them up. The functions that run in the executors live at module level
-and receive plain values, so nothing but the data they need is shipped with a task.
+One evaluation is one Spark job: every partition runs the native engine over its cached
+blocks and returns ``(loss sum, gradient sum, row count)``, and Spark adds them up. In a
+classic session the weights are broadcast and ``treeAggregate`` sums; in a Spark Connect
+session (no SparkContext) the weights travel in the task's function and the partial gradients
+are added in slices by a shuffle (:meth:`~sparkann.spark.data.CachedBlocks.reduce_slices`).
+The functions that run in the executors live at module level and receive plain values, so
+nothing but the data they need is shipped with a task.
 """
 import time
 
@@ -11,6 +14,7 @@ import numpy as np
 
 from sparkann.optim import mean_objective
 from sparkann.spark.faults import active_spec
+from sparkann.spark.session import task_cpus
 
 # A gradient job multiplies at least this many rows at a time, whatever the stacking block:
 # with 128 rows per GEMM the weights are repacked for every block. Measured here on
@@ -59,7 +63,12 @@ def task_network(topology, dtype, block_size, blas_threads):
     return net
 
 
-def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_threads,
+def weights_value(weights):
+    """Executor side: the weights a task was given, as a broadcast or as an array."""
+    return weights.value if hasattr(weights, "value") else weights
+
+
+def partition_loss_grad(blocks, weights, topology, dtype, block_size, blas_threads,
                         faults=None, iteration=0):
     """Executor side: ``(loss sum, gradient sum, rows)`` over one partition's blocks.
 
@@ -69,7 +78,7 @@ def partition_loss_grad(blocks, weights_bc, topology, dtype, block_size, blas_th
     from sparkann.spark.faults import trigger
     trigger(faults, iteration)
     net = task_network(topology, dtype, block_size, blas_threads)
-    w = weights_bc.value
+    w = weights_value(weights)
     grad = np.zeros(net.n_weights, net.dtype)
     loss = 0.0
     rows = 0
@@ -96,11 +105,6 @@ def engine_rows(block_size, blocks):
     exist). Every block still goes through the engine in one piece, so sums are unchanged."""
     most = getattr(blocks, "max_partition_rows", 0)
     return max(1, min(int(block_size), most)) if most else int(block_size)
-
-
-def task_cpus(sc):
-    """``spark.task.cpus``: the cores one task may use, and so its BLAS threads."""
-    return max(1, int(sc.getConf().get("spark.task.cpus", "1")))
 
 
 class DistributedLossGrad:
@@ -141,10 +145,10 @@ class DistributedLossGrad:
         self.reg_param = float(reg_param)
         self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
         self.depth = depth
-        self.sc = blocks.context
-        self.threads = task_cpus(self.sc)
+        self.sc = blocks.context   # None on the DataFrame path (Spark Connect)
         # Read once: SparkContext.getConf() copies the whole conf (~20 ms of Py4J calls)
-        self.faults = active_spec(self.sc)
+        self.threads = task_cpus(blocks.session)
+        self.faults = active_spec(blocks.session)
         self.evaluations = 0
         self.seconds = []
 
@@ -154,21 +158,10 @@ class DistributedLossGrad:
         w_cast = np.ascontiguousarray(weights, dtype=self.dtype)
         if not np.isfinite(w_cast).all():
             raise FloatingPointError(f"the weights hold non-finite values in {self.dtype}")
-        bc = self.sc.broadcast(w_cast)
-        # Plain locals: the task closure must not capture self (or the SparkContext).
-        topology, dtype = self.topology, self.dtype
-        gemm_rows, threads = self.engine_rows, self.threads
-        faults, iteration = self.faults, self.evaluations
-
-        def one_partition(blocks):
-            return partition_loss_grad(blocks, bc, topology, dtype, gemm_rows, threads, faults,
-                                       iteration)
-
-        try:
-            loss, grad, rows = self.blocks.tree_aggregate(one_partition, _add, depth=self.depth,
-                                                           whole=True)
-        finally:
-            bc.destroy()
+        if self.blocks.frame:
+            loss, grad, rows = self._frame_sums(w_cast)
+        else:
+            loss, grad, rows = self._rdd_sums(w_cast)
         self.evaluations += 1
         self.seconds.append(time.perf_counter() - start)
         expected = getattr(self.blocks, "n_rows", rows)
@@ -176,6 +169,38 @@ class DistributedLossGrad:
             raise RuntimeError(f"the gradient job summed {rows} rows, the cached data holds "
                                f"{expected}")
         return loss, np.asarray(grad, np.float64), rows
+
+    def _task_args(self):
+        # Plain values: the task closure must not capture self (or the SparkContext).
+        return (self.topology, self.dtype, self.engine_rows, self.threads, self.faults,
+                self.evaluations)
+
+    def _rdd_sums(self, w_cast):
+        """Classic session: broadcast weights, ``treeAggregate`` of the partials."""
+        bc = self.sc.broadcast(w_cast)
+        args = self._task_args()
+
+        def one_partition(blocks):
+            return partition_loss_grad(blocks, bc, *args)
+
+        try:
+            return self.blocks.tree_aggregate(one_partition, _add, depth=self.depth, whole=True)
+        finally:
+            bc.destroy()
+
+    def _frame_sums(self, w_cast):
+        """DataFrame operations only: weights in the task's function, partial gradients
+        added in slices by a shuffle."""
+        args = self._task_args()
+
+        def one_partition(blocks):
+            loss, grad, rows = next(partition_loss_grad(blocks, w_cast, *args))
+            return grad, np.array([loss, rows], np.float64)
+
+        grad, scalars = self.blocks.reduce_slices(one_partition, self.dtype, w_cast.size,
+                                                  whole=True)
+        loss = sum(float(v[0]) for _, v in scalars)
+        return loss, grad, int(sum(v[1] for _, v in scalars))
 
     def __call__(self, weights):
         """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``."""

@@ -12,6 +12,7 @@ from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vector
 from sparkann.spark.model_files import SparkModelFileError
 from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams, add_setters
 from sparkann.spark.persistence import PersistMixin
+from sparkann.spark.session import classic_context
 from sparkann.spark.shipping import ship_to_executors
 
 
@@ -61,12 +62,12 @@ def vector_column(values):
          pa.ListArray.from_arrays(offsets, flat)], names=["type", "size", "indices", "values"])
 
 
-def _predict_batches(batches, *, bc, topology, dtype, features_col, n_features, block_size,
+def _predict_batches(batches, *, weights, topology, dtype, features_col, n_features, block_size,
                      kind, thresholds, out_names):
     """Executor side: append the prediction columns (vectors, doubles) to each Arrow batch."""
     import pyarrow as pa
-    from sparkann.spark.gradient import task_network
-    w = bc.value
+    from sparkann.spark.gradient import task_network, weights_value
+    w = weights_value(weights)
     net = None
     for batch, X in dense_features(batches, features_col, n_features, dtype):
         # The workspace holds min(blockSize, rows of the largest batch so far) rows.
@@ -219,16 +220,18 @@ class _NetworkModel(Model, PersistMixin):
         for _, name, _, _ in outs:
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame")
-        sc = dataset.sparkSession.sparkContext
-        ship_to_executors(sc)  # when run from a --py-files wheel
-        bc = sc.broadcast(self._weights.astype(self.getDtype()))
+        # when run from a --py-files wheel (classic sessions only)
+        ship_to_executors(classic_context(dataset.sparkSession))
+        # The weights travel in the task's function: what a Spark Connect session allows, and
+        # in a classic one PySpark broadcasts a function over 1 MiB by itself.
+        weights = self._weights.astype(self.getDtype())
         topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
         block_size, kind = self.getBlockSize(), self._kind
         thresholds = self._checked_thresholds() if kind == "class" else None
         out_names = [(key, name) for key, name, _, _ in outs]
 
         def predict(batches):
-            return _predict_batches(batches, bc=bc, topology=topology, dtype=dtype,
+            return _predict_batches(batches, weights=weights, topology=topology, dtype=dtype,
                                     features_col=features_col, n_features=n_features,
                                     block_size=block_size, kind=kind, thresholds=thresholds,
                                     out_names=out_names)

@@ -55,3 +55,28 @@ def script_session(app_name, master=None, log_level="WARN", driver_memory=None):
     if log_level:
         builder = builder.config("spark.log.level", log_level)
     return builder.getOrCreate()
+
+
+def is_connect(spark):
+    """True for a Spark Connect session (``SparkSession.builder.remote(...)``): it offers
+    DataFrames, ``mapInArrow`` and caching, but no SparkContext, RDD, broadcast or Py4J."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def classic_context(spark):
+    """The SparkContext of a classic session; None under Spark Connect."""
+    return None if is_connect(spark) else spark.sparkContext
+
+
+def conf_value(spark, key, default=None):
+    """A Spark setting (static ones too, e.g. ``spark.task.cpus``) in either session kind:
+    a session's runtime configuration starts as a copy of the SparkConf."""
+    sc = classic_context(spark)
+    if sc is not None:
+        return sc.getConf().get(key, default)
+    return spark.conf.get(key, default)
+
+
+def task_cpus(spark):
+    """``spark.task.cpus``: the cores one task may use, and so its BLAS threads."""
+    return max(1, int(conf_value(spark, "spark.task.cpus", "1") or 1))

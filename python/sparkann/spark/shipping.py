@@ -32,8 +32,9 @@ def ship_to_executors(sc):
 
     Parameters
     ----------
-    sc : pyspark.SparkContext
-        The active context.
+    sc : pyspark.SparkContext or None
+        The active context; None in a Spark Connect session, whose client ships Python files
+        with ``SparkSession.addArtifacts(..., pyfile=True)`` instead: nothing is done.
 
     Returns
     -------
@@ -41,7 +42,7 @@ def ship_to_executors(sc):
         The path of the registered ``.zip``, or None when nothing needed shipping.
     """
     archive = imported_from_archive()
-    if archive is None or archive.lower().endswith((".zip", ".egg", ".jar")):
+    if sc is None or archive is None or archive.lower().endswith((".zip", ".egg", ".jar")):
         return None  # installed, or already on the executors' path via --py-files
     key = (sc.applicationId, archive)
     if key in _shipped:

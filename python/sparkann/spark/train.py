@@ -7,10 +7,12 @@ Mini-batch solvers use local steps with periodic averaging: one round (one ``max
 iteration) broadcasts the weights and the optimizer state; every partition runs ``syncSteps``
 mini-batch steps (one cached block each; by default one pass over its blocks in a seeded random
 order) with its own copy of the optimizer, and returns its weights and state; the driver
-averages them weighted by the rows each partition holds. One Spark job per round, instead of
-one per mini-batch, is what makes mini-batch training worth distributing: a Spark job costs
-~0.1 s here, more than a mini-batch step. ``syncSteps=1`` gives synchronous per-step data
-parallelism (one job per step) for comparison.
+averages them weighted by the rows each partition holds. (In a Spark Connect session the
+weights and state travel in the task's function instead of a broadcast, and the weighted sums
+are added in slices by a shuffle: see ``CachedBlocks.reduce_slices``.) One Spark job per
+round, instead of one per mini-batch, is what makes mini-batch training worth distributing: a
+Spark job costs ~0.1 s here, more than a mini-batch step. ``syncSteps=1`` gives synchronous
+per-step data parallelism (one job per step) for comparison.
 """
 import logging
 import math
@@ -22,15 +24,16 @@ from sparkann.optim import add_l2_gradient, l2_penalty
 from sparkann.solvers import get_solver, make_optimizer
 from sparkann.spark.checkpointing import (ShiftedSchedule, resume_from_checkpoint,
                                           save_checkpoint)
-from sparkann.spark.gradient import (DistributedLossGrad, engine_rows, task_cpus,
-                                     task_network)
+from sparkann.spark.gradient import DistributedLossGrad, engine_rows, task_network, weights_value
+from sparkann.spark.session import task_cpus
 
 log = logging.getLogger("sparkann.spark")
 
 
-def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind, lr, momentum,
+def partition_local_steps(blocks, start, topology, dtype, block_size, threads, kind, lr, momentum,
                           steps, seed, round_index, l2_mask, reg_param, faults=None):
-    """Executor side: local mini-batch steps from the broadcast weights and optimizer state.
+    """Executor side: local mini-batch steps from the weights and optimizer state ``start``
+    (a ``(weights, state)`` pair, or a broadcast of one).
 
     Yields ``(rows, rows * w, {name: rows * array}, loss sum, rows seen, t)``; the loss sum
     is NaN when the engine overflowed (the driver then stops with a DivergenceError).
@@ -45,7 +48,7 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
     if rows == 0:
         yield 0, None, None, 0.0, 0, 0
         return
-    w, state = bc.value
+    w, state = weights_value(start)
     w = np.array(w, dtype=np.float64)
     opt = make_optimizer(kind, lr, momentum=momentum)
     opt.load_state_dict(state)
@@ -76,6 +79,37 @@ def partition_local_steps(blocks, bc, topology, dtype, block_size, threads, kind
     new_state = opt.state_dict()
     arrays = {k: v * rows for k, v in new_state.items() if isinstance(v, np.ndarray)}
     yield rows, w * rows, arrays, loss_sum, seen, int(new_state["t"])
+
+
+def state_names(kind, lr, momentum):
+    """Names of the optimizer's state arrays once it has stepped (each shaped as the
+    weights)."""
+    opt = make_optimizer(kind, lr, momentum=momentum)
+    opt.step(np.zeros(1), np.zeros(1))
+    return sorted(k for k, v in opt.state_dict().items() if isinstance(v, np.ndarray))
+
+
+def _round_vector(value, names, n):
+    """One partition's round result as ``(vector, scalars)`` for ``reduce_slices``: the
+    rows-weighted weights then the weighted state arrays ``names`` (zeros where a partition
+    has none); rows, loss sum, rows seen and ``t``."""
+    rows, w_sum, arrays, loss_sum, seen, t = value
+    scalars = np.array([rows, loss_sum, seen, t], np.float64)
+    vector = np.zeros(n * (1 + len(names)), np.float64)
+    if w_sum is not None:
+        vector[:n] = w_sum
+        for i, k in enumerate(names):
+            if arrays.get(k) is not None:
+                vector[n * (i + 1):n * (i + 2)] = arrays[k]
+    return vector, scalars
+
+
+def _round_from_vector(total, scalars, names, n):
+    """The sums of ``_round_vector`` as ``_sum_rounds`` gives them."""
+    arrays = {k: total[n * (i + 1):n * (i + 2)] for i, k in enumerate(names)}
+    return (int(sum(v[0] for _, v in scalars)), total[:n], arrays,
+            float(sum(v[1] for _, v in scalars)), int(sum(v[2] for _, v in scalars)),
+            int(max((v[3] for _, v in scalars), default=0)))
 
 
 def _sum_rounds(a, b):
@@ -201,7 +235,7 @@ class Trainer:
         return w
 
     def _run_minibatch(self, w0, start=0, state=None):
-        sc = self.blocks.context
+        sc, session = self.blocks.context, self.blocks.session
         kind, momentum = self.solver, self.momentum
         default = get_solver(kind).spark_step_size
         lr = self.step_size if self.step_size_set or default is None else default
@@ -210,26 +244,29 @@ class Trainer:
             state = make_optimizer(kind, lr, momentum=momentum).state_dict()
         topology, dtype = self.topology, self.dtype
         block_size = engine_rows(self.block_size, self.blocks)
-        threads, steps, seed = task_cpus(sc), self.sync_steps, int(self.seed)
+        threads, steps, seed = task_cpus(session), self.sync_steps, int(self.seed)
         l2_mask, reg_param = self.l2_mask, self.reg_param
         from sparkann.spark.faults import active_spec
         from sparkann.optim import DivergenceError
-        faults = active_spec(sc)
+        faults = active_spec(session)
         previous = self.history[-1] if self.history else math.inf
         for r in range(start, self.max_iter):
             self._current = w
-            bc = sc.broadcast((w, state))
+            args = (topology, dtype, block_size, threads, kind, lr, momentum, steps, seed, r,
+                    l2_mask, reg_param, faults)
+            if self.blocks.frame:
+                rows, w_sum, arrays, loss_sum, seen, t = self._frame_round(w, state, args)
+            else:
+                bc = sc.broadcast((w, state))
 
-            def one_partition(it, r=r):
-                return partition_local_steps(it, bc, topology, dtype, block_size, threads, kind,
-                                             lr, momentum, steps, seed, r, l2_mask, reg_param,
-                                             faults)
+                def one_partition(it, args=args, bc=bc):
+                    return partition_local_steps(it, bc, *args)
 
-            try:
-                rows, w_sum, arrays, loss_sum, seen, t = self.blocks.tree_aggregate(
-                    one_partition, _sum_rounds, depth=2)
-            finally:
-                bc.destroy()
+                try:
+                    rows, w_sum, arrays, loss_sum, seen, t = self.blocks.tree_aggregate(
+                        one_partition, _sum_rounds, depth=2)
+                finally:
+                    bc.destroy()
             if rows != self.blocks.n_rows:  # a lost or retried task must not drop or repeat
                 raise RuntimeError(f"round {r + 1} averaged {rows} rows, the cached data holds "
                                    f"{self.blocks.n_rows}")
@@ -250,3 +287,17 @@ class Trainer:
                 break
             previous = loss
         return w
+
+    def _frame_round(self, w, state, args):
+        """One round with DataFrame operations only: ``(w, state)`` in the task's function,
+        the rows-weighted sums added in slices by a shuffle."""
+        start, n = (w, state), w.size
+        kind, lr, momentum = args[4], args[5], args[6]
+        names = state_names(kind, lr, momentum)
+
+        def one_partition(blocks):
+            return _round_vector(next(partition_local_steps(blocks, start, *args)), names, n)
+
+        total, scalars = self.blocks.reduce_slices(one_partition, "float64",
+                                                   n * (1 + len(names)))
+        return _round_from_vector(total, scalars, names, n)
