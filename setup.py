@@ -5,11 +5,13 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CSRC = ["csrc/ann_arena.c", "csrc/ann_kernels.c"]
+CSRC = ["csrc/ann_arena.c", "csrc/ann_kernels.c", "csrc/ann_optim.c"]
 # Headers too: a change to one must rebuild the module (ann_kernels_impl.h holds the kernels).
-HEADERS = sorted(glob.glob("csrc/*.h"))
+HEADERS = sorted(glob.glob("csrc/*.h") + glob.glob("ann_core/*.pxi"))
 # Portable by default; SPARKANN_NATIVE=1 builds for this machine's CPU only.
-FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-std=c99"]
+# -fno-math-errno: nothing reads errno, and the chance that sqrt sets it keeps a loop that calls
+# sqrt from vectorising (the Adam step); no function's value changes.
+FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno", "-std=c99"]
 if os.environ.get("SPARKANN_NATIVE") == "1":
     FLAGS.append("-march=native")
 

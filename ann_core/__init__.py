@@ -15,7 +15,7 @@ _archive.use_extracted_modules(__spec__, __path__)
 
 try:
     from ann_core._blas import backend, find_mkl, set_backend
-    from ann_core._network import ACTIVATIONS, LOSSES, Network
+    from ann_core._network import ACTIVATIONS, LOSSES, STEP_KINDS, Network, optimizer_step
 except ModuleNotFoundError as _error:
     # Python started in a source checkout imports its ann_core/ folder, which holds only the
     # Cython sources until they are compiled in place: say how, in one line.
@@ -28,7 +28,7 @@ except ModuleNotFoundError as _error:
                       f"outside that folder to use an installed sparkann") from None
 from ann_core.threads import blas_threads, set_blas_threads  # noqa: E402  (after the check)
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Network", "backend", "blas_threads", "find_mkl",
-           "set_backend", "set_blas_threads"]
+__all__ = ["ACTIVATIONS", "LOSSES", "STEP_KINDS", "Network", "backend", "blas_threads",
+           "find_mkl", "optimizer_step", "set_backend", "set_blas_threads"]
 
 set_backend(_os.environ.get("SPARKANN_BLAS", "auto"))

@@ -62,3 +62,22 @@ cdef extern from "ann_kernels.h" nogil:
 cdef extern from "ann_random.h" nogil:
     uint64_t ann_random_u64(uint64_t key, uint64_t counter)
     uint64_t ann_random_key(uint64_t seed, uint64_t iteration, uint64_t block, uint64_t stage)
+
+cdef extern from "ann_optim.h" nogil:
+    enum:
+        ANN_STEP_SGD
+        ANN_STEP_MOMENTUM
+        ANN_STEP_NESTEROV
+        ANN_STEP_ADAM
+    ctypedef struct ann_step:
+        int kind
+        double grad_scale
+        double rate
+        double beta1
+        double beta2
+        double inv_bias2
+        double eps
+    int ann_step_s(const ann_step *s, float decay, size_t n, float *w, const float *g,
+                   float *m, float *v, double *squares, int *nonfinite)
+    int ann_step_d(const ann_step *s, double decay, size_t n, double *w, const double *g,
+                   double *m, double *v, double *squares, int *nonfinite)

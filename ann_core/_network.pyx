@@ -1159,3 +1159,4 @@ cdef class Network:
             "the loss or gradient is not finite although the weights and data are: the "
             "computation overflowed (training diverged: try a smaller learning rate), or grad "
             "already held non-finite values")
+include "_optim.pxi"

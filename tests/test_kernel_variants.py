@@ -1,5 +1,6 @@
 """The element-wise kernels compiled for AVX-512 (x86-64-v4), AVX2 (v3) and baseline x86-64
-give bitwise the same results, for every activation of the kernels' table and both dtypes.
+give bitwise the same results, for every activation of the kernels' table, every optimizer
+step and both dtypes.
 
 The wheel holds all three (GCC target clones, picked by the CPU at load time), so a user's
 results must not depend on the machine. Each variant is built here on its own with the
@@ -18,7 +19,7 @@ import ann_core
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANTS = {"x86-64-v4": "avx512f", "x86-64-v3": "avx2", "x86-64": None}
-FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-std=c99", "-fPIC", "-shared",
+FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno", "-std=c99", "-fPIC", "-shared",
          "-DANN_NO_VECTOR_CLONES"]
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64" or shutil.which("gcc") is None,
@@ -42,7 +43,8 @@ def variants(tmp_path_factory):
             continue
         lib = folder / f"kernels-{arch}.so"
         subprocess.run(["gcc", f"-march={arch}", *FLAGS, "-Icsrc", "csrc/ann_kernels.c",
-                        "csrc/ann_arena.c", "-lm", "-o", str(lib)], cwd=ROOT, check=True)
+                        "csrc/ann_arena.c", "csrc/ann_optim.c", "-lm", "-o", str(lib)],
+                       cwd=ROOT, check=True)
         libs[arch] = ctypes.CDLL(str(lib))
     if len(libs) < 2:
         pytest.skip("this CPU runs only the baseline variant")
@@ -82,6 +84,36 @@ def test_activation_variants_agree_bitwise(variants, name, dtype):
     for arch, (y, d) in results.items():
         assert y.tobytes() == base_y.tobytes(), f"{name} forward differs: {arch} vs x86-64"
         assert d.tobytes() == base_d.tobytes(), f"{name} backward differs: {arch} vs x86-64"
+
+
+class _Step(ctypes.Structure):  # csrc/ann_optim.h's ann_step
+    _fields_ = [("kind", ctypes.c_int)] + [(name, ctypes.c_double) for name in (
+        "grad_scale", "rate", "beta1", "beta2", "inv_bias2", "eps")]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", sorted(ann_core.STEP_KINDS))
+def test_optimizer_step_variants_agree_bitwise(variants, kind, dtype):
+    rng = np.random.default_rng(1)
+    n = 4099  # two chunks and a tail that is not a multiple of any vector width
+    w0 = rng.normal(size=n).astype(dtype)
+    grads = [rng.normal(size=n).astype(dtype) for _ in range(3)]
+    step = _Step(ann_core.STEP_KINDS[kind][0], 1 / 200, 0.01 / (1 - 0.9 ** 3), 0.9, 0.999,
+                 1 / (1 - 0.999 ** 3), 1e-8)
+    real = ctypes.c_double if dtype == "float64" else ctypes.c_float
+    results = {}
+    for arch, lib in variants.items():
+        fn = getattr(lib, f"ann_step_{'d' if dtype == 'float64' else 's'}")
+        fn.argtypes = [ctypes.POINTER(_Step), real, ctypes.c_size_t] + [ctypes.c_void_p] * 6
+        w, m, v = w0.copy(), np.full(n, 0.01, dtype), np.full(n, 0.02, dtype)
+        squares, bad = ctypes.c_double(0.0), ctypes.c_int(0)
+        for g in grads:
+            assert fn(ctypes.byref(step), 1e-3, n, _ptr(w), _ptr(g), _ptr(m), _ptr(v),
+                      ctypes.addressof(squares), ctypes.addressof(bad)) == 0
+        results[arch] = (w.tobytes(), m.tobytes(), v.tobytes(), squares.value, bad.value)
+    for arch, result in results.items():
+        assert result == results["x86-64"], f"{kind} step differs: {arch} vs x86-64"
+    assert results["x86-64"][4] == 0 and results["x86-64"][3] > 0
 
 
 def test_random_stream_is_counter_based(variants):

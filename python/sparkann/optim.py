@@ -15,6 +15,8 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 from scipy.optimize._dcsrch import DCSRCH  # MINPACK-2's More-Thuente line search
 
+from ann_core import optimizer_step
+
 
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or gradient; ``weights`` are the last finite ones."""
@@ -460,7 +462,16 @@ def _check_iters(max_iter, tol):
 # ---------------------------------------------------------------------- mini-batch optimizers
 
 class _Stepper:
-    """Shared parts of the mini-batch optimizers: step count, schedule, state."""
+    """Shared parts of the mini-batch optimizers: step count, schedule, state, and the choice
+    between the engine's fused step and numpy.
+
+    :meth:`update` runs in one native pass (``ann_core.optimizer_step``) when ``w``, ``g`` and
+    the state are C-contiguous 1-D arrays of one dtype, float32 or float64; anything else
+    takes the numpy formula of the class docstring, which is the reference the native step
+    is tested against. The two agree to a few units in the last place (the native step
+    multiplies by precomputed reciprocals where numpy divides), and the native step computes
+    with denormals flushed to zero, as the engine does.
+    """
 
     _state_arrays = ()
 
@@ -481,9 +492,60 @@ class _Stepper:
         """The learning rate the next step uses."""
         return self.lr * (self.schedule(self.t) if self.schedule is not None else 1.0)
 
-    def _decayed(self, w, g):
-        # L2: the gradient of weight_decay/2 * ||w||^2 joins the loss gradient.
-        return g + self.weight_decay * w if self.weight_decay else g
+    def step(self, w, g):
+        """Update ``w`` in place from the gradient ``g``; returns ``w``."""
+        self.update(w, g)
+        return w
+
+    def update(self, w, g, grad_scale=1.0, l2=0.0, l2_runs=None, squares=False):
+        """One step, ``w`` updated in place, from the gradient
+        ``grad_scale * g + weight_decay * w``, plus ``l2 * w`` on the slices
+        ``w[start:stop]`` of the ``(start, stop)`` rows of ``l2_runs`` (on all of ``w``
+        without runs): a summed batch gradient and its L2 term become the step in one pass.
+
+        Returns
+        -------
+        (squares, finite): ``sum(w**2)`` over the runs before the step (a float summed in
+        float64 when ``squares``, else None: the batch loss's L2 term), and whether every
+        weight is finite after the step.
+        """
+        if self._native(w, g):
+            self._ensure_state(w)
+            result = optimizer_step(
+                self._kind(), w, g, *self._moments(), grad_scale=grad_scale,
+                decay=self.weight_decay, run_decay=l2, runs=l2_runs, squares=squares,
+                **self._coefficients())
+            self._advance()
+            return result
+        total = _sum_squares(w, l2_runs) if squares else None
+        d = g * grad_scale if grad_scale != 1 else g
+        if self.weight_decay or l2:
+            d = d + _decay_vector(w, self.weight_decay, l2, l2_runs)
+        self._ensure_state(w)
+        self._numpy_step(w, d)
+        self._advance()
+        return total, bool(np.isfinite(w).all())
+
+    def _native(self, w, g):
+        """Whether :meth:`update` runs the engine's fused step for these arrays."""
+        if not (isinstance(w, np.ndarray) and w.dtype in (np.float32, np.float64)
+                and w.flags.writeable):
+            return False
+        state = [getattr(self, name) for name in self._state_arrays]
+        return all(isinstance(a, np.ndarray) and a.dtype == w.dtype and a.ndim == 1
+                   and a.shape == w.shape and a.flags.c_contiguous
+                   for a in [w, g] + [a for a in state if a is not None])
+
+    def _ensure_state(self, w):
+        for name in self._state_arrays:
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros_like(w))
+
+    def _moments(self):
+        return [getattr(self, name) for name in self._state_arrays]
+
+    def _advance(self):
+        self.t += 1
 
     def state_dict(self):
         """Step count and moment arrays (copies)."""
@@ -499,6 +561,24 @@ class _Stepper:
         for name in self._state_arrays:
             value = d.get(name)
             setattr(self, name, None if value is None else np.array(value))
+
+
+def _sum_squares(w, runs):
+    """``sum(w**2)`` over the ``(start, stop)`` slices of ``runs`` (all of ``w`` without),
+    in float64."""
+    parts = [w] if runs is None else [w[start:stop] for start, stop in runs]
+    return float(sum(np.dot(p.astype(np.float64), p.astype(np.float64)) for p in parts))
+
+
+def _decay_vector(w, weight_decay, l2, runs):
+    """``weight_decay * w``, plus ``l2 * w`` on the slices of ``runs`` (everywhere without),
+    the coefficients added first as the native step adds them."""
+    if runs is None:
+        return (weight_decay + l2) * w
+    d = weight_decay * w
+    for start, stop in runs:
+        d[start:stop] = (weight_decay + l2) * w[start:stop]
+    return d
 
 
 class SGD(_Stepper):
@@ -523,21 +603,28 @@ class SGD(_Stepper):
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.velocity = None
 
-    def step(self, w, g):
-        """Update ``w`` in place from the gradient ``g``."""
-        rate = self.current_lr()
-        g = self._decayed(w, g)
+    def _ensure_state(self, w):
         if self.momentum:
-            if self.velocity is None:
-                self.velocity = np.zeros_like(w)
+            super()._ensure_state(w)
+
+    def _moments(self):
+        return [self.velocity] if self.momentum else []
+
+    def _kind(self):
+        return "sgd" if not self.momentum else "nesterov" if self.nesterov else "momentum"
+
+    def _coefficients(self):
+        return {"rate": self.current_lr(), "beta1": self.momentum}
+
+    def _numpy_step(self, w, g):
+        rate = self.current_lr()
+        if self.momentum:
             self.velocity *= self.momentum
             self.velocity += g
             direction = g + self.momentum * self.velocity if self.nesterov else self.velocity
         else:
             direction = g
         w -= (rate * direction).astype(w.dtype, copy=False)
-        self.t += 1
-        return w
 
 
 class Adam(_Stepper):
@@ -563,13 +650,16 @@ class Adam(_Stepper):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.m = self.v = None
 
-    def step(self, w, g):
-        """Update ``w`` in place from the gradient ``g``."""
-        rate = self.current_lr()
-        g = self._decayed(w, g)
-        if self.m is None:
-            self.m, self.v = np.zeros_like(w), np.zeros_like(w)
-        self.t += 1
+    def _kind(self):
+        return "adam"
+
+    def _coefficients(self):
+        t = self.t + 1  # the step being taken
+        return {"rate": self.current_lr() / (1 - self.beta1 ** t), "beta1": self.beta1,
+                "beta2": self.beta2, "inv_bias2": 1 / (1 - self.beta2 ** t), "eps": self.eps}
+
+    def _numpy_step(self, w, g):
+        rate, t = self.current_lr(), self.t + 1
         # the formula above, operation for operation, in two scratch vectors (no temporaries)
         a, b = self._scratch(w)
         np.multiply(g, 1 - self.beta1, out=a)
@@ -579,14 +669,13 @@ class Adam(_Stepper):
         a *= 1 - self.beta2
         self.v *= self.beta2
         self.v += a
-        np.divide(self.v, 1 - self.beta2 ** self.t, out=a)
+        np.divide(self.v, 1 - self.beta2 ** t, out=a)
         np.sqrt(a, out=a)
         a += self.eps
-        np.divide(self.m, 1 - self.beta1 ** self.t, out=b)
+        np.divide(self.m, 1 - self.beta1 ** t, out=b)
         b *= rate
         b /= a
         w -= b
-        return w
 
     def _scratch(self, w):
         scratch = getattr(self, "_scratch_arrays", None)
