@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Declarations of the C99 core (csrc/)."""
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 cdef extern from "ann_status.h" nogil:
     enum:
@@ -51,11 +51,13 @@ cdef extern from "ann_kernels.h" nogil:
     int ann_all_finite_s(size_t n, const float *x, size_t *first_bad)
     int ann_all_finite_d(size_t n, const double *x, size_t *first_bad)
     int ann_dropout_forward_s(uint64_t key, uint64_t row0, size_t rows, size_t cols,
-                              double rate, const float *X, float *Y, float *M)
+                              double rate, const float *X, float *Y, uint8_t *M)
     int ann_dropout_forward_d(uint64_t key, uint64_t row0, size_t rows, size_t cols,
-                              double rate, const double *X, double *Y, double *M)
-    int ann_dropout_backward_s(size_t n, const float *M, const float *d_out, float *d_in)
-    int ann_dropout_backward_d(size_t n, const double *M, const double *d_out, double *d_in)
+                              double rate, const double *X, double *Y, uint8_t *M)
+    int ann_dropout_backward_s(size_t n, double rate, const uint8_t *M, const float *d_out,
+                               float *d_in)
+    int ann_dropout_backward_d(size_t n, double rate, const uint8_t *M, const double *d_out,
+                               double *d_in)
     unsigned long ann_fpu_enter()
     void ann_fpu_leave(unsigned long saved)
 

@@ -25,7 +25,7 @@ cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.ref cimport PyObject
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 
@@ -72,7 +72,7 @@ cdef struct stage_ctx_t:
     # ann_random_u64(seed, s.index), which is ann_random_key(seed, iteration, block, s.index)
     uint64_t seed
     Py_ssize_t row0    # the call's index of the block's first row
-    char **masks       # per stage: the workspace's dropout multipliers, or NULL
+    char **masks       # per stage: the workspace's dropout mask, or NULL
 
 
 # out[m, n_out] from x[m, n_in] and the parameters w (the stage's own, at s.w_off).
@@ -165,8 +165,9 @@ cdef int _python_backward(const stage_t *s, const stage_ctx_t *ctx, const char *
 cdef int _dropout_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
                           const char *x, int m, char *out) except -1 nogil:
     # Inference is the identity; training draws the stage's mask for these rows and keeps
-    # it (one multiplier per element) for the backward pass: reading it back costs less
-    # than drawing it again, a hash per two elements.
+    # it (a byte per element) for the backward pass, where the backward pass reaches the
+    # stage. Drawing it again would cost a hash per two elements on top of the same reads
+    # and writes of the data, which bound the time: one byte per element is cheaper.
     cdef size_t n = <size_t>m * s.n_out
     cdef uint64_t key = ann_random_u64(ctx.seed, <uint64_t>s.index)
     if not ctx.training:
@@ -174,9 +175,9 @@ cdef int _dropout_forward(const stage_t *s, const stage_ctx_t *ctx, const char *
         return ANN_OK
     if ctx.dbl:
         return ann_dropout_forward_d(key, ctx.row0, m, s.n_out, s.rate, <const double *>x,
-                                     <double *>out, <double *>ctx.masks[s.index])
+                                     <double *>out, <uint8_t *>ctx.masks[s.index])
     return ann_dropout_forward_s(key, ctx.row0, m, s.n_out, s.rate, <const float *>x,
-                                 <float *>out, <float *>ctx.masks[s.index])
+                                 <float *>out, <uint8_t *>ctx.masks[s.index])
 
 
 cdef int _dropout_backward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
@@ -186,10 +187,10 @@ cdef int _dropout_backward(const stage_t *s, const stage_ctx_t *ctx, const char 
     if d_in == NULL:
         return ANN_OK
     if ctx.dbl:
-        return ann_dropout_backward_d(n, <const double *>ctx.masks[s.index],
+        return ann_dropout_backward_d(n, s.rate, <const uint8_t *>ctx.masks[s.index],
                                       <const double *>d_out, <double *>d_in)
-    return ann_dropout_backward_s(n, <const float *>ctx.masks[s.index], <const float *>d_out,
-                                  <float *>d_in)
+    return ann_dropout_backward_s(n, s.rate, <const uint8_t *>ctx.masks[s.index],
+                                  <const float *>d_out, <float *>d_in)
 
 
 # One row per stage kind: adding a native layer is its kernels (csrc/), its two functions
@@ -238,7 +239,9 @@ cdef struct workspace_t:
     ann_arena_t grad_arena
     char **outs
     char **ins         # per stage: its activation's input when the backward needs it, or NULL
-    char **masks       # per stage: a dropout stage's multipliers of the block, or NULL
+    # per stage: a dropout stage's mask of the block (a byte per element) where the backward
+    # pass reaches it, else NULL
+    char **masks
     char *delta_a
     char *delta_b
     char *loss_buf
@@ -658,13 +661,18 @@ cdef class Network:
         self.workspace_bytes = need
         self.idle_calls.append(self._new_call())
 
+    cdef bint _keeps_mask(self, int i):
+        """A dropout stage that the backward pass reaches with a delta keeps its mask."""
+        return self.stages[i].kind == STAGE_DROPOUT and i > self.first_grad_stage
+
     cdef size_t _workspace_size(self, bint with_grad):
         cdef size_t rows = self.block_size, total = 0, widest = 0
         cdef int i
         for i in range(self.n_stages):
-            total += (1 + self.stages[i].keeps_input
-                      + (self.stages[i].kind == STAGE_DROPOUT)) * ann_arena_aligned_size(
+            total += (1 + self.stages[i].keeps_input) * ann_arena_aligned_size(
                 rows * self.stages[i].n_out * self.isz)
+            if self._keeps_mask(i):
+                total += ann_arena_aligned_size(rows * self.stages[i].n_out)
             widest = max(widest, <size_t>self.stages[i].n_out)
         total += 2 * ann_arena_aligned_size(rows * widest * self.isz)
         total += ann_arena_aligned_size(rows * self.n_out * self.isz)
@@ -692,8 +700,8 @@ cdef class Network:
                 status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
                                           <void **>&ws.ins[i])
             ws.masks[i] = NULL
-            if self.stages[i].kind == STAGE_DROPOUT:
-                status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out * self.isz,
+            if self._keeps_mask(i):
+                status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_out,
                                           <void **>&ws.masks[i])
             widest = max(widest, <size_t>self.stages[i].n_out)
         status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_a)

@@ -84,9 +84,27 @@ static inline uint64_t ann_mix64(uint64_t key, uint64_t counter)
     return z ^ (z >> 31);
 }
 
-uint64_t ann_dropout_threshold(double rate)
+uint32_t ann_dropout_threshold(double rate)
 {
-    return (uint64_t)(rate * 4294967296.0);
+    return (uint32_t)(rate * 4294967296.0);
+}
+
+uint32_t ann_dropout_row_seed(uint64_t key, uint64_t row)
+{
+    uint64_t z = ann_mix64(key, row);
+    return (uint32_t)(z ^ (z >> 32));
+}
+
+/* The 32 random bits of unit j: a Weyl step from the row's seed, then a 32-bit finaliser
+ * (two multiplications; "lowbias32" of Wellons' hash-prospector). */
+static inline uint32_t ann_dropout_bits(uint32_t seed, uint32_t j)
+{
+    uint32_t v = seed + j * 0x9E3779B9u;
+    v ^= v >> 16;
+    v *= 0x7FEB352Du;
+    v ^= v >> 15;
+    v *= 0x846CA68Bu;
+    return v ^ (v >> 16);
 }
 
 #define R float

@@ -68,20 +68,23 @@ enum ann_loss {
                      const R *T, R *delta, double *loss_sum);                              \
     /* 1 when every x[i] is finite; else 0 and *first_bad = the first offending index */   \
     int ann_all_finite_##X(size_t n, const R *x, size_t *first_bad);                       \
-    /* Inverted dropout of rows row0 .. row0 + rows - 1 (see ANN_DROPOUT below):           \
-     * m = the unit's multiplier (0 dropped, 1 / (1 - rate) kept), Y = X * m.              \
-     * M (rows, cols) receives m, for the backward pass. rate in [0, 1). */                \
+    /* Inverted dropout of rows row0 .. row0 + rows - 1 (see the stream below): Y = X * m,  \
+     * m = 0 for a dropped unit, 1 / (1 - rate) for a kept one; rate in [0, 1).           \
+     * M (rows, cols) receives 1 for a kept unit, 0 for a dropped one (NULL: not kept). */\
     int ann_dropout_forward_##X(uint64_t key, uint64_t row0, size_t rows, size_t cols,     \
-                                double rate, const R *X_, R *Y, R *M);                     \
-    /* d_in = d_out * M: the gradient through the mask the forward pass drew */           \
-    int ann_dropout_backward_##X(size_t n, const R *M, const R *d_out, R *d_in);
+                                double rate, const R *X_, R *Y, uint8_t *M);               \
+    /* d_in = d_out * m, m from the forward pass's M */                                   \
+    int ann_dropout_backward_##X(size_t n, double rate, const uint8_t *M, const R *d_out,  \
+                                 R *d_in);
 
-/* Dropout's random numbers: unit j of row r (of a call's rows) is drawn from
- * ann_random_u64(key, r * h + (j mod h)), h = ceil(cols / 2): its low 32 bits for j < h, its
- * high 32 bits for j >= h (one hash for two units). The unit is kept when those 32 bits,
- * as an unsigned number, are >= floor(rate * 2^32), so with probability 1 - rate (to 2^-32).
- * The numbers of a row do not depend on the block or thread that computes it. */
-uint64_t ann_dropout_threshold(double rate);
+/* Dropout's random numbers: row r (of a call's rows) has the 32-bit seed
+ * ann_dropout_row_seed(key, r) (ann_random_u64(key, r), its halves xor-ed); unit j of the row
+ * draws 32 bits from the seed and j (ann_dropout_bits in ann_kernels.c) and is kept when
+ * they are >= ann_dropout_threshold(rate) = floor(rate * 2^32), so with probability
+ * 1 - rate (to 2^-32). The numbers of a row do not depend on the block or thread that
+ * computes it. */
+uint32_t ann_dropout_threshold(double rate);
+uint32_t ann_dropout_row_seed(uint64_t key, uint64_t row);
 
 ANN_DECLARE_KERNELS(float, s)
 ANN_DECLARE_KERNELS(double, d)

@@ -339,47 +339,53 @@ ANN_VECTOR_CLONES int FN(ann_all_finite)(size_t n, const R *x, size_t *first_bad
     return 1;
 }
 
-/* Units j and j + h of a row (h = ceil(cols / 2)) share one 64-bit number (low and high
- * halves), so the loop over j < cols - h reads two contiguous runs and vectorises. */
+/* One 64-bit hash per row, then 32-bit arithmetic per unit (ann_dropout_bits), so the loop
+ * over a row's units vectorises at full width. The mask is kept as one byte per unit. */
 ANN_VECTOR_CLONES int FN(ann_dropout_forward)(uint64_t key, uint64_t row0, size_t rows,
                                               size_t cols, double rate, const R *X_, R *Y,
-                                              R *M)
+                                              uint8_t *M)
 {
-    size_t i, j, h = (cols + 1) / 2, pairs = cols / 2;
-    uint64_t threshold;
+    size_t i, j;
+    uint32_t threshold;
     R scale;
     if (!(rate >= 0.0 && rate < 1.0))
         return ANN_ERR_ARG;
-    if ((X_ == NULL || Y == NULL || M == NULL) && rows * cols > 0)
+    if ((X_ == NULL || Y == NULL) && rows * cols > 0)
         return ANN_ERR_ARG;
     threshold = ann_dropout_threshold(rate);
     scale = (R)(1.0 / (1.0 - rate));
     for (i = 0; i < rows; i++) {
         const R *x = X_ + i * cols;
-        R *y = Y + i * cols, *m = M + i * cols;
-        uint64_t base = (row0 + i) * h;
-        for (j = 0; j < pairs; j++) {
-            uint64_t bits = ann_mix64(key, base + j);
-            m[j] = (bits & 0xFFFFFFFFull) >= threshold ? scale : (R)0;
-            m[j + h] = (bits >> 32) >= threshold ? scale : (R)0;
-        }
-        if (h != pairs) /* odd width: unit h - 1 uses the low half of its number */
-            m[h - 1] = (ann_mix64(key, base + h - 1) & 0xFFFFFFFFull) >= threshold ? scale
-                                                                                 : (R)0;
+        R *y = Y + i * cols;
+        uint32_t seed = ann_dropout_row_seed(key, row0 + i);
         /* a multiplication, not a select: NaN stays NaN where it is dropped, as in PyTorch */
-        for (j = 0; j < cols; j++)
-            y[j] = x[j] * m[j];
+        if (M != NULL) {
+            uint8_t *m = M + i * cols;
+            for (j = 0; j < cols; j++) {
+                uint8_t keep = ann_dropout_bits(seed, (uint32_t)j) >= threshold;
+                m[j] = keep;
+                y[j] = x[j] * (keep ? scale : (R)0);
+            }
+        } else {
+            for (j = 0; j < cols; j++)
+                y[j] = x[j] * (ann_dropout_bits(seed, (uint32_t)j) >= threshold ? scale : (R)0);
+        }
     }
     return ANN_OK;
 }
 
-ANN_VECTOR_CLONES int FN(ann_dropout_backward)(size_t n, const R *M, const R *d_out, R *d_in)
+ANN_VECTOR_CLONES int FN(ann_dropout_backward)(size_t n, double rate, const uint8_t *M,
+                                               const R *d_out, R *d_in)
 {
     size_t i;
+    R scale;
+    if (!(rate >= 0.0 && rate < 1.0))
+        return ANN_ERR_ARG;
     if ((M == NULL || d_out == NULL || d_in == NULL) && n > 0)
         return ANN_ERR_ARG;
+    scale = (R)(1.0 / (1.0 - rate));
     for (i = 0; i < n; i++)
-        d_in[i] = d_out[i] * M[i];
+        d_in[i] = d_out[i] * (M[i] ? scale : (R)0);
     return ANN_OK;
 }
 

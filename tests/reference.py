@@ -78,19 +78,28 @@ def _mix64(key, counter):
         return z ^ (z >> np.uint64(31))
 
 
+def _dropout_bits(seed, j):
+    """ann_dropout_bits: a Weyl step from the row's 32-bit seed, then lowbias32."""
+    with np.errstate(over="ignore"):
+        v = (np.asarray(seed, np.uint32) + np.asarray(j, np.uint32) * np.uint32(0x9E3779B9))
+        v = v ^ (v >> np.uint32(16))
+        v = v * np.uint32(0x7FEB352D)
+        v = v ^ (v >> np.uint32(15))
+        v = v * np.uint32(0x846CA68B)
+        return v ^ (v >> np.uint32(16))
+
+
 def dropout_multipliers(key, stage, rows, cols, rate, dtype="float64", row0=0):
     """The engine's dropout multipliers of rows ``row0 ..`` of one call's stage ``stage``
-    under ``key = (seed, iteration, block)``: unit j of row r is kept when 32 bits of
-    ann_random_u64(stream, r * h + j mod h), h = ceil(cols / 2), are >= floor(rate * 2^32)
-    (the low half for j < h, the high half otherwise)."""
+    under ``key = (seed, iteration, block)``, as csrc/ann_kernels.h documents them: row r
+    has the 32-bit seed of ann_random_u64(stream, r) (halves xor-ed), unit j is kept when
+    ann_dropout_bits(seed, j) >= floor(rate * 2^32)."""
     seed, iteration, block = key
     stream = _mix64(_mix64(_mix64(seed, iteration), block), stage)
-    h = (cols + 1) // 2
-    r = np.arange(row0, row0 + rows, dtype=np.uint64)[:, None]
-    j = np.arange(cols, dtype=np.uint64)[None, :]
-    bits = _mix64(stream, r * np.uint64(h) + j % np.uint64(h))
-    half = np.where(j < h, bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32))
-    keep = half >= np.uint64(int(rate * 4294967296.0))
+    z = _mix64(stream, np.arange(row0, row0 + rows, dtype=np.uint64))
+    row_seed = ((z ^ (z >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    bits = _dropout_bits(row_seed[:, None], np.arange(cols, dtype=np.uint32)[None, :])
+    keep = bits >= np.uint32(int(rate * 4294967296.0))
     scale = np.asarray(1.0 / (1.0 - rate)).astype(dtype)
     return np.where(keep, scale, np.zeros((), dtype)).astype(dtype)
 

@@ -15,6 +15,8 @@ import subprocess
 import numpy as np
 import pytest
 
+import reference as ref
+
 import ann_core
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -134,7 +136,7 @@ def test_random_stream_is_counter_based(variants):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cols", [1, 2, 7, 64, 129])
 def test_dropout_variants_agree_bitwise(variants, dtype, cols):
-    """The dropout kernels (mask drawn in the loop, multipliers kept, gradient through them)
+    """The dropout kernels (mask drawn in the loop and kept as bytes, gradient through it)
     give the same bits in every variant, and the masks are those ann_random_u64 documents."""
     x = "d" if dtype == "float64" else "s"
     rng = np.random.default_rng(cols)
@@ -148,21 +150,25 @@ def test_dropout_variants_agree_bitwise(variants, dtype, cols):
         bwd = getattr(lib, f"ann_dropout_backward_{x}")
         fwd.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_size_t,
                         ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        bwd.argtypes = [ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        Y, M, d_in = np.empty_like(X), np.empty_like(X), np.empty_like(X)
+        bwd.argtypes = [ctypes.c_size_t, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.c_void_p]
+        Y, M, d_in = np.empty_like(X), np.empty(X.shape, np.uint8), np.empty_like(X)
         assert fwd(key, row0, rows, cols, rate, _ptr(X), _ptr(Y), _ptr(M)) == 0
-        assert bwd(X.size, _ptr(M), _ptr(d_out), _ptr(d_in)) == 0
+        assert bwd(X.size, rate, _ptr(M), _ptr(d_out), _ptr(d_in)) == 0
         assert fwd(key, row0, rows, cols, 1.0, _ptr(X), _ptr(Y), _ptr(M)) != 0  # rate < 1
         results[arch] = (Y.tobytes(), M.tobytes(), d_in.tobytes())
     base = results["x86-64"]
     for arch, got in results.items():
         assert got == base, f"dropout differs: {arch} vs x86-64"
+    M = np.frombuffer(base[1], np.uint8).reshape(rows, cols)
+    Y = np.frombuffer(base[0], dtype).reshape(rows, cols)
+    scale = np.asarray(1 / (1 - rate), dtype)
+    np.testing.assert_array_equal(Y[1:], X[1:] * np.where(M[1:] == 1, scale, 0).astype(dtype))
+    assert np.isnan(Y[0, 0])
+    # the row seeds of the library, the units' bits as tests/reference.py computes them
     lib = variants["x86-64"]
-    lib.ann_random_u64.restype = ctypes.c_uint64
-    lib.ann_random_u64.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
-    M = np.frombuffer(base[1], dtype).reshape(rows, cols)
-    h, threshold = (cols + 1) // 2, int(rate * 2**32)
-    for r, j in [(0, 0), (5, cols - 1), (rows - 1, cols // 2), (17, h - 1)]:
-        bits = lib.ann_random_u64(key, (row0 + r) * h + j % h)
-        half = bits & 0xFFFFFFFF if j < h else bits >> 32
-        assert M[r, j] == (np.asarray(1 / (1 - rate), dtype) if half >= threshold else 0)
+    lib.ann_dropout_row_seed.restype = ctypes.c_uint32
+    lib.ann_dropout_row_seed.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
+    seeds = np.array([lib.ann_dropout_row_seed(key, row0 + r) for r in range(rows)], np.uint32)
+    bits = ref._dropout_bits(seeds[:, None], np.arange(cols, dtype=np.uint32)[None, :])
+    np.testing.assert_array_equal(M, bits >= np.uint32(int(rate * 2**32)))
