@@ -668,7 +668,10 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         Keep the handles in a cached DataFrame and sum with DataFrame operations only
         (:meth:`CachedBlocks.reduce_slices`), as a Spark Connect session needs; False: an
         RDD of handles summed by ``treeAggregate``. None: a DataFrame under Spark Connect
-        only (the RDD path is the faster one in classic sessions).
+        only (the RDD path is the faster one in classic sessions: measured here, local[2],
+        4,000 rows in 2 partitions, float32, median of 5, one gradient of [784,256,128,10]
+        0.18 s with ``treeAggregate`` and 0.46 s with the slices, of
+        [784,2500,2000,1500,1000,500,10] 2.1 s and 3.3 s; ``bench/bench_connect_paths.py``).
 
     Returns
     -------

@@ -223,7 +223,10 @@ class _NetworkModel(Model, PersistMixin):
         # when run from a --py-files wheel (classic sessions only)
         ship_to_executors(classic_context(dataset.sparkSession))
         # The weights travel in the task's function: what a Spark Connect session allows, and
-        # in a classic one PySpark broadcasts a function over 1 MiB by itself.
+        # in a classic one PySpark broadcasts a function over 1 MiB by itself. Measured here
+        # (classic local[2], 4,000 rows, float32, median of 5; bench/bench_connect_paths.py):
+        # [784,256,128,10] 0.54 s against 0.58 s with sc.broadcast, the largest benchmark
+        # network [784,2500,2000,1500,1000,500,10] 1.04 s against 1.22 s.
         weights = self._weights.astype(self.getDtype())
         topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
         block_size, kind = self.getBlockSize(), self._kind
