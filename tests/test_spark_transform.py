@@ -55,3 +55,22 @@ def test_bad_array_rows_still_named(spark, model, row, dtype, message):
     with pytest.raises(ValueError, match=r"features column 'features' \(partition 0\): "
                                          + message):
         model.copy({model.dtype: dtype}).transform(df)
+
+
+def test_other_columns_stay_and_the_network_runs_once_per_row(spark, model, capsys):
+    """The input's columns come back in order beside the outputs (odd names included), and
+    the plan evaluates the Python prediction once per row for all output columns."""
+    from pyspark.ml.linalg import Vectors
+    rows = [(i, Vectors.dense([0.1 * i, 1.0, -0.5]), f"r{i}") for i in range(8)]
+    df = spark.createDataFrame(rows, ["id", "my.features", "name `x`"])
+    out = model.copy({model.featuresCol: "my.features"}).transform(df)
+    assert out.columns == ["id", "my.features", "name `x`", "rawPrediction", "probability",
+                           "prediction"]
+    got = out.orderBy("id").collect()
+    assert [(r.id, r["name `x`"]) for r in got] == [(i, f"r{i}") for i in range(8)]
+    for (_, x, _), r in zip(rows, got):
+        assert r.prediction == model.predict(x)
+    out.explain()
+    plan = capsys.readouterr().out
+    assert plan.count("ArrowEvalPython") == 1, plan
+    assert plan.count("predict(") == 1, plan

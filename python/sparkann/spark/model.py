@@ -1,6 +1,9 @@
 """Fitted Spark models and their summaries; they save and load through
 :mod:`sparkann.spark.persistence` (Spark ML's layout, no pickle)."""
+from typing import Iterator
+
 import numpy as np
+import pyarrow as pa
 from pyspark.ml import Model
 from pyspark.ml.linalg import DenseVector, VectorUDT
 from pyspark.sql import functions as F
@@ -14,6 +17,11 @@ from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams, a
 from sparkann.spark.persistence import PersistMixin
 from sparkann.spark.session import classic_context
 from sparkann.spark.shipping import ship_to_executors
+
+
+def _quoted(name):
+    """A column name as Spark SQL reads it literally (dots, spaces, backticks)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def build_topology(layers, activation, loss, dropout=None):
@@ -62,30 +70,29 @@ def vector_column(values):
          pa.ListArray.from_arrays(offsets, flat)], names=["type", "size", "indices", "values"])
 
 
-def _predict_batches(batches, *, weights, topology, dtype, features_col, n_features, block_size,
-                     kind, thresholds, out_names):
-    """Executor side: append the prediction columns (vectors, doubles) to each Arrow batch."""
+def _predict_arrays(arrays, *, weights, topology, dtype, features_col, n_features,
+                    block_size, kind, thresholds, out_names):
+    """Executor side: for each Arrow array of one partition's features, the struct of the
+    prediction columns (vectors, doubles), one field a name in ``out_names``."""
     import pyarrow as pa
-    from sparkann.spark.gradient import task_network, weights_value
-    w = weights_value(weights)
+    from sparkann.spark.gradient import task_network
+    batches = (pa.RecordBatch.from_arrays([a], names=[features_col]) for a in arrays)
     net = None
-    for batch, X in dense_features(batches, features_col, n_features, dtype):
+    for _, X in dense_features(batches, features_col, n_features, dtype):
         # The workspace holds min(blockSize, rows of the largest batch so far) rows.
         if net is None or (net.block_size < min(block_size, len(X))):
             net = task_network(topology, dtype, min(block_size, max(len(X), 1)), 1)
-        out = net.forward(w, np.ascontiguousarray(X), raw=True).astype(np.float64)
+        out = net.forward(weights, np.ascontiguousarray(X), raw=True).astype(np.float64)
         if kind == "class":
             by_role = class_outputs(out, thresholds)
             columns = {"raw": out, "prob": by_role["probability"],
                        "pred": by_role["label"].astype(np.float64)}
         else:
             columns = {"pred": out[:, 0].copy() if out.shape[1] == 1 else out}
-        arrays, names = list(batch.columns), list(batch.schema.names)
-        for key, name in out_names:
-            value = columns[key]
-            arrays.append(vector_column(value) if value.ndim == 2 else pa.array(value))
-            names.append(name)
-        yield pa.RecordBatch.from_arrays(arrays, names=names)
+        values = [columns[key] for key, _ in out_names]
+        yield pa.StructArray.from_arrays(
+            [vector_column(v) if v.ndim == 2 else pa.array(v) for v in values],
+            names=[name for _, name in out_names])
 
 
 def features_clean(dataset, features_col, n_features, dtype):
@@ -233,11 +240,11 @@ class _NetworkModel(Model, PersistMixin):
         thresholds = self._checked_thresholds() if kind == "class" else None
         out_names = [(key, name) for key, name, _, _ in outs]
 
-        def predict(batches):
-            return _predict_batches(batches, weights=weights, topology=topology, dtype=dtype,
-                                    features_col=features_col, n_features=n_features,
-                                    block_size=block_size, kind=kind, thresholds=thresholds,
-                                    out_names=out_names)
+        def predict(arrays: Iterator[pa.Array]) -> Iterator[pa.Array]:
+            return _predict_arrays(arrays, weights=weights, topology=topology, dtype=dtype,
+                                   features_col=features_col, n_features=n_features,
+                                   block_size=block_size, kind=kind, thresholds=thresholds,
+                                   out_names=out_names)
 
         if not dataset.isStreaming and not getattr(self, "_checked_input", False) \
                 and not features_clean(dataset, features_col, n_features, dtype):
@@ -247,10 +254,13 @@ class _NetworkModel(Model, PersistMixin):
                 return _check_features(batches, features_col, n_features, dtype)
 
             run_checked(dataset.select(features_col).mapInArrow(check, "ok int"))
-        schema = T.StructType(dataset.schema.fields + [
-            T.StructField(name, VectorUDT() if as_vector else stype)
-            for _, name, stype, as_vector in outs])
-        return dataset.mapInArrow(predict, schema)
+        struct = T.StructType([T.StructField(name, VectorUDT() if as_vector else stype)
+                               for _, name, stype, as_vector in outs])
+        # A scalar Arrow UDF sends only the features to Python and only the predictions
+        # back; the other columns stay in the JVM. Spark evaluates it once per row.
+        result = F.arrow_udf(predict, struct)(F.col(_quoted(features_col)))
+        return dataset.select(*[F.col(_quoted(c)) for c in dataset.columns],
+                              *[result[name].alias(name) for _, name in out_names])
 
     # --- serving outside transform
     def predict_fn(self, output=None):
