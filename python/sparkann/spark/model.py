@@ -101,7 +101,7 @@ def features_clean(dataset, features_col, n_features, dtype):
     value). Only then may the check's own pass, which moves every value through Arrow to
     Python, be left out; when it says False that pass runs to name the first bad row."""
     from pyspark.ml.functions import vector_to_array
-    col = F.col(features_col)
+    col = F.col(_quoted(features_col))
     values = (vector_to_array(col) if isinstance(dataset.schema[features_col].dataType,
                                                  VectorUDT) else col)
     largest = float(np.finfo(dtype).max)
@@ -253,7 +253,7 @@ class _NetworkModel(Model, PersistMixin):
             def check(batches):
                 return _check_features(batches, features_col, n_features, dtype)
 
-            run_checked(dataset.select(features_col).mapInArrow(check, "ok int"))
+            run_checked(dataset.select(F.col(_quoted(features_col))).mapInArrow(check, "ok int"))
         struct = T.StructType([T.StructField(name, VectorUDT() if as_vector else stype)
                                for _, name, stype, as_vector in outs])
         # A scalar Arrow UDF sends only the features to Python and only the predictions
