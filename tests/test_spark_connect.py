@@ -131,3 +131,24 @@ def test_pysparks_own_mlpc_doctest_passes_in_a_connect_session(remote, tmp_path)
     runner, kept, failures = run_mlpc_doctest(remote, tmp_path)
     assert runner.failures == 0, failures
     assert runner.tries == len(kept)
+
+
+def test_pipeline_and_cross_validation_in_a_connect_session(remote_frames):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.feature import StandardScaler
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+    train, test = remote_frames
+    mlpc = MultilayerPerceptronClassifier(layers=[784, 6, 10], featuresCol="scaled", seed=SEED)
+    pipeline = Pipeline(stages=[StandardScaler(inputCol="features", outputCol="scaled"), mlpc])
+    grid = (ParamGridBuilder().addGrid(mlpc.maxIter, [1, 2])
+            .addGrid(mlpc.regParam, [0.0, 0.01]).build())
+    evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
+    cv = CrossValidator(estimator=pipeline, estimatorParamMaps=grid, evaluator=evaluator,
+                        numFolds=2, seed=SEED)
+    model = cv.fit(test)    # the smaller frame: 2 folds x 4 fits, then the best refit
+    assert len(model.avgMetrics) == 4
+    assert all(0.0 <= m <= 1.0 for m in model.avgMetrics)
+    best = model.bestModel.stages[-1]
+    assert best.getMaxIter() in (1, 2)
+    assert 0.0 <= evaluator.evaluate(model.transform(test)) <= 1.0
