@@ -164,8 +164,8 @@ def test_summary_evaluate_callback_and_early_stopping(spark, fashion):
 def test_dropout_trains_deterministically_never_drops_in_transform_and_saves(spark, fashion,
                                                                            tmp_path):
     X, y, Xt, yt = fashion
-    train = dataframe_from_numpy(spark, X[:600] / 255, y[:600]).cache()
-    test = dataframe_from_numpy(spark, Xt[:200] / 255, yt[:200])
+    train = dataframe_from_numpy(spark, X[:600], y[:600]).cache()
+    test = dataframe_from_numpy(spark, Xt[:200], yt[:200])
     mlp = MultilayerPerceptronClassifier(layers=[784, 32, 10], solver="adam", maxIter=3,
                                          stepSize=0.003, activation="relu", seed=7,
                                          dropout=[0.2, 0.5])
@@ -175,7 +175,7 @@ def test_dropout_trains_deterministically_never_drops_in_transform_and_saves(spa
     plain = mlp.copy({mlp.dropout: 0.0}).fit(train)
     assert not np.array_equal(plain.weights.toArray(), w)
     net = Topology.from_sizes([784, 32, 10], "relu").network("float32")
-    expected = net.forward(w.astype(np.float32), np.ascontiguousarray(Xt[:200] / 255,
+    expected = net.forward(w.astype(np.float32), np.ascontiguousarray(Xt[:200],
                                                                       dtype=np.float32))
     np.testing.assert_allclose(_probabilities(first.transform(test)), expected, rtol=1e-5,
                                atol=1e-7)   # transform draws no mask
