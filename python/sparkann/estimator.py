@@ -82,6 +82,13 @@ def _validate(estimator, X, y="no_validation", **kwargs):
         raise
 
 
+def _batch_weight(n):
+    """The rows (or summed sample weights) of a batch, which the objective divides by."""
+    if n <= 0:
+        raise ValueError("the sample weights of a batch sum to zero: nothing to learn from")
+    return n
+
+
 def _runs(mask):
     """``[(start, stop)]`` of the runs of True in the boolean vector ``mask``."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
@@ -310,6 +317,11 @@ class _MLPBase(BaseEstimator):
     def _objective(self, w, X, y, grad, sw=None, key=None):
         """J(w) over the rows of X (see the module docstring); its gradient into grad.
         ``key``: where dropout draws its masks (``_dropout_key``), None without dropout."""
+        return self._mean_objective(*self._summed_loss_grad(w, X, y, grad, sw, key), w)
+
+    def _summed_loss_grad(self, w, X, y, grad, sw=None, key=None):
+        """``(loss_sum, n, grad)``: the loss summed over the rows of X (weighted by sw), their
+        number (or weight), and the summed gradient written into grad; no L2 term."""
         net = self._net()
         if sw is None and self._engine_loss_is_exact():
             loss_sum, n = net.loss_grad(w, X, y, grad, zero=True, key=key)
@@ -320,17 +332,15 @@ class _MLPBase(BaseEstimator):
             net.loss_grad(w, X, np.ascontiguousarray(out - delta, dtype=out.dtype), grad,
                           zero=True, key=key)
             n = len(X) if sw is None else float(sw.sum())
-        return self._mean_objective(loss_sum / self._loss_divisor(), grad, n, w)
+        return loss_sum / self._loss_divisor(), _batch_weight(n), grad
 
-    def _mean_objective(self, loss_sum, grad, n, w):
+    def _mean_objective(self, loss_sum, n, grad, w):
         """``loss_sum / n + alpha / (2 n) ||W||^2``; ``grad`` becomes its gradient, in place.
 
         :func:`sparkann.optim.mean_objective` with ``alpha / n``, summed over the contiguous
-        runs of regularised weights instead of through a boolean mask (no copies of the
-        weight vector in the mini-batch loop).
+        runs of regularised weights instead of through a boolean mask. The full-batch solvers
+        use it; the mini-batch loop has the optimizer's step compute both terms in its pass.
         """
-        if n <= 0:
-            raise ValueError("the sample weights of a batch sum to zero: nothing to learn from")
         grad /= n
         if not self.alpha:
             return float(loss_sum) / n
@@ -466,6 +476,7 @@ class _MLPBase(BaseEstimator):
             self._dropout_seed = None   # a new run of steps draws new masks
         opt, w = self._optimizer, self.weights_
         grad = np.empty_like(w)
+        l2_runs = np.array(self._l2_runs, dtype=np.int64).reshape(-1, 2)
         order = np.arange(n)
         self.n_iter_ = 0
         for _ in range(self.max_iter):
@@ -476,14 +487,20 @@ class _MLPBase(BaseEstimator):
                 idx = order[start:start + batch] if self.shuffle else slice(start, start + batch)
                 Xb, yb = X[idx], y[idx]
                 try:
-                    loss = self._objective(w, Xb, yb, grad, None if sw is None else sw[idx],
-                                           self._dropout_key(opt.t))
+                    loss_sum, rows, _ = self._summed_loss_grad(
+                        w, Xb, yb, grad, None if sw is None else sw[idx], self._dropout_key(opt.t))
                 except FloatingPointError:  # the engine's overflow report
+                    loss_sum = math.nan
+                if not math.isfinite(loss_sum):
                     loss = math.nan
-                if not math.isfinite(loss):
                     break
-                opt.step(w, grad)
-                if not np.isfinite(w).all():
+                # the mean gradient, its L2 term and the step in one pass, which also gives
+                # ||W||^2 before the step for the batch loss
+                coef = self.alpha / rows
+                squares, finite = opt.update(w, grad, grad_scale=1 / rows, l2=coef,
+                                             l2_runs=l2_runs, squares=bool(coef))
+                loss = loss_sum / rows + (0.5 * coef * squares if coef else 0.0)
+                if not finite:
                     loss = math.nan
                     break
                 total += loss * Xb.shape[0]
@@ -785,14 +802,14 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
         return np.ascontiguousarray(Y, dtype=dtype)
 
-    def _objective(self, w, X, y, grad, sw=None, key=None):
+    def _summed_loss_grad(self, w, X, y, grad, sw=None, key=None):
         if sw is not None and self.out_activation_ == "softmax":
             # weighted one-hot targets: the engine's delta is sum(t) p - t = sw (p - onehot)
             T = np.zeros((len(y), self.n_outputs_), dtype=w.dtype)
             T[np.arange(len(y)), y] = sw
             loss_sum, _ = self._net().loss_grad(w, X, T, grad, zero=True, key=key)
-            return self._mean_objective(loss_sum, grad, float(sw.sum()), w)
-        return super()._objective(w, X, y, grad, sw, key)
+            return loss_sum, _batch_weight(float(sw.sum())), grad
+        return super()._summed_loss_grad(w, X, y, grad, sw, key)
 
     def _weighted_loss_delta(self, p, T, sw):
         eps = np.finfo(p.dtype).eps
