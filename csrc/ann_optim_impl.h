@@ -64,21 +64,17 @@ ANN_VECTOR_CLONES int FN(ann_step)(const ann_step *s, R decay, size_t n, R *rest
             }
             break;
         case ANN_STEP_MOMENTUM:
+        case ANN_STEP_NESTEROV: {
+            /* Nesterov steps along the gradient plus the velocity it looks ahead to */
+            const int ahead = s->kind == ANN_STEP_NESTEROV;
             for (i = 0; i < len; i++) {
                 R d = gc[i] * gs + decay * wc[i];
                 mc[i] = b1 * mc[i] + d;
-                wc[i] -= rate * mc[i];
+                wc[i] -= rate * (ahead ? d + b1 * mc[i] : mc[i]);
                 bad |= (wc[i] - wc[i]) != (R)0;
             }
             break;
-        case ANN_STEP_NESTEROV:
-            for (i = 0; i < len; i++) {
-                R d = gc[i] * gs + decay * wc[i];
-                mc[i] = b1 * mc[i] + d;
-                wc[i] -= rate * (d + b1 * mc[i]);
-                bad |= (wc[i] - wc[i]) != (R)0;
-            }
-            break;
+        }
         default: /* ANN_STEP_ADAM */
             for (i = 0; i < len; i++) {
                 R d = gc[i] * gs + decay * wc[i];
