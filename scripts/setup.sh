@@ -11,7 +11,7 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
 
-EXTRAS="spark,plot,mkl,onnx,mlflow,dev"
+EXTRAS="spark,connect,plot,mkl,onnx,mlflow,dev"
 # What pip would build: the package's sources and build files (not the generated C of
 # Cython), so an edit of any of them installs again.
 fingerprint() {

@@ -1,9 +1,6 @@
 """Fitted Spark models and their summaries; they save and load through
 :mod:`sparkann.spark.persistence` (Spark ML's layout, no pickle)."""
-from typing import Iterator
-
 import numpy as np
-import pyarrow as pa
 from pyspark.ml import Model
 from pyspark.ml.linalg import DenseVector, VectorUDT
 from pyspark.sql import functions as F
@@ -239,6 +236,12 @@ class _NetworkModel(Model, PersistMixin):
         block_size, kind = self.getBlockSize(), self._kind
         thresholds = self._checked_thresholds() if kind == "class" else None
         out_names = [(key, name) for key, name, _, _ in outs]
+
+        # pyarrow only now: a driver that never transforms (e.g. a packed environment
+        # shipping the package) need not have it. The hints tell Spark the UDF's kind.
+        from typing import Iterator
+
+        import pyarrow as pa
 
         def predict(arrays: Iterator[pa.Array]) -> Iterator[pa.Array]:
             return _predict_arrays(arrays, weights=weights, topology=topology, dtype=dtype,
