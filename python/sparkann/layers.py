@@ -30,6 +30,7 @@ import inspect
 import numpy as np
 
 import ann_core
+from sparkann.hyperparams import dropout_rates
 
 _REGISTRY = {}
 
@@ -574,12 +575,9 @@ def lists_activations(cls):
 def with_dropout(hidden, rates):
     """The layers of the hidden blocks ``hidden`` (one list of layers per hidden layer) with
     dropout: ``Dropout(rates[0])`` on the input, ``Dropout(rates[k])`` after hidden block k;
-    a rate of 0 adds no layer (``rates``: one more than the blocks, see
-    :func:`sparkann.hyperparams.dropout_rates`)."""
-    rates = list(rates) if rates is not None else [0.0] * (len(hidden) + 1)
-    if len(rates) != len(hidden) + 1:
-        raise ValueError(f"dropout has {len(rates)} rates, expected {len(hidden) + 1}: one for "
-                         f"the input, then one for each of the {len(hidden)} hidden layers")
+    a rate of 0 adds no layer (``rates``: as :func:`sparkann.hyperparams.dropout_rates`
+    reads them, checked there)."""
+    rates = dropout_rates(0.0 if rates is None else rates, len(hidden))
     out = [Dropout(rates[0])] if rates[0] else []
     for block, rate in zip(hidden, rates[1:]):
         out += list(block) + ([Dropout(rate)] if rate else [])

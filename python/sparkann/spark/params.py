@@ -152,7 +152,6 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         if directory and os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpointDir {directory!r} is a file, not a directory")
 
-
     def dropoutRates(self):
         """The ``dropout`` Param as the rates of the input and of each hidden layer."""
         return hyperparams.dropout_rates(self.getOrDefault(self.dropout),
