@@ -45,9 +45,9 @@ cdef extern from "ann_kernels.h" nogil:
     int ann_loss_output_s(int kind, size_t rows, size_t cols, float *Z)
     int ann_loss_output_d(int kind, size_t rows, size_t cols, double *Z)
     int ann_loss_s(int kind, size_t rows, size_t cols, float *Z, const int64_t *labels,
-                   const float *T, float *delta, double *loss_sum)
+                   const float *T, const float *W, float *delta, double *loss_sum)
     int ann_loss_d(int kind, size_t rows, size_t cols, double *Z, const int64_t *labels,
-                   const double *T, double *delta, double *loss_sum)
+                   const double *T, const double *W, double *delta, double *loss_sum)
     int ann_all_finite_s(size_t n, const float *x, size_t *first_bad)
     int ann_all_finite_d(size_t n, const double *x, size_t *first_bad)
     int ann_dropout_forward_s(uint64_t key, uint64_t row0, size_t rows, size_t cols,

@@ -267,6 +267,7 @@ cdef struct call_t:
     const char *x
     const int64_t *labels    # class indices, or NULL
     const char *targets      # dense targets, or NULL
+    const char *row_weights  # per-row weights of the loss (the network's dtype), or NULL
     char *grad               # the caller's gradient (share 0 adds into it)
     char *out                # forward: the caller's output
     bint forward, raw
@@ -908,12 +909,16 @@ cdef class Network:
                     self.loss_kind, m, n_out, <double *>ws.loss_buf,
                     c.labels + r0 if c.labels != NULL else NULL,
                     <const double *>(c.targets + r0 * row_out) if c.targets != NULL
+                    else NULL,
+                    <const double *>(c.row_weights + r0 * self.isz) if c.row_weights != NULL
                     else NULL, <double *>ws.delta_a, &c.loss[k])
             else:
                 c.status[k] = ann_loss_s(
                     self.loss_kind, m, n_out, <float *>ws.loss_buf,
                     c.labels + r0 if c.labels != NULL else NULL,
                     <const float *>(c.targets + r0 * row_out) if c.targets != NULL
+                    else NULL,
+                    <const float *>(c.row_weights + r0 * self.isz) if c.row_weights != NULL
                     else NULL, <float *>ws.delta_a, &c.loss[k])
             if c.status[k] == ANN_OK:
                 c.status[k] = self._backward_block(ws, &ctx, c.w, c.x + r0 * row_in, m, grad)
@@ -1055,7 +1060,7 @@ cdef class Network:
             self.idle_calls.append(call)
         return out
 
-    def loss_grad(self, weights, X, y, grad, bint zero=False, key=None):
+    def loss_grad(self, weights, X, y, grad, bint zero=False, key=None, sample_weight=None):
         """Loss summed over the rows of X, and its gradient added into ``grad``.
 
         Parameters
@@ -1071,10 +1076,15 @@ cdef class Network:
         key : (seed, iteration, block), non-negative integers below 2**64
             Where a stochastic network (dropout) draws its masks: required when
             ``stochastic``, ignored otherwise. The same key and rows give the same masks.
+        sample_weight : ndarray (n,) of the network's dtype, C-contiguous, optional
+            Each row's weight: the loss kernel multiplies the row's loss and its output delta
+            by it, so the sums are ``sum_i sample_weight[i] * loss_i`` and its gradient. The
+            weights must be finite and non-negative (a row of weight 0 adds nothing).
 
         Returns
         -------
         (loss_sum, n_rows) : (float, int)
+            ``n_rows`` counts the rows, not their weights.
 
         Raises
         ------
@@ -1097,6 +1107,11 @@ cdef class Network:
             raise ValueError("key: this network has dropout, so loss_grad needs "
                              "key=(seed, iteration, block) to place its random masks")
         cdef uint64_t seed = _call_key(key) if key is not None else 0
+        cdef const char *row_weights = NULL
+        if sample_weight is not None:
+            self._check_row_weights(sample_weight, n)
+            if n > 0:
+                row_weights = _data(sample_weight, False)
         if isinstance(y, np.ndarray) and y.ndim == 1:
             if y.dtype != np.int64 or y.shape[0] != n or not y.flags.c_contiguous:
                 raise ValueError(f"y: expected C-contiguous int64 class indices of shape ({n},),"
@@ -1114,6 +1129,7 @@ cdef class Network:
             memset(g, 0, self.n_weights * self.isz)
         cdef _Call call = self._take_call()
         call.c.w, call.c.x, call.c.labels, call.c.targets = w, x, labels, T
+        call.c.row_weights = row_weights
         call.c.grad, call.c.forward = g, False
         call.c.training, call.c.seed = True, seed
         cdef int k, threads
@@ -1146,6 +1162,18 @@ cdef class Network:
         else:
             for i in range(self.n_weights):
                 (<float *>g)[i] += (<const float *>other)[i]
+
+    cdef _check_row_weights(self, object sw, Py_ssize_t n):
+        """``sample_weight`` is (n,) of the network's dtype, C-contiguous, finite and
+        non-negative (else ValueError naming the first bad row)."""
+        if (not isinstance(sw, np.ndarray) or sw.ndim != 1 or sw.shape[0] != n
+                or sw.dtype != self.dtype or not sw.flags.c_contiguous):
+            raise ValueError(f"sample_weight: expected a C-contiguous {self.dtype} array of "
+                             f"shape ({n},), received {_describe(sw)}")
+        bad = np.flatnonzero(~(sw >= 0) | ~np.isfinite(sw))
+        if bad.size:
+            raise ValueError(f"sample_weight: row {int(bad[0])} is {float(sw[bad[0]])!r}; "
+                             f"weights must be finite and non-negative")
 
     cdef _check_labels(self, object y, const int64_t *labels, Py_ssize_t n):
         cdef Py_ssize_t i, bad = -1

@@ -63,9 +63,10 @@ enum ann_loss {
     int ann_loss_output_##X(int kind, size_t rows, size_t cols, R *Z);                     \
     /* Z -> outputs in place; *loss_sum += loss; delta = outputs - targets.                \
      * Targets are class indices (labels) or a dense (rows, cols) matrix T; exactly        \
-     * one of the two is non-NULL. delta may be NULL (loss only). */                       \
+     * one of the two is non-NULL. W: per-row weights (rows,) multiplying each row's       \
+     * loss and delta, or NULL for weight 1. delta may be NULL (loss only). */             \
     int ann_loss_##X(int kind, size_t rows, size_t cols, R *Z, const int64_t *labels,      \
-                     const R *T, R *delta, double *loss_sum);                              \
+                     const R *T, const R *W, R *delta, double *loss_sum);                  \
     /* 1 when every x[i] is finite; else 0 and *first_bad = the first offending index */   \
     int ann_all_finite_##X(size_t n, const R *x, size_t *first_bad);                       \
     /* Inverted dropout of rows row0 .. row0 + rows - 1 (see the stream below): Y = X * m,  \

@@ -235,11 +235,11 @@ ANN_VECTOR_CLONES int FN(ann_loss_output)(int kind, size_t rows, size_t cols, R 
 }
 
 ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z,
-                                   const int64_t *labels, const R *T, R *delta,
+                                   const int64_t *labels, const R *T, const R *W, R *delta,
                                    double *loss_sum)
 {
     size_t i, j;
-    double total = 0;
+    double total = 0, row = 0;
     if ((Z == NULL && rows * cols > 0) || loss_sum == NULL || cols == 0 ||
         (labels == NULL) == (T == NULL))
         return ANN_ERR_ARG;
@@ -273,7 +273,7 @@ ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z,
                 gap = (double)(m - z[label]);
             }
             FN(softmax_row)(cols, z, &m, &ls);
-            total += gap + (double)tsum * (double)ls;
+            row = gap + (double)tsum * (double)ls;
             if (d != NULL) {
                 for (j = 0; j < cols; j++)
                     d[j] = t != NULL ? FN(flush)(tsum * z[j] - t[j]) : z[j];
@@ -284,7 +284,7 @@ ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z,
         }
         case ANN_LOSS_SIGMOID_XENT: {
             /* loss = sum_j max(z, 0) - z t + log(1 + exp(-|z|)); delta = sigmoid(z) - t */
-            double row = 0;
+            row = 0;
             for (j = 0; j < cols; j++) {
                 R tj = t != NULL ? t[j] : (R)(j == label);
                 R v = z[j];
@@ -293,12 +293,11 @@ ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z,
                 if (d != NULL)
                     d[j] = FN(flush)(z[j] - tj);
             }
-            total += row;
             break;
         }
         case ANN_LOSS_SQUARED_ERROR: {
             /* loss = 0.5 sum_j (z_j - t_j)^2; delta = z - t */
-            double row = 0;
+            row = 0;
             for (j = 0; j < cols; j++) {
                 R tj = t != NULL ? t[j] : (R)(j == label);
                 R diff = z[j] - tj;
@@ -306,11 +305,20 @@ ANN_VECTOR_CLONES int FN(ann_loss)(int kind, size_t rows, size_t cols, R *Z,
                 if (d != NULL)
                     d[j] = FN(flush)(diff);
             }
-            total += 0.5 * row;
+            row *= 0.5;
             break;
         }
         default:
             return ANN_ERR_ARG;
+        }
+        if (W != NULL) {
+            /* a weighted row: its loss and its delta (hence its gradient) times W[i] */
+            total += (double)W[i] * row;
+            if (d != NULL)
+                for (j = 0; j < cols; j++)
+                    d[j] = FN(flush)(W[i] * d[j]);
+        } else {
+            total += row;
         }
     }
     *loss_sum += total;

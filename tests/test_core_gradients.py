@@ -45,14 +45,16 @@ def sample_indices(net, rng, per_w, per_b):
     return np.array(sorted(chosen))
 
 
-def finite_difference_check(net, w, X, y, indices, kink=None, key=None):
+def finite_difference_check(net, w, X, y, indices, kink=None, key=None, sample_weight=None):
     """Assert the engine's gradient matches central differences at `indices`; returns #checked.
-    A dropout network draws its masks from ``key``: fixed, so every evaluation uses one mask."""
+    A dropout network draws its masks from ``key``: fixed, so every evaluation uses one mask.
+    ``sample_weight``: the rows' weights of the loss (the weighted sum is checked)."""
     grad = np.zeros(net.n_weights)
-    net.loss_grad(w, X, y, grad, key=key)
+    net.loss_grad(w, X, y, grad, key=key, sample_weight=sample_weight)
     scratch = np.zeros(net.n_weights)
-    estimates = central_differences(lambda v: net.loss_grad(v, X, y, scratch, key=key)[0], w,
-                                    indices, STEP, kink)
+    estimates = central_differences(
+        lambda v: net.loss_grad(v, X, y, scratch, key=key, sample_weight=sample_weight)[0], w,
+        indices, STEP, kink)
     fd = np.array(list(estimates.values()))
     analytic = grad[list(estimates)]
     floor = 1e-3 * max(np.abs(analytic).max(initial=0.0), 1e-12)
@@ -250,3 +252,24 @@ def test_dropout_with_its_mask_fixed(loss, n_rows, block_size):
     kink = sign_flip(lambda v: ref.pre_activations(6, layers, v, X, masks), w, STEP)
     checked = finite_difference_check(net, w, X, y, indices, kink, key=key)
     assert checked >= 0.5 * len(indices), f"only {checked} of {len(indices)} indices off kinks"
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "targets"])
+@pytest.mark.parametrize("n_rows,block_size", [(9, 4), (70, 32)])
+def test_weighted_losses(loss, dense, n_rows, block_size):
+    """Per-row weights (zeros, fractions, integers above 1) multiply each row's loss: the
+    gradient of the weighted sum agrees with finite differences, with and without dropout."""
+    for layers in ([("dense", 7), ("activation", "tanh"), ("dense", 5), ("loss", loss)],
+                   [("dropout", 0.3), ("dense", 7), ("activation", "sigmoid"), ("dropout", 0.4),
+                    ("dense", 5), ("loss", loss)]):
+        rng = np.random.default_rng(n_rows + block_size)
+        net = Network(4, layers, dtype="float64", block_size=block_size)
+        w = rng.normal(scale=0.6, size=net.n_weights)
+        X = rng.normal(size=(n_rows, 4))
+        y = make_targets(rng, loss, n_rows, net.n_out, dense)
+        sw = rng.choice([0.0, 0.25, 1.0, 2.0, 3.5], size=n_rows)
+        indices = sample_indices(net, rng, per_w=30, per_b=10)
+        key = (7, 1, 2) if net.stochastic else None
+        checked = finite_difference_check(net, w, X, y, indices, key=key, sample_weight=sw)
+        assert checked == len(indices)

@@ -112,9 +112,10 @@ def test_layout_is_w_then_b_per_dense_stage():
 
 # -------------------------------------------------------------------------------- PyTorch
 
-def torch_results(layers, w, X, y, dtype, masks=None):
+def torch_results(layers, w, X, y, dtype, masks=None, sample_weight=None):
     """Outputs, logits, summed loss and flat gradient computed by PyTorch autograd; a
-    dropout stage multiplies by its mask in ``masks`` (engine stage index -> multipliers)."""
+    dropout stage multiplies by its mask in ``masks`` (engine stage index -> multipliers);
+    ``sample_weight`` weighs each row's loss in the sum."""
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     tdtype = getattr(torch, dtype)
@@ -139,12 +140,14 @@ def torch_results(layers, w, X, y, dtype, masks=None):
     else:
         labels = target = torch.tensor(y, dtype=tdtype)
     if loss == "softmax_cross_entropy":
-        value, out = F.cross_entropy(h, labels, reduction="sum"), torch.softmax(h, dim=1)
+        rows, out = F.cross_entropy(h, labels, reduction="none"), torch.softmax(h, dim=1)
     elif loss == "sigmoid_cross_entropy":
-        value = F.binary_cross_entropy_with_logits(h, target, reduction="sum")
+        rows = F.binary_cross_entropy_with_logits(h, target, reduction="none").sum(dim=1)
         out = torch.sigmoid(h)
     else:
-        value, out = 0.5 * ((h - target) ** 2).sum(), h
+        rows, out = 0.5 * ((h - target) ** 2).sum(dim=1), h
+    value = (rows if sample_weight is None
+             else rows * torch.tensor(sample_weight, dtype=tdtype)).sum()
     value.backward()
     return (out.detach().numpy(), h.detach().numpy(), float(value.detach()),
             flat.grad.numpy())
@@ -171,6 +174,26 @@ def test_matches_pytorch_autograd(activation, loss, dense, dtype):
         t32 = torch_results(layers, w, X, y, "float32")
         assert_close(grad, t32[3], dtype, "gradient vs torch float32")
         assert_close(out, t32[0], dtype, "forward vs torch float32")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "targets"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_weighted_loss_matches_pytorch(loss, dense, dtype, restore_blas):
+    """Per-row weights: the engine's weighted loss sum and its gradient equal PyTorch's
+    ``(per-row loss * weight).sum()`` and its autograd gradient, rows split among threads."""
+    pytest.importorskip("torch")
+    ann_core.set_blas_threads(2)
+    net, layers, w, X, y = network_case(("tanh",), loss, dtype, dense, seed=3)
+    sw = np.random.default_rng(3).choice([0.0, 0.5, 1.0, 3.0], size=len(X)).astype(dtype)
+    grad = np.zeros(net.n_weights, dtype)
+    loss_sum, n = net.loss_grad(w, X, y, grad, sample_weight=sw)
+    assert n == len(X)
+    y64 = y if y.ndim == 1 else y.astype(np.float64)
+    _, _, t_loss, t_grad = torch_results(layers, w.astype(np.float64), X.astype(np.float64),
+                                         y64, "float64", sample_weight=sw.astype(np.float64))
+    assert_close(loss_sum, t_loss, dtype, "weighted loss vs torch")
+    assert_close(grad, t_grad, dtype, "weighted gradient vs torch")
 
 
 # ------------------------------------------------------------------------------------ MKL
