@@ -323,15 +323,16 @@ class _MLPBase(BaseEstimator):
         """``(loss_sum, n, grad)``: the loss summed over the rows of X (weighted by sw), their
         number (or weight), and the summed gradient written into grad; no L2 term."""
         net = self._net()
-        if sw is None and self._engine_loss_is_exact():
-            loss_sum, n = net.loss_grad(w, X, y, grad, zero=True, key=key)
+        if self._engine_loss_is_exact():
+            # the loss kernel multiplies each row's loss and output delta by its weight
+            loss_sum, _ = net.loss_grad(w, X, y, grad, zero=True, key=key, sample_weight=sw)
         else:
             out = net.forward(w, X, key=key)   # the same masks as the loss_grad below
             loss_sum, delta = self._weighted_loss_delta(out, y, sw)
             # the engine's output delta is out - target: aim it at the weighted delta
             net.loss_grad(w, X, np.ascontiguousarray(out - delta, dtype=out.dtype), grad,
                           zero=True, key=key)
-            n = len(X) if sw is None else float(sw.sum())
+        n = len(X) if sw is None else float(sw.sum())
         return loss_sum / self._loss_divisor(), _batch_weight(n), grad
 
     def _mean_objective(self, loss_sum, n, grad, w):
@@ -482,13 +483,15 @@ class _MLPBase(BaseEstimator):
         for _ in range(self.max_iter):
             if self.shuffle:
                 order = self._random_state.permutation(order)
-            total, last_finite = 0.0, w.copy()
+            total, loss, last_finite = 0.0, 0.0, w.copy()
             for start in range(0, n, batch):
                 idx = order[start:start + batch] if self.shuffle else slice(start, start + batch)
-                Xb, yb = X[idx], y[idx]
+                Xb, yb, swb = X[idx], y[idx], None if sw is None else sw[idx]
+                if swb is not None and not swb.any():
+                    continue   # every row of the batch weighs 0: nothing to step on
                 try:
                     loss_sum, rows, _ = self._summed_loss_grad(
-                        w, Xb, yb, grad, None if sw is None else sw[idx], self._dropout_key(opt.t))
+                        w, Xb, yb, grad, swb, self._dropout_key(opt.t))
                 except FloatingPointError:  # the engine's overflow report
                     loss_sum = math.nan
                 if not math.isfinite(loss_sum):
@@ -802,24 +805,6 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
         return np.ascontiguousarray(Y, dtype=dtype)
 
-    def _summed_loss_grad(self, w, X, y, grad, sw=None, key=None):
-        if sw is not None and self.out_activation_ == "softmax":
-            # weighted one-hot targets: the engine's delta is sum(t) p - t = sw (p - onehot)
-            T = np.zeros((len(y), self.n_outputs_), dtype=w.dtype)
-            T[np.arange(len(y)), y] = sw
-            loss_sum, _ = self._net().loss_grad(w, X, T, grad, zero=True, key=key)
-            return loss_sum, _batch_weight(float(sw.sum())), grad
-        return super()._summed_loss_grad(w, X, y, grad, sw, key)
-
-    def _weighted_loss_delta(self, p, T, sw):
-        eps = np.finfo(p.dtype).eps
-        q = np.clip(p, eps, 1 - eps)
-        row_loss = -(T * np.log(q) + (1 - T) * np.log1p(-q)).sum(axis=1)
-        delta = p - T
-        if sw is not None:
-            row_loss, delta = row_loss * sw, delta * sw[:, None]
-        return float(row_loss.sum()), delta
-
     def _decode(self, out):
         if self.out_activation_ == "softmax":
             return self.classes_[out.argmax(axis=1)]
@@ -963,16 +948,13 @@ class MLPRegressor(RegressorMixin, _MLPBase):
         return self.n_outputs_ if self.out_activation_ == "identity" else 1
 
     def _weighted_loss_delta(self, z, y, sw):
-        if self.out_activation_ == "exp":
-            with np.errstate(over="ignore"):
-                p = np.exp(z)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0.0)
-            row_loss = (ylogy - y + p).sum(axis=1)
-            delta = p - y
-        else:
-            row_loss = 0.5 * ((z - y) ** 2).sum(axis=1)
-            delta = z - y
+        # Poisson (exponential output): the one loss the engine's kernels do not have
+        with np.errstate(over="ignore"):
+            p = np.exp(z)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0.0)
+        row_loss = (ylogy - y + p).sum(axis=1)
+        delta = p - y
         if sw is not None:
             row_loss, delta = row_loss * sw, delta * sw[:, None]
         return float(row_loss.sum()), delta

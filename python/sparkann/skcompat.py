@@ -184,7 +184,8 @@ except ImportError:
 
 
 def check_sample_weight(sample_weight, n_rows, dtype):
-    """``sample_weight`` as a 1-D array of ``n_rows`` finite numbers of ``dtype``."""
+    """``sample_weight`` as a 1-D array of ``n_rows`` finite, non-negative numbers of
+    ``dtype``, not all zero; a bad value's error names its row."""
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Number):
@@ -194,8 +195,14 @@ def check_sample_weight(sample_weight, n_rows, dtype):
         raise ValueError(f"Sample weights must be 1D array or scalar, got shape {sw.shape}")
     if sw.shape != (n_rows,):
         raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_rows},)!")
-    if not np.isfinite(sw).all():
-        raise ValueError("Input sample_weight contains NaN or infinity.")
+    bad = np.flatnonzero(~np.isfinite(sw))
+    if bad.size:
+        raise ValueError(f"Input sample_weight contains NaN or infinity: row {int(bad[0])} is "
+                         f"{float(sw[bad[0]])!r}.")
+    bad = np.flatnonzero(sw < 0)
+    if bad.size:   # a negative weight would reward the loss of its row growing without bound
+        raise ValueError(f"Negative values in sample_weight are not allowed: row "
+                         f"{int(bad[0])} is {float(sw[bad[0]])!r}.")
     if not sw.any():
         raise ValueError("Sample weights must contain at least one non-zero number.")
     return sw
