@@ -250,6 +250,66 @@ def test_explicit_levels_and_their_errors():
         m.features(2, 8, levels=[8, 0])
 
 
+def expected_reduce_scatter(m, n, partitions, p=THETA):
+    """The reduce-scatter written out: one more stage, K + 1 reduce tasks in waves, each
+    slice's reducer fetching P slices of Gb / K bytes, and the driver's K float64 sums."""
+    k = min(partitions, math.ceil(m.n_weights / 2 ** 18))
+    slice_g = p.latency + m.partial_bytes / k / p.bandwidth
+    return (p.stage + math.ceil((k + 1) / n) * p.task + math.ceil(k / n) * partitions * slice_g
+            + (k + 1) * p.latency + 8 * m.n_weights / p.bandwidth)
+
+
+@pytest.mark.parametrize("layers, n, partitions, slices", [
+    ([784, 256, 128, 10], 2, 2, 1), ([784, 256, 128, 10], 2, 8, 1),
+    ([784, 1024, 1024, 10], 2, 4, 4), ([784, 1024, 1024, 10], 2, 8, 8),
+    (ULANOV_LAYERS, 2, 2, 2), (ULANOV_LAYERS, 2, 8, 8), (ULANOV_LAYERS, 3, 8, 8),
+])
+def test_reduce_scatter_is_one_shuffle_of_slices(layers, n, partitions, slices):
+    m = model(layers=layers, params=THETA, bytes_per_weight=4, aggregation="reduce-scatter")
+    assert scaling.slice_count(m.n_weights, partitions) == slices
+    assert m.breakdown(n, partitions)["aggregate"] == pytest.approx(
+        expected_reduce_scatter(m, n, partitions))
+    # compute, broadcast and overhead do not depend on how the partials are summed
+    tree = replace(m, aggregation="tree").breakdown(n, partitions)
+    for part in ("compute", "broadcast", "overhead"):
+        assert m.breakdown(n, partitions)[part] == tree[part]
+
+
+def test_traffic_per_iteration_of_both_ways_of_summing():
+    w = weights_of(ULANOV_LAYERS)
+    gb = 4.0 * w
+    rs = model(bytes_per_weight=4, aggregation="reduce-scatter")
+    # 8 partitions on 2 workers: 8 slices, each worker reduces 4 of them from all 8 partials
+    assert rs.traffic(2, 8) == {"stages": 2, "slices": 8, "map_out_bytes": gb,
+                                "worker_in_bytes": 4 * gb, "driver_in_bytes": 8.0 * w,
+                                "messages": 4 * 8 + 9}
+    # two stages whatever the partition count; the driver always reads the float64 sum
+    for p in (1, 2, 4, 16):
+        assert rs.traffic(2, p)["stages"] == 2
+        assert rs.traffic(2, p)["driver_in_bytes"] == 8.0 * w
+    tree = model(bytes_per_weight=4)
+    # PySpark's tree at 8 partitions: one level of 2 reducers, each fetching 4 partials
+    assert tree.traffic(2, 8) == {"stages": 2, "slices": 0, "map_out_bytes": gb,
+                                  "worker_in_bytes": 4 * gb, "driver_in_bytes": 2 * gb,
+                                  "messages": 4 + 2}
+    # no level at 4 partitions: every partial goes to the driver
+    assert tree.traffic(2, 4) == {"stages": 1, "slices": 0, "map_out_bytes": gb,
+                                  "worker_in_bytes": 0, "driver_in_bytes": 4 * gb,
+                                  "messages": 4}
+    # a small vector is one slice: one reducer takes all the partials
+    small = model(layers=[784, 256, 128, 10], bytes_per_weight=4, aggregation="reduce-scatter")
+    assert small.traffic(2, 8)["slices"] == 1
+    assert small.traffic(2, 8)["worker_in_bytes"] == 8 * small.partial_bytes
+    with pytest.raises(ValueError, match="aggregation"):
+        model(aggregation="allreduce")
+
+
+def test_the_spark_path_cuts_slices_by_the_model():
+    pytest.importorskip("pyspark")
+    from sparkann.spark import data
+    assert data.slice_count is scaling.slice_count
+
+
 def test_stages_cost_nothing_more_without_levels():
     m = model(params=THETA)
     for p in (1, 2, 3, 4):

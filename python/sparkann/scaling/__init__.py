@@ -8,12 +8,12 @@ cluster are in ``sparkann.spark.calibration``. Nothing else here imports pyspark
 """
 from sparkann.scaling.fit import ULANOV_BENCHMARK, fit_parameters, ulanov_validation
 from sparkann.scaling.flops import measure_flop_rate
-from sparkann.scaling.model import (BROADCAST_BLOCK_BYTES, Parameters, ScalingModel, tree_levels,
-                                    weights_of)
+from sparkann.scaling.model import (AGGREGATIONS, BROADCAST_BLOCK_BYTES, SLICE_VALUES, Parameters,
+                                    ScalingModel, slice_count, tree_levels, weights_of)
 from sparkann.scaling.units import parse_bandwidth, parse_duration, parse_flops
 
 __all__ = [
-    "BROADCAST_BLOCK_BYTES", "ULANOV_BENCHMARK", "Parameters", "ScalingModel", "fit_parameters",
-    "measure_flop_rate", "parse_bandwidth", "parse_duration", "parse_flops", "tree_levels",
-    "ulanov_validation", "weights_of",
+    "AGGREGATIONS", "BROADCAST_BLOCK_BYTES", "SLICE_VALUES", "ULANOV_BENCHMARK", "Parameters",
+    "ScalingModel", "fit_parameters", "measure_flop_rate", "parse_bandwidth", "parse_duration",
+    "parse_flops", "slice_count", "tree_levels", "ulanov_validation", "weights_of",
 ]

@@ -55,6 +55,26 @@ receives the ``P_L`` remaining partials one after the other over its own link. W
 With one worker the single partial still travels to the driver (a separate machine in a
 cluster), so ``t_aggregate(1) = g``, not zero.
 
+Reduce-scatter (``aggregation='reduce-scatter'``: the DataFrame-only path of a Spark Connect
+session, ``CachedBlocks.reduce_slices``). Every map task cuts its partial into ``K =
+slice_count(W, P)`` slices (``min(P, ceil(W / 2**18))``: one per partition, fewer for a small
+vector) and writes them to one shuffle; a second stage (``c_stage``) runs ``K + 1`` reduce tasks
+in ``ceil((K + 1) / n)`` waves (the last one only passes each partition's scalars through);
+reduce task ``k`` fetches slice ``k`` of every partition (``P`` messages of ``Gb / K`` bytes)
+and adds them; the driver then reads the ``K`` summed slices in float64 (``8 W`` bytes in
+``K + 1`` messages)::
+
+    t_aggregate = c_stage + ceil((K + 1) / n) * c_task
+                  + ceil(K / n) * P * (a + Gb / (K * B)) + (K + 1) * a + 8 W / B
+
+Per iteration that is two stages (map, reduce) whatever ``P`` is, against ``1 + L`` for
+``treeAggregate``; each map task sends ``Gb`` bytes out over its link (in ``K`` pieces), each
+worker's link takes in ``ceil(K / n) * P * Gb / K`` bytes (about ``P * Gb / n``: the sum is
+shared by the workers, where ``treeAggregate`` without levels brings all ``P * Gb`` to the
+driver), and the driver's link ``8 W`` bytes. The weights reach the map tasks inside the task's
+function, which Spark ships as the task binary, a ``TorrentBroadcast``: the broadcast term is
+unchanged. :meth:`ScalingModel.traffic` gives these figures for either way of summing.
+
 Overhead. ``t_overhead = c_job``: scheduling the job and the driver's step, independent of n.
 
 Every term is linear in the seven parameters ``theta = (1/F, c_task, 1/B, a, c_stage, c_job,
@@ -88,6 +108,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 BROADCAST_BLOCK_BYTES = 4 * 1024 * 1024     # spark.broadcast.blockSize default (4m)
+# Values per slice of the reduce-scatter, at least: a slice is one row through the shuffle, and
+# fewer, larger rows cost less per value than many small ones.
+SLICE_VALUES = 1 << 18
+AGGREGATIONS = ("tree", "reduce-scatter")
+
+
+def slice_count(size, partitions):
+    """Slices of a vector of ``size`` values summed over ``partitions`` partitions by the
+    reduce-scatter: one per partition (each reducer adds a ``1/K`` share), fewer for small
+    vectors."""
+    return max(1, min(int(partitions), -(-int(size) // SLICE_VALUES)))
 
 
 def weights_of(layers):
@@ -219,6 +250,9 @@ class ScalingModel:
     input_bytes_per_example : float or None
         Bytes of one cached training example (features and label) that a task reads;
         defaults to ``n_in * bytes_per_weight + 8`` (an int64 class label).
+    aggregation : {'tree', 'reduce-scatter'}
+        How the partial gradients are summed: ``treeAggregate`` (classic sessions) or the
+        shuffle of slices (Spark Connect sessions); see the module docstring.
     """
 
     layers: list
@@ -232,6 +266,7 @@ class ScalingModel:
     flops_per_example: float = None
     broadcast_block: int = BROADCAST_BLOCK_BYTES
     input_bytes_per_example: float = None
+    aggregation: str = "tree"
     n_weights: int = field(init=False)
 
     def __post_init__(self):
@@ -251,6 +286,9 @@ class ScalingModel:
             raise ValueError("partitions_per_worker and depth must be >= 1, received "
                              f"{self.partitions_per_worker} and {self.depth}")
         tree_levels(1, self.depth, self.rule)   # validates the rule
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation: expected one of {AGGREGATIONS}, received "
+                             f"{self.aggregation!r}")
 
     # -- structure ------------------------------------------------------------------------
 
@@ -299,15 +337,59 @@ class ScalingModel:
             out["broadcast"] = np.array([0, 0, rounds * wb / m, rounds, 0, 0, 0], dtype=float)
         if "aggregate" in parts:
             wb = self.partial_bytes if aggregate_bytes is None else float(aggregate_bytes)
+            if self.aggregation == "reduce-scatter" and levels is None:
+                out["aggregate"] = self._reduce_scatter_features(n, p, wb)
+                return self._with_overhead(out, parts)
             if levels is None:
                 levels = tree_levels(p, self.depth, self.rule)
             elif levels[0] != p or any(b < 1 for b in levels):
                 raise ValueError(f"levels: expected [{p}, ...] of positive counts, received "
                                  f"{levels}")
             out["aggregate"] = self._aggregate_features(n, levels, wb)
+        return self._with_overhead(out, parts)
+
+    @staticmethod
+    def _with_overhead(out, parts):
         if "overhead" in parts:
             out["overhead"] = np.array([0, 0, 0, 0, 0, 1, 0], dtype=float)
         return out
+
+    def _reduce_scatter_features(self, n, p, wb):
+        # One shuffle stage of K + 1 reduce tasks; reducer k fetches slice k of all P partials;
+        # the driver reads K float64 sums (8 bytes per value) and the scalar rows.
+        k = slice_count(wb / self.partial_bytes_per_weight, p)
+        task_waves, slice_waves = math.ceil((k + 1) / n), math.ceil(k / n)
+        summed = 8.0 * wb / self.partial_bytes_per_weight
+        return np.array([0, task_waves, slice_waves * p * wb / k + summed,
+                         slice_waves * p + k + 1, 1, 0, 0], dtype=float)
+
+    def traffic(self, n, partitions=None):
+        """What summing the partial gradients moves per iteration, by :attr:`aggregation`.
+
+        Returns
+        -------
+        dict
+            ``stages`` (stages of the gradient job), ``slices`` (``K``; 0 for the tree),
+            ``map_out_bytes`` (bytes one map task sends out), ``worker_in_bytes`` (the most
+            bytes into one worker's link), ``driver_in_bytes`` (into the driver's link) and
+            ``messages`` (fetches, driver's included).
+        """
+        n, p = self._partitions(n, partitions)
+        gb = float(self.partial_bytes)
+        if self.aggregation == "reduce-scatter":
+            k = slice_count(self.n_weights, p)
+            return {"stages": 2, "slices": k, "map_out_bytes": gb,
+                    "worker_in_bytes": math.ceil(k / n) * p * gb / k,
+                    "driver_in_bytes": 8.0 * self.n_weights,
+                    "messages": math.ceil(k / n) * p + k + 1}
+        levels = tree_levels(p, self.depth, self.rule)
+        worker = sum(math.ceil(there / n) * math.ceil(here / there) * gb
+                     for here, there in zip(levels[:-1], levels[1:]))
+        fetches = sum(math.ceil(there / n) * math.ceil(here / there)
+                      for here, there in zip(levels[:-1], levels[1:]))
+        return {"stages": len(levels), "slices": 0, "map_out_bytes": gb,
+                "worker_in_bytes": worker, "driver_in_bytes": levels[-1] * gb,
+                "messages": fetches + levels[-1]}
 
     @staticmethod
     def _aggregate_features(n, levels, wb):

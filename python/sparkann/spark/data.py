@@ -19,6 +19,7 @@ from pyspark import StorageLevel
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import types as T
 
+from sparkann.scaling.model import slice_count
 from sparkann.spark import resident
 from sparkann.spark.session import classic_context, is_connect
 
@@ -440,17 +441,9 @@ class CachedBlocks:
 
 # Rows of the reduce-scatter: slice ``k < K`` holds values of the vector (in the vector's
 # dtype before the sum, float64 after it); slice ``K`` holds each partition's float64
-# scalars, or no bytes for a partition whose stacked file was not found.
+# scalars, or no bytes for a partition whose stacked file was not found. How many slices:
+# ``sparkann.scaling.slice_count``, which also states what the shuffle costs.
 SLICE_SCHEMA = "slice int, partition int, values binary"
-# Values per slice, at least: a slice is one row through the shuffle, and fewer, larger rows
-# cost less per value than many small ones.
-SLICE_VALUES = 1 << 18
-
-
-def slice_count(size, partitions):
-    """Slices of a vector of ``size`` values summed over ``partitions`` partitions: one per
-    partition (each reducer adds a ``1/K`` share), fewer for small vectors."""
-    return max(1, min(int(partitions), -(-int(size) // SLICE_VALUES)))
 
 
 def _slice_bounds(size, n_slices):
