@@ -120,3 +120,29 @@ def test_unpersist_deletes_the_stacked_files(spark, data):
     blocks.unpersist()
     assert not any(os.path.exists(p) for p in paths)
     assert not os.path.exists(os.path.dirname(paths[0]))
+
+
+@pytest.mark.parametrize("n_slices", [1, 3])
+def test_slices_add_up_in_partition_order_one_slice_in_one_job(spark, n_slices):
+    # The reduce-scatter's sum: several slices through a shuffle, one slice at the driver
+    # (a shuffle into a single reducer would only add a stage and, adaptively, a job).
+    import pyarrow as pa
+    from sparkann.spark.data import _slice_rows, read_slices, summed_slices
+    vectors = np.random.default_rng(3).normal(size=(4, 10)).astype(np.float32)
+    batches = [b for p in (2, 0, 3, 1)
+               for b in _slice_rows(p, (vectors[p], np.array([p, 1.0])), "float32", n_slices)]
+    rows = spark.createDataFrame(pa.Table.from_batches(batches))
+    sc = spark.sparkContext
+    sc.setJobGroup("summed-slices", "test")
+    try:
+        table = summed_slices(rows, "float32", n_slices)
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    total, scalars, missing = read_slices(table, 10, n_slices)
+    expected = np.zeros(10)
+    for p in range(4):
+        expected += vectors[p]
+    assert np.array_equal(total, expected)
+    assert [p for p, _ in scalars] == [0, 1, 2, 3] and not missing
+    if n_slices == 1:
+        assert len(sc.statusTracker().getJobIdsForGroup("summed-slices")) == 1

@@ -366,7 +366,10 @@ class CachedBlocks:
         Every task emits its partition's vector in ``K`` slices keyed by slice, plus one row
         of its own scalars; a shuffle by slice brings slice ``k`` of every partition to one
         task, which adds them (in partition order, so sums do not depend on which task
-        finished first); the driver reads the ``K`` summed slices and the scalar rows.
+        finished first); the driver reads the ``K`` summed slices and the scalar rows. A
+        vector of one slice skips the shuffle: the driver adds the partials (see
+        :func:`summed_slices`). The cost per iteration is in ``sparkann.scaling`` (its
+        ``reduce-scatter`` aggregation).
 
         Parameters
         ----------
@@ -392,12 +395,8 @@ class CachedBlocks:
             return partition_slices(batches, layout, partition_fn, vector_dtype, n_slices,
                                     whole)
 
-        def add(batches):
-            return add_slices(batches, vector_dtype, n_slices)
-
-        table = (self.handles.mapInArrow(partials, SLICE_SCHEMA)
-                 .repartitionById(n_slices + 1, "slice")
-                 .mapInArrow(add, SLICE_SCHEMA).toArrow())
+        table = summed_slices(self.handles.mapInArrow(partials, SLICE_SCHEMA), vector_dtype,
+                              n_slices)
         total, scalars, missing = read_slices(table, size, n_slices)
         if missing:
             log.warning("%d partition(s) ran away from their stacked data; computing them "
@@ -421,12 +420,8 @@ class CachedBlocks:
                                                                     **stacking)]
             return _slice_rows(part, partition_fn(blocks), vector_dtype, n_slices)
 
-        def add(batches):
-            return add_slices(batches, vector_dtype, n_slices)
-
-        table = (self.columns.mapInArrow(partials, SLICE_SCHEMA)
-                 .repartitionById(n_slices + 1, "slice")
-                 .mapInArrow(add, SLICE_SCHEMA).toArrow())
+        table = summed_slices(self.columns.mapInArrow(partials, SLICE_SCHEMA), vector_dtype,
+                              n_slices)
         return read_slices(table, size, n_slices)
 
     def partition_summaries(self):
@@ -466,6 +461,27 @@ def _slice_rows(partition, value, vector_dtype, n_slices):
     yield pa.RecordBatch.from_arrays(
         [pa.array(slices, pa.int32()), pa.array(parts, pa.int32()),
          pa.array(values, pa.large_binary())], names=["slice", "partition", "values"])
+
+
+def summed_slices(rows, vector_dtype, n_slices):
+    """The Arrow table of ``rows`` (a DataFrame of ``SLICE_SCHEMA`` rows, ``n_slices`` slices
+    per partition) with each slice summed over the partitions.
+
+    Several slices: a shuffle by slice brings slice ``k`` of every partition to one task.
+    One slice: that task would receive every partial, as the driver does here, and the
+    shuffle would only add a stage (and, with adaptive execution, a job); the driver adds the
+    partials with the same function, in the same order.
+    """
+    if n_slices > 1:
+        def add(batches):
+            return add_slices(batches, vector_dtype, n_slices)
+
+        return (rows.repartitionById(n_slices + 1, "slice").mapInArrow(add, SLICE_SCHEMA)
+                .toArrow())
+    import pyarrow as pa
+    table = rows.toArrow()
+    summed = list(add_slices(table.to_batches(), vector_dtype, n_slices))
+    return pa.Table.from_batches(summed) if summed else table
 
 
 def partition_slices(batches, layout, partition_fn, vector_dtype, n_slices, whole):
