@@ -254,6 +254,8 @@ def expected_reduce_scatter(m, n, partitions, p=THETA):
     """The reduce-scatter written out: one more stage, K + 1 reduce tasks in waves, each
     slice's reducer fetching P slices of Gb / K bytes, and the driver's K float64 sums."""
     k = min(partitions, math.ceil(m.n_weights / 2 ** 18))
+    if k == 1:      # one slice: the driver fetches and adds the P partials
+        return partitions * (p.latency + m.partial_bytes / p.bandwidth)
     slice_g = p.latency + m.partial_bytes / k / p.bandwidth
     return (p.stage + math.ceil((k + 1) / n) * p.task + math.ceil(k / n) * partitions * slice_g
             + (k + 1) * p.latency + 8 * m.n_weights / p.bandwidth)
@@ -283,8 +285,8 @@ def test_traffic_per_iteration_of_both_ways_of_summing():
     assert rs.traffic(2, 8) == {"stages": 2, "slices": 8, "map_out_bytes": gb,
                                 "worker_in_bytes": 4 * gb, "driver_in_bytes": 8.0 * w,
                                 "messages": 4 * 8 + 9}
-    # two stages whatever the partition count; the driver always reads the float64 sum
-    for p in (1, 2, 4, 16):
+    # two stages whatever the partition count (past one); the driver reads the float64 sum
+    for p in (2, 4, 16):
         assert rs.traffic(2, p)["stages"] == 2
         assert rs.traffic(2, p)["driver_in_bytes"] == 8.0 * w
     tree = model(bytes_per_weight=4)
@@ -296,10 +298,11 @@ def test_traffic_per_iteration_of_both_ways_of_summing():
     assert tree.traffic(2, 4) == {"stages": 1, "slices": 0, "map_out_bytes": gb,
                                   "worker_in_bytes": 0, "driver_in_bytes": 4 * gb,
                                   "messages": 4}
-    # a small vector is one slice: one reducer takes all the partials
+    # a small vector is one slice: no shuffle, the driver adds the partials, as the tree does
     small = model(layers=[784, 256, 128, 10], bytes_per_weight=4, aggregation="reduce-scatter")
-    assert small.traffic(2, 8)["slices"] == 1
-    assert small.traffic(2, 8)["worker_in_bytes"] == 8 * small.partial_bytes
+    assert small.traffic(2, 4) == dict(replace(small, aggregation="tree").traffic(2, 4),
+                                       slices=1)
+    assert small.traffic(2, 8)["driver_in_bytes"] == 8 * small.partial_bytes
     with pytest.raises(ValueError, match="aggregation"):
         model(aggregation="allreduce")
 

@@ -67,7 +67,12 @@ and adds them; the driver then reads the ``K`` summed slices in float64 (``8 W``
     t_aggregate = c_stage + ceil((K + 1) / n) * c_task
                   + ceil(K / n) * P * (a + Gb / (K * B)) + (K + 1) * a + 8 W / B
 
-Per iteration that is two stages (map, reduce) whatever ``P`` is, against ``1 + L`` for
+A vector of one slice (``K = 1``, under ``2**18`` weights) skips the shuffle, where a single
+reducer would take every partial: the driver fetches the ``P`` partials and adds them
+(``t_aggregate = P * (a + Gb / B)``, one stage), as ``treeAggregate`` does below its first
+level.
+
+Otherwise that is two stages (map, reduce) per iteration whatever ``P`` is, against ``1 + L`` for
 ``treeAggregate``; each map task sends ``Gb`` bytes out over its link (in ``K`` pieces), each
 worker's link takes in ``ceil(K / n) * P * Gb / K`` bytes (about ``P * Gb / n``: the sum is
 shared by the workers, where ``treeAggregate`` without levels brings all ``P * Gb`` to the
@@ -358,6 +363,8 @@ class ScalingModel:
         # One shuffle stage of K + 1 reduce tasks; reducer k fetches slice k of all P partials;
         # the driver reads K float64 sums (8 bytes per value) and the scalar rows.
         k = slice_count(wb / self.partial_bytes_per_weight, p)
+        if k == 1:      # no shuffle: the driver adds the partials
+            return np.array([0, 0, p * wb, p, 0, 0, 0], dtype=float)
         task_waves, slice_waves = math.ceil((k + 1) / n), math.ceil(k / n)
         summed = 8.0 * wb / self.partial_bytes_per_weight
         return np.array([0, task_waves, slice_waves * p * wb / k + summed,
@@ -369,15 +376,19 @@ class ScalingModel:
         Returns
         -------
         dict
-            ``stages`` (stages of the gradient job), ``slices`` (``K``; 0 for the tree),
+            ``stages`` (stages of the gradient job), ``slices`` (``K``; 0 for the tree, 1
+            when the reduce-scatter adds at the driver),
             ``map_out_bytes`` (bytes one map task sends out), ``worker_in_bytes`` (the most
             bytes into one worker's link), ``driver_in_bytes`` (into the driver's link) and
             ``messages`` (fetches, driver's included).
         """
         n, p = self._partitions(n, partitions)
         gb = float(self.partial_bytes)
+        k = slice_count(self.n_weights, p)
+        if self.aggregation == "reduce-scatter" and k == 1:
+            return {"stages": 1, "slices": 1, "map_out_bytes": gb, "worker_in_bytes": 0,
+                    "driver_in_bytes": p * gb, "messages": p}
         if self.aggregation == "reduce-scatter":
-            k = slice_count(self.n_weights, p)
             return {"stages": 2, "slices": k, "map_out_bytes": gb,
                     "worker_in_bytes": math.ceil(k / n) * p * gb / k,
                     "driver_in_bytes": 8.0 * self.n_weights,
