@@ -37,7 +37,12 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "python")]
+try:        # an installed sparkann (what the executors import too) ...
+    import sparkann  # noqa: F401
+    SOURCE_PATHS = []
+except ImportError:     # ... else the source tree, built in place
+    SOURCE_PATHS = [ROOT, os.path.join(ROOT, "python")]
+    sys.path[:0] = SOURCE_PATHS
 
 TOPOLOGIES = {"A": [784, 256, 128, 10], "B": [784, 1024, 1024, 10]}
 
@@ -53,15 +58,17 @@ def spark_home():
     return home
 
 
-def start(master):
+def start(master, executor_memory="1024m", driver_memory="1g"):
     from pyspark.sql import SparkSession
-    path = os.pathsep.join([ROOT, os.path.join(ROOT, "python")])
-    return (SparkSession.builder.master(master).appName("sparkann-bench-scaling")
+    builder = SparkSession.builder
+    if SOURCE_PATHS:
+        builder = builder.config("spark.executorEnv.PYTHONPATH", os.pathsep.join(SOURCE_PATHS))
+    return (builder.master(master).appName("sparkann-bench-scaling")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.executor.memory", "1024m")
-            .config("spark.executorEnv.PYTHONPATH", path)
+            .config("spark.driver.memory", driver_memory)
+            .config("spark.executor.memory", executor_memory)
             .config("spark.executorEnv.OMP_NUM_THREADS", "1")
             .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
             .getOrCreate())
@@ -75,38 +82,62 @@ def cached_partitions(sc, rdd):
     return 0
 
 
-def measure(spark, layers, dtype, examples, partitions, iterations, warmup):
-    """Median seconds per call of the product's distributed loss and gradient."""
+def cached(spark, layers, dtype, examples, partitions, frame=False):
+    """Random training blocks stacked by the product, checked to be all in memory; with
+    ``frame``, handles in a cached DataFrame (the reduce-scatter path) instead of an RDD."""
     from sparkann.spark.calibration import random_frame
     from sparkann.spark.data import cache_blocks
+
+    data = random_frame(spark, layers[0], layers[-1], examples, partitions, seed=7)
+    blocks = cache_blocks(data, "features", "label", layers[0], layers[-1], dtype=dtype,
+                          block_size=128, frame=frame)
+    held = partitions if frame else cached_partitions(spark.sparkContext, blocks.handles)
+    if held != partitions or blocks.n_rows != examples:
+        blocks.unpersist()
+        raise RuntimeError(f"{held} of {partitions} partitions and {blocks.n_rows} of "
+                           f"{examples} rows cached; the timing would include recomputing")
+    return blocks
+
+
+def timed_calls(calls, iterations, warmup):
+    """Median seconds of each of ``{name: loss_grad}`` at the same weights, in turns."""
+    times = {name: [] for name in calls}
+    for i in range(warmup + iterations):
+        for name, (loss_grad, weights) in calls.items():
+            t0 = time.perf_counter()
+            loss, _ = loss_grad(weights)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+            if not np.isfinite(loss):
+                raise RuntimeError(f"the gradient job gave a loss of {loss}")
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def measure(spark, layers, dtype, examples, partitions, iterations, warmup,
+            aggregations=("tree",)):
+    """Median seconds per call of the product's distributed loss and gradient, for each way
+    of summing the partials (``tree``: treeAggregate; ``reduce-scatter``: the slice shuffle
+    of Spark Connect sessions), taken in turns on the same data and weights."""
     from sparkann.spark.gradient import DistributedLossGrad
     from sparkann.topology import Topology
 
     topology = Topology.from_sizes(layers)
-    frame = random_frame(spark, layers[0], layers[-1], examples, partitions, seed=7)
-    blocks = cache_blocks(frame, "features", "label", layers[0], layers[-1], dtype=dtype,
-                          block_size=128)
+    weights = topology.init_weights(seed=1, dtype=dtype)
+    calls, held = {}, []
     try:
-        held = cached_partitions(spark.sparkContext, blocks.handles)
-        if held != partitions or blocks.n_rows != examples:
-            raise RuntimeError(f"{held} of {partitions} partitions and {blocks.n_rows} of "
-                               f"{examples} rows cached; the timing would include recomputing")
-        loss_grad = DistributedLossGrad(blocks, topology, dtype, 128)
-        weights = topology.init_weights(seed=1, dtype=dtype)
-        times = []
-        for i in range(warmup + iterations):
-            t0 = time.perf_counter()
-            loss, _ = loss_grad(weights)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        if not np.isfinite(loss):
-            raise RuntimeError(f"the gradient job gave a loss of {loss}")
+        for name in aggregations:
+            held.append(cached(spark, layers, dtype, examples, partitions,
+                               frame=name == "reduce-scatter"))
+            calls[name] = (DistributedLossGrad(held[-1], topology, dtype, 128), weights)
+        seconds = timed_calls(calls, iterations, warmup)
     finally:
-        blocks.unpersist()
-    return float(np.median(times))
+        for blocks in held:
+            blocks.unpersist()
+    return seconds if len(aggregations) > 1 else seconds[aggregations[0]]
 
 
-def calibrate(spark, workers, rates, dtype, examples, repeats):
+def calibrate(spark, workers, rates, dtype, examples, repeats, topologies=TOPOLOGIES,
+              partitions=None):
     """One model per topology from jobs that are not the gradient job (see the docstring)."""
     from sparkann import scaling
     from sparkann.spark import calibration
@@ -114,13 +145,12 @@ def calibrate(spark, workers, rates, dtype, examples, repeats):
     models = {name: scaling.ScalingModel(layers, examples[name],
                                          scaling.Parameters(flops=rates[name], bandwidth=1e9),
                                          bytes_per_weight=4 if dtype == "float32" else 8)
-              for name, layers in TOPOLOGIES.items()}
+              for name, layers in topologies.items()}
     obs = calibration.spark_observations(spark.sparkContext, workers,
                                          [m.weight_bytes for m in models.values()],
                                          [m.partial_bytes for m in models.values()],
-                                         repeats=repeats)
-    obs += calibration.read_observations(spark, workers, TOPOLOGIES["A"][0], dtype,
-                                         repeats=repeats)
+                                         partitions=partitions, repeats=repeats)
+    obs += calibration.read_observations(spark, workers, 784, dtype, repeats=repeats)
     # The Spark jobs compute nothing, so the FLOP rate fixed here does not enter the fit.
     first = next(iter(models.values()))
     machine = scaling.fit_parameters(first, obs, fixed={"sec_per_flop": 1.0 / first.params.flops})
@@ -134,12 +164,77 @@ def calibrate(spark, workers, rates, dtype, examples, repeats):
     return models, machine, obs
 
 
+AGGREGATION_TOPOLOGIES = dict(TOPOLOGIES, C=[784, 2500, 2000, 1500, 1000, 500, 10])
+
+
+def aggregation_table(args):
+    """``--aggregation``: treeAggregate against the slice reduce-scatter on
+    ``local-cluster[2,1,...]`` for A, B and C at 2, 4 and 8 partitions, each beside the
+    model's prediction (calibrated as above, on jobs that are neither of the two)."""
+    from dataclasses import replace as with_fields
+
+    from sparkann.spark import calibration
+
+    examples = dict(zip("ABC", args.examples))
+    print(f"# load average at start: {os.getloadavg()} on {os.cpu_count()} cores; "
+          f"{args.dtype}; examples {examples}; {args.iterations} timed calls after one warm-up, "
+          "in turns", flush=True)
+    rows = []
+    spark = start(f"local-cluster[2,1,{args.worker_memory}]", args.executor_memory, "3g")
+    try:
+        rates = {name: calibration.worker_flop_rate(spark.sparkContext, layers, 2,
+                                                    args.dtype, rows=1024, repeats=3)
+                 for name, layers in AGGREGATION_TOPOLOGIES.items()}
+        models, p, obs = calibrate(spark, 2, rates, args.dtype, examples, 3,
+                                   AGGREGATION_TOPOLOGIES, partitions=[2, 4, 8])
+        print("# FLOP rate of a worker " + ", ".join(
+            f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()) +
+            f"; calibrated bandwidth {p.bandwidth / 1e6:.0f} MB/s, latency "
+            f"{p.latency * 1e3:.1f} ms, task {p.task * 1e3:.1f} ms, stage {p.stage * 1e3:.1f} "
+            f"ms, job {p.job * 1e3:.1f} ms", flush=True)
+        for name, layers in AGGREGATION_TOPOLOGIES.items():
+            for parts in (2, 4, 8):
+                got = measure(spark, layers, args.dtype, examples[name], parts,
+                              args.iterations, 1, aggregations=("tree", "reduce-scatter"))
+                row = {"topology": name, "P": parts, "load": os.getloadavg()[0]}
+                for way in ("tree", "reduce-scatter"):
+                    model = with_fields(models[name], aggregation=way)
+                    row[way] = (got[way], model.time(2, parts), model.traffic(2, parts))
+                rows.append(row)
+                print(f"{name} P={parts}: " + ", ".join(
+                    f"{way} {row[way][0]:.3f} s (model {row[way][1]:.3f} s)"
+                    for way in ("tree", "reduce-scatter")) + f"; load {row['load']:.1f}",
+                    flush=True)
+    finally:
+        spark.stop()
+    print("\n| network | P | treeAggregate s | model s | reduce-scatter s | model s | "
+          "stages tree / r-s | into a worker MB tree / r-s | into the driver MB tree / r-s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        (t_got, t_pred, t_tr), (s_got, s_pred, s_tr) = r["tree"], r["reduce-scatter"]
+        print(f"| {r['topology']} | {r['P']} | {t_got:.3f} | {t_pred:.3f} | {s_got:.3f} | "
+              f"{s_pred:.3f} | {t_tr['stages']} / {s_tr['stages']} | "
+              f"{t_tr['worker_in_bytes'] / 1e6:.1f} / {s_tr['worker_in_bytes'] / 1e6:.1f} | "
+              f"{t_tr['driver_in_bytes'] / 1e6:.1f} / {s_tr['driver_in_bytes'] / 1e6:.1f} |")
+    print(f"load average at the end {os.getloadavg()}")
+    return 0
+
+
 def main(argv=None):
     from sparkann import scaling
     from sparkann.spark import calibration
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points and repeats")
+    parser.add_argument("--aggregation", action="store_true",
+                        help="treeAggregate vs the reduce-scatter, A/B/C at 2, 4, 8 partitions")
+    parser.add_argument("--examples", type=int, nargs=3, default=[20000, 6000, 2000],
+                        metavar=("A", "B", "C"), help="--aggregation: rows per network")
+    parser.add_argument("--iterations", type=int, default=3,
+                        help="--aggregation: timed calls per point and way")
+    parser.add_argument("--worker-memory", default="2048",
+                        help="--aggregation: local-cluster worker memory (MB)")
+    parser.add_argument("--executor-memory", default="1536m")
     parser.add_argument("--plot-dir", default=None, help="write scaling_<topology>.png here")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--verbose", action="store_true",
@@ -151,6 +246,11 @@ def main(argv=None):
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     home = spark_home()
     os.environ["SPARK_HOME"] = home
+    if args.aggregation:
+        try:
+            return aggregation_table(args)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
     examples = {"A": 60000, "B": 6000 if args.quick else 12000}
     iterations, warmup = (3, 1) if args.quick else (5, 2)
     repeats = 5

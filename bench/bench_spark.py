@@ -20,6 +20,16 @@ second Spark driver started by this script. MLlib's job times come from Spark's 
 (job start/end), ours from the driver (which also counts the weight broadcast). Usage::
 
     python bench/bench_spark.py [--iters 4] [--skip-b-time] [--mllib-85-iters 100]
+
+``--connect`` runs (a) only, in both session kinds side by side: each of ``--repeats`` rounds
+starts one driver process with a classic ``local[2]`` session and one with a Spark Connect
+session (``SparkSession.builder.remote("local[2]")``: a local Connect server in front of the
+same ``local[2]``), in turns; MLlib and ours both run through the session. It prints table (a)
+for each kind (medians over the rounds) and, per configuration, the ratio of our ratio to
+MLlib under Connect to the same ratio in the classic session (1.00: Connect costs us what it
+costs MLlib). ``--rows`` and ``--configs`` narrow the run::
+
+    python bench/bench_spark.py --connect --repeats 3 --rows 20000 --configs A-128 A-1024 B-1024
 """
 import argparse
 import glob
@@ -35,29 +45,34 @@ import numpy as np
 
 A = [784, 256, 128, 10]
 B = [784, 1024, 1024, 10]
+NETWORKS = {"A": A, "B": B}
+CONFIGS = ["A-128", "A-1024", "B-128", "B-1024"]
 
 
-def local_session(app, **conf):
-    """A local[2] session on loopback, quiet, with the extra settings ``conf``."""
+def local_session(app, connect=False, **conf):
+    """A local[2] session on loopback, quiet, with the extra settings ``conf``; with
+    ``connect``, a Spark Connect session to a local Connect server in this process (the
+    settings go to the server's SparkContext)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
-    builder = (SparkSession.builder.master("local[2]").appName(app)
+    builder = SparkSession.builder.remote("local[2]") if connect else (
+        SparkSession.builder.master("local[2]"))
+    builder = (builder.appName(app)
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.ui.enabled", "false")
+               .config("spark.log.level", "ERROR")
                .config("spark.ui.showConsoleProgress", "false"))
     for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return builder.getOrCreate()
 
 
-def session(event_dir, native_blas=False):
+def session(event_dir, native_blas=False, connect=False):
     return local_session(
-        "bench_spark", **{
+        "bench_spark", connect=connect, **{
             "spark.driver.memory": "8g",
             "spark.eventLog.enabled": "true",
             "spark.eventLog.dir": event_dir,
@@ -73,6 +88,17 @@ def mllib_blas(spark):
         return blas.getClass().getSimpleName()
     except Exception:   # noqa: BLE001 - no native library: MLlib uses its Java BLAS
         return spark._jvm.dev.ludovic.netlib.blas.JavaBLAS.getInstance().getClass().getSimpleName()
+
+
+def tag_jobs(spark, group):
+    """Mark the jobs that follow as ``group`` in the event log: a job group in a classic
+    session, a job tag under Spark Connect (which has no SparkContext)."""
+    from sparkann.spark.session import is_connect
+    if is_connect(spark):
+        spark.clearTags()
+        spark.addTag(group)
+    else:
+        spark.sparkContext.setJobGroup(group, group)
 
 
 def cached_train(spark, X, y):
@@ -123,14 +149,77 @@ def job_seconds(event_dir):
                     continue
                 kind = e.get("Event")
                 if kind == "SparkListenerJobStart":
-                    group = (e.get("Properties") or {}).get("spark.jobGroup.id")
-                    names = " ".join(s.get("Stage Name", "") for s in e.get("Stage Infos", []))
-                    starts[e["Job ID"]] = (group, e["Submission Time"], "treeAggregate" in names)
+                    group = job_group(e.get("Properties") or {})
+                    starts[e["Job ID"]] = (group, e["Submission Time"], is_tree_aggregate(e))
                 elif kind == "SparkListenerJobEnd" and e["Job ID"] in starts:
                     group, t0, is_agg = starts[e["Job ID"]]
                     if group and is_agg:
                         out.setdefault(group, []).append((e["Completion Time"] - t0) / 1000)
     return out
+
+
+def is_tree_aggregate(job_start):
+    """Whether a job is a ``treeAggregate``: by its stage names (classic), or by the scope of
+    its RDDs (Spark Connect names stages after the client's plan)."""
+    for stage in job_start.get("Stage Infos", []):
+        if "treeAggregate" in stage.get("Stage Name", ""):
+            return True
+        for rdd in stage.get("RDD Info", []):
+            if '"name":"treeAggregate"' in (rdd.get("Scope") or ""):
+                return True
+    return False
+
+
+def job_group(properties):
+    """The group a job was started in: its job group (classic), or the user's tag that Spark
+    Connect attaches as ``SparkConnect_..._Tag_<tag>`` to the jobs of an operation."""
+    group = properties.get("spark.jobGroup.id")
+    for tag in (properties.get("spark.job.tags") or "").split(","):
+        if "_Tag_" in tag:
+            group = tag.rsplit("_Tag_", 1)[1]
+    return group
+
+
+def gradient_rows(spark, df, configs, iters):
+    """(a) for each configuration ``"A-128"`` (network, block size): MLlib's fit, then ours
+    in float32 and float64, from the same initial weights. Returns ``{config: row}``; MLlib's
+    gradient seconds are in the event log, under the job group ``mllib-<config>``."""
+    from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
+    from sparkann.spark import MultilayerPerceptronClassifier as Ours
+    from sparkann.topology import Topology
+    results = {}
+    for key in configs:
+        name, block = key.split("-")
+        sizes, block = NETWORKS[name], int(block)
+        w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64")
+        # MLlib first, then ours, then ours in float64: alternating per configuration
+        tag_jobs(spark, f"mllib-{key}")
+        t = time.perf_counter()
+        m = MLlib(layers=sizes, blockSize=block, maxIter=iters, tol=0.0, seed=1,
+                  initialWeights=w0.tolist()).fit(df)
+        row = {"mllib_wall": time.perf_counter() - t,
+               "mllib_iters": len(m.summary().objectiveHistory) - 1}
+        for dtype in ("float32", "float64"):
+            tag_jobs(spark, f"ours-{dtype}-{key}")
+            t = time.perf_counter()
+            model = Ours(layers=sizes, blockSize=block, maxIter=iters, tol=0.0,
+                         initialWeights=w0.tolist(), dtype=dtype).fit(df)
+            row[f"ours_{dtype}_wall"] = time.perf_counter() - t
+            row[f"ours_{dtype}_grad"] = statistics.median(model.gradient_seconds)
+            row[f"ours_{dtype}_evals_per_iter"] = (len(model.gradient_seconds)
+                                                   / max(1, len(model.history)))
+        results[key] = row
+        print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return results
+
+
+def with_mllib_jobs(results, jobs):
+    """Add MLlib's median gradient seconds and gradients per iteration from the event log."""
+    for key, row in results.items():
+        mj = jobs.get(f"mllib-{key}", [])
+        row["mllib_grad"] = statistics.median(mj) if mj else float("nan")
+        row["mllib_evals_per_iter"] = len(mj) / max(1, row["mllib_iters"])
+    return results
 
 
 def floor_seconds(sc, sizes, n_rows, repeats=9):
@@ -177,9 +266,78 @@ def accuracy(topology_sizes, activation, weights, Xt, yt):
     return float(np.mean(p.argmax(1) == yt))
 
 
+def gradient_section(kind, iters, rows, configs):
+    """One driver process of ``--connect``: (a) through a ``kind`` session, as JSON."""
+    from sparkann.datasets import load_fashion_mnist
+    event_dir = tempfile.mkdtemp(prefix="bench-spark-events-")
+    spark = session(event_dir, connect=kind == "connect")
+    X, y = load_fashion_mnist(kind="train", dtype="float64")
+    df = cached_train(spark, X[:rows], y[:rows])
+    results = gradient_rows(spark, df, configs, iters)
+    spark.stop()
+    print("SECTION " + json.dumps(with_mllib_jobs(results, job_seconds(event_dir))), flush=True)
+
+
+SESSION_KINDS = ("classic", "connect")
+
+
+def side_by_side(args):
+    """``--connect``: (a) in classic and Connect driver processes, in turns, then the tables."""
+    runs = {kind: [] for kind in SESSION_KINDS}
+    for round_ in range(args.repeats):
+        for kind in SESSION_KINDS:
+            t = time.perf_counter()
+            run = subprocess.run([sys.executable, __file__, "--gradient-section", kind,
+                                  "--iters", str(args.iters), "--rows", str(args.rows),
+                                  "--configs", *args.configs], capture_output=True, text=True)
+            lines = [ln for ln in run.stdout.splitlines() if ln.startswith("SECTION ")]
+            if not lines:
+                sys.stderr.write(run.stdout[-3000:] + run.stderr[-5000:])
+                raise RuntimeError(f"the {kind} driver failed (exit status {run.returncode})")
+            runs[kind].append(json.loads(lines[-1][8:]))
+            print(f"round {round_ + 1} {kind} ({time.perf_counter() - t:.0f} s): " + "; ".join(
+                f"{key} MLlib {row['mllib_grad']:.3f} f32 {row['ours_float32_grad']:.3f} "
+                f"f64 {row['ours_float64_grad']:.3f}" for key, row in runs[kind][-1].items()),
+                flush=True)
+    medians = {kind: {key: {field: statistics.median(r[key][field] for r in rounds)
+                            for field in rounds[0][key]} for key in args.configs}
+               for kind, rounds in runs.items()}
+    for kind in SESSION_KINDS:
+        print(f"\n(a) {kind} session: seconds per full-batch gradient evaluation, medians of "
+              f"{args.repeats} driver processes; {args.rows} rows, local[2], MLlib float64 "
+              "with its Java BLAS")
+        print(f"{'config':8s} {'MLlib java':>10s} {'ev/it':>6s} {'ours f32':>9s} {'ev/it':>6s} "
+              f"{'ours f64':>9s} {'java/f32':>8s} {'java/f64':>8s}")
+        for key, row in medians[kind].items():
+            f32, f64, m_grad = row["ours_float32_grad"], row["ours_float64_grad"], row["mllib_grad"]
+            print(f"{key:8s} {m_grad:10.3f} {row['mllib_evals_per_iter']:6.2f} {f32:9.3f} "
+                  f"{row['ours_float32_evals_per_iter']:6.2f} {f64:9.3f} {m_grad / f32:8.2f} "
+                  f"{m_grad / f64:8.2f}")
+    print("\nour ratio to MLlib (MLlib seconds / ours) under Connect over the same ratio in the "
+          "classic session (1.00: Connect costs us what it costs MLlib)")
+    print(f"{'config':8s} {'classic f32':>11s} {'connect f32':>11s} {'conn/clas':>9s} "
+          f"{'classic f64':>11s} {'connect f64':>11s} {'conn/clas':>9s}")
+    for key in args.configs:
+        line = f"{key:8s}"
+        for dtype in ("float32", "float64"):
+            ratio = [medians[k][key]["mllib_grad"] / medians[k][key][f"ours_{dtype}_grad"]
+                     for k in SESSION_KINDS]
+            line += f" {ratio[0]:11.2f} {ratio[1]:11.2f} {ratio[1] / ratio[0]:9.2f}"
+        print(line)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=3, help="L-BFGS iterations per (a) run")
+    ap.add_argument("--connect", action="store_true",
+                    help="(a) only, in classic and Spark Connect sessions side by side")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="--connect: driver processes per session kind")
+    ap.add_argument("--rows", type=int, default=60000,
+                    help="--connect: the first ROWS training rows")
+    ap.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS,
+                    help="--connect: network-blockSize configurations")
+    ap.add_argument("--gradient-section", choices=SESSION_KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--mllib-85-iters", type=int, default=100)
     ap.add_argument("--skip-b-time", action="store_true", help="skip (b) for topology B")
     ap.add_argument("--skip-mllib-85", action="store_true")
@@ -189,6 +347,10 @@ def main():
     args = ap.parse_args()
     if args.mllib_native_only:
         return mllib_native_gradients(args.iters)
+    if args.gradient_section:
+        return gradient_section(args.gradient_section, args.iters, args.rows, args.configs)
+    if args.connect:
+        return side_by_side(args)
 
     import ann_core
     from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
@@ -208,44 +370,28 @@ def main():
           flush=True)
 
     results = {}
-    for name, sizes in (("A", A), ("B", B)):
+    for key in CONFIGS:
+        row = gradient_rows(spark, df, [key], args.iters)[key]
+        name, block = key.split("-")
+        sizes, block = NETWORKS[name], int(block)
         w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64")
-        for block in (128, 1024):
-            key = f"{name}-{block}"
-            # MLlib first, then ours, then ours in float64: alternating per configuration
-            sc.setJobGroup(f"mllib-{key}", "mllib")
+        sc.setJobGroup("native", "native")
+        # (c): the native engine on one machine, same number of threads (2), float32
+        previous = ann_core.set_blas_threads(2)
+        net = Topology.from_sizes(sizes).network("float32", block)
+        X32, y64 = np.ascontiguousarray(X, np.float32), y.astype(np.int64)
+        w32, g = w0.astype(np.float32), np.zeros(net.n_weights, np.float32)
+        times = []
+        for _ in range(3):
             t = time.perf_counter()
-            m = MLlib(layers=sizes, blockSize=block, maxIter=args.iters, tol=0.0, seed=1,
-                      initialWeights=w0.tolist()).fit(df)
-            mllib_wall = time.perf_counter() - t
-            mllib_iters = len(m.summary().objectiveHistory) - 1
-            row = {"mllib_wall": mllib_wall, "mllib_iters": mllib_iters}
-            for dtype in ("float32", "float64"):
-                sc.setJobGroup(f"ours-{dtype}-{key}", "ours")
-                t = time.perf_counter()
-                model = Ours(layers=sizes, blockSize=block, maxIter=args.iters, tol=0.0,
-                             initialWeights=w0.tolist(), dtype=dtype).fit(df)
-                row[f"ours_{dtype}_wall"] = time.perf_counter() - t
-                row[f"ours_{dtype}_grad"] = statistics.median(model.gradient_seconds)
-                row[f"ours_{dtype}_evals_per_iter"] = (len(model.gradient_seconds)
-                                                       / max(1, len(model.history)))
-            sc.setJobGroup("native", "native")
-            # (c): the native engine on one machine, same number of threads (2), float32
-            previous = ann_core.set_blas_threads(2)
-            net = Topology.from_sizes(sizes).network("float32", block)
-            X32, y64 = np.ascontiguousarray(X, np.float32), y.astype(np.int64)
-            w32, g = w0.astype(np.float32), np.zeros(net.n_weights, np.float32)
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                net.loss_grad(w32, X32, y64, g, zero=True)
-                times.append(time.perf_counter() - t)
-            ann_core.set_blas_threads(previous)
-            row["native_float32_grad"] = statistics.median(times)
-            sc.setJobGroup("bound", "bound")
-            row["bound"], row["empty_job"], row["gemm_bound"] = floor_seconds(sc, sizes, len(X))
-            results[key] = row
-            print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
+            net.loss_grad(w32, X32, y64, g, zero=True)
+            times.append(time.perf_counter() - t)
+        ann_core.set_blas_threads(previous)
+        row["native_float32_grad"] = statistics.median(times)
+        sc.setJobGroup("bound", "bound")
+        row["bound"], row["empty_job"], row["gemm_bound"] = floor_seconds(sc, sizes, len(X))
+        results[key] = row
+        print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
 
     # (b) time to 85% test accuracy
     to85 = {}
@@ -288,28 +434,25 @@ def main():
         if native.get("blas") != "JNIBLAS":
             print(f"MLlib with a native BLAS: not measured ({native.get('blas')}: install one "
                   "as libblas.so.3)")
+    with_mllib_jobs(results, jobs)
     print("\n(a) seconds per full-batch gradient evaluation (median), local[2]; MLlib float64 "
           "with Java BLAS (java) and native BLAS (nat)")
     print(f"{'config':8s} {'MLlib java':>10s} {'ev/it':>6s} {'MLlib nat':>9s} {'ours f32':>9s} "
           f"{'ev/it':>6s} {'ours f64':>9s} {'java/f32':>8s} {'nat/f32':>8s} {'java/f64':>8s} "
           f"{'nat/f64':>8s} {'(c) f32/native':>14s}")
     for key, row in results.items():
-        mj = jobs.get(f"mllib-{key}", [])
-        m_grad = statistics.median(mj) if mj else float("nan")
-        m_nat = native.get(key, float("nan"))
-        m_evals = len(mj) / max(1, row["mllib_iters"])
+        m_grad, m_nat = row["mllib_grad"], native.get(key, float("nan"))
         f32, f64 = row["ours_float32_grad"], row["ours_float64_grad"]
-        print(f"{key:8s} {m_grad:10.3f} {m_evals:6.2f} {m_nat:9.3f} {f32:9.3f} "
-              f"{row['ours_float32_evals_per_iter']:6.2f} {f64:9.3f} {m_grad / f32:8.2f} "
-              f"{m_nat / f32:8.2f} {m_grad / f64:8.2f} {m_nat / f64:8.2f} "
+        print(f"{key:8s} {m_grad:10.3f} {row['mllib_evals_per_iter']:6.2f} {m_nat:9.3f} "
+              f"{f32:9.3f} {row['ours_float32_evals_per_iter']:6.2f} {f64:9.3f} "
+              f"{m_grad / f32:8.2f} {m_nat / f32:8.2f} {m_grad / f64:8.2f} {m_nat / f64:8.2f} "
               f"{f32 / row['native_float32_grad']:14.2f}")
     print("\n(d) the floor of any gradient job here: float32 GEMM seconds at this host's "
           "one-thread 2048^3 rate on both cores, plus an empty two-task Spark job")
     print(f"{'config':8s} {'GEMM s':>7s} {'empty job':>9s} {'floor':>7s} {'java/floor':>10s} "
           f"{'ours f32/floor':>14s}")
     for key, row in results.items():
-        mj = jobs.get(f"mllib-{key}", [])
-        m_grad = statistics.median(mj) if mj else float("nan")
+        m_grad = row["mllib_grad"]
         print(f"{key:8s} {row['gemm_bound']:7.3f} {row['empty_job']:9.3f} {row['bound']:7.3f} "
               f"{m_grad / row['bound']:10.2f} {row['ours_float32_grad'] / row['bound']:14.2f}")
     print("\n(b) wall seconds to 85% test accuracy")
