@@ -137,7 +137,7 @@ def measure(spark, layers, dtype, examples, partitions, iterations, warmup,
 
 
 def calibrate(spark, workers, rates, dtype, examples, repeats, topologies=TOPOLOGIES,
-              partitions=None):
+              partitions=None, reads=True):
     """One model per topology from jobs that are not the gradient job (see the docstring)."""
     from sparkann import scaling
     from sparkann.spark import calibration
@@ -150,7 +150,8 @@ def calibrate(spark, workers, rates, dtype, examples, repeats, topologies=TOPOLO
                                          [m.weight_bytes for m in models.values()],
                                          [m.partial_bytes for m in models.values()],
                                          partitions=partitions, repeats=repeats)
-    obs += calibration.read_observations(spark, workers, 784, dtype, repeats=repeats)
+    if reads:   # else reading the blocks counts as computing (at the measured FLOP rate)
+        obs += calibration.read_observations(spark, workers, 784, dtype, repeats=repeats)
     # The Spark jobs compute nothing, so the FLOP rate fixed here does not enter the fit.
     first = next(iter(models.values()))
     machine = scaling.fit_parameters(first, obs, fixed={"sec_per_flop": 1.0 / first.params.flops})
@@ -186,7 +187,7 @@ def aggregation_table(args):
                                                     args.dtype, rows=1024, repeats=3)
                  for name, layers in AGGREGATION_TOPOLOGIES.items()}
         models, p, obs = calibrate(spark, 2, rates, args.dtype, examples, 3,
-                                   AGGREGATION_TOPOLOGIES, partitions=[2, 4, 8])
+                                   AGGREGATION_TOPOLOGIES, partitions=[2, 8], reads=False)
         print("# FLOP rate of a worker " + ", ".join(
             f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()) +
             f"; calibrated bandwidth {p.bandwidth / 1e6:.0f} MB/s, latency "
