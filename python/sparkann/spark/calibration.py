@@ -156,7 +156,7 @@ def _timed(fn, repeats):
 
 
 def _rows_in(blocks):
-    yield sum(x.shape[0] for x, _ in blocks)
+    yield sum(block[0].shape[0] for block in blocks)
 
 
 def _keyed_by_zero(index, partials):

@@ -19,7 +19,7 @@ weights and history of the uninterrupted one):
 
 Always saved: the objective history (and validation history with the early-stopping state),
 and a fingerprint of the topology, the training Params, the initial weights and the data
-(row count and per-partition sums of features and labels).
+(row count and per-partition sums of features, labels and weights).
 """
 import numpy as np
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -70,9 +70,10 @@ TRAINING_PARAMS = ("layers", "activation", "solver", "maxIter", "tol", "stepSize
 
 
 def data_fingerprint(blocks):
-    """Row count and per-partition (rows, feature sum, label sum), noted when stacking."""
-    return {"rows": blocks.n_rows, "partitions": [[i, rows, repr(xs), repr(ys)]
-                                                  for i, rows, xs, ys in
+    """Row count and per-partition (rows, feature sum, label sum and, with a weight column,
+    weight sum), noted when stacking."""
+    return {"rows": blocks.n_rows, "partitions": [[i, rows, *map(repr, sums)]
+                                                  for i, rows, *sums in
                                                   blocks.partition_summaries()]}
 
 

@@ -39,11 +39,17 @@ def _column_type(df, name, role):
     return df.schema[name].dataType
 
 
-def check_schema(df, features_col, label_col, targets=False):
+def check_schema(df, features_col, label_col, targets=False, weight_col=None):
     """Check column presence and types on the driver, before any Spark job.
 
     Returns the kind of the label column: ``"scalar"`` or ``"vector"`` (regression targets).
+    ``weight_col``: a column of numbers (the rows' weights), or None.
     """
+    if weight_col is not None:
+        wtype = _column_type(df, weight_col, "weight")
+        if not isinstance(wtype, _NUMERIC):
+            raise ValueError(f"weight column {weight_col!r} must hold numbers, found "
+                             f"{wtype.simpleString()}")
     ftype = _column_type(df, features_col, "features")
     if not (isinstance(ftype, VectorUDT) or (isinstance(ftype, T.ArrayType)
                                              and isinstance(ftype.elementType, _NUMERIC))):
@@ -152,6 +158,21 @@ def _labels(col, dtype, kind, n_out, what, row0):
     return _list_to_dense(col, n_out, dtype, what, row0)
 
 
+def row_weights(col, dtype, what, row0):
+    """A weight column's Arrow array -> (rows,) weights of ``dtype``, each finite and >= 0
+    (else a data error naming the row)."""
+    if col.null_count:
+        bad = int(np.flatnonzero(~np.asarray(col.is_valid()))[0])
+        _fail(f"{what}: row {row0 + bad} is null")
+    raw = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    wrong = np.flatnonzero(~(raw >= 0) | ~np.isfinite(raw) | (raw > np.finfo(dtype).max))
+    if wrong.size:
+        bad = int(wrong[0])
+        _fail(f"{what}: row {row0 + bad} is {float(raw[bad])!r}, expected a finite weight "
+              f">= 0")
+    return raw.astype(dtype)
+
+
 def _check_finite(block, what, row0):
     finite = np.isfinite(block)
     if not finite.all():
@@ -162,21 +183,25 @@ def _check_finite(block, what, row0):
               f"be finite")
 
 
-def _grown(X_buf, y_buf, fill, rows):
+def _grown(buffers, fill, rows):
     """Buffers of ``rows`` rows holding the first ``fill`` rows of the given ones."""
-    X = np.empty((rows,) + X_buf.shape[1:], X_buf.dtype)
-    y = np.empty((rows,) + y_buf.shape[1:], y_buf.dtype)
-    X[:fill], y[:fill] = X_buf[:fill], y_buf[:fill]
-    return X, y
+    grown = []
+    for buf in buffers:
+        new = np.empty((rows,) + buf.shape[1:], buf.dtype)
+        new[:fill] = buf[:fill]
+        grown.append(new)
+    return grown
 
 
 def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_kind, dtype,
-                 block_size, partition):
-    """Executor side: Arrow batches -> ``(X, y)`` numpy blocks of ``block_size`` rows.
+                 block_size, partition, weight_col=None):
+    """Executor side: Arrow batches -> ``(X, y, w)`` numpy blocks of ``block_size`` rows.
 
     ``X`` is (rows, n_features) of ``dtype``; ``y`` int64 class indices or (rows, n_out)
-    targets. The blocks are views of two buffers reused for the next block: consume each
-    before asking for the next. Rows are numbered within the partition in error messages.
+    targets; ``w`` the rows' weights (rows,) of ``dtype`` read from the batches' third
+    column, or None without ``weight_col``. The blocks are views of buffers reused for the
+    next block: consume each before asking for the next. Rows are numbered within the
+    partition in error messages.
     """
     import pyarrow as pa
     dtype = np.dtype(dtype)
@@ -184,12 +209,14 @@ def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_k
     y_width = () if label_kind == "class" else (n_out,)
     # Buffers grow with the rows seen, up to block_size: a blockSize larger than the data
     # costs only the data's size (as MLlib's blocks, which shrink to the partition's rows).
-    X_buf = np.empty((0, n_features), dtype)
-    y_buf = np.empty((0,) + y_width, y_dtype)
+    bufs = [np.empty((0, n_features), dtype), np.empty((0,) + y_width, y_dtype)]
+    if weight_col is not None:
+        bufs.append(np.empty(0, dtype))
     fill = 0
     row0 = 0
     fwhat = f"features column {features_col!r} (partition {partition})"
     lwhat = f"label column {label_col!r} (partition {partition})"
+    wwhat = f"weight column {weight_col!r} (partition {partition})"
     for batch in batches:
         m = batch.num_rows
         if m == 0:
@@ -203,36 +230,45 @@ def stack_blocks(batches, *, features_col, label_col, n_features, n_out, label_k
         y = _labels(batch.column(1), dtype, label_kind, n_out, lwhat, row0)
         if label_kind != "class":
             _check_finite(y, lwhat, row0)
-        if X_buf.shape[0] < block_size and fill + m > X_buf.shape[0]:
-            X_buf, y_buf = _grown(X_buf, y_buf, fill,
-                                  min(block_size, max(fill + m, 2 * X_buf.shape[0])))
+        parts = [X, y]
+        if weight_col is not None:
+            parts.append(row_weights(batch.column(2), dtype, wwhat, row0))
+        if bufs[0].shape[0] < block_size and fill + m > bufs[0].shape[0]:
+            bufs = _grown(bufs, fill, min(block_size, max(fill + m, 2 * bufs[0].shape[0])))
         start = 0
         while start < m:
             take = min(block_size - fill, m - start)
-            X_buf[fill:fill + take] = X[start:start + take]
-            y_buf[fill:fill + take] = y[start:start + take]
+            for buf, part in zip(bufs, parts):
+                buf[fill:fill + take] = part[start:start + take]
             fill += take
             start += take
             if fill == block_size:
-                yield X_buf, y_buf
+                yield _block(bufs, block_size)
                 fill = 0
         row0 += m
     if fill:
-        yield X_buf[:fill], y_buf[:fill]
+        yield _block(bufs, fill)
+
+
+def _block(bufs, rows):
+    """``(X, y, w)`` of the first ``rows`` rows of the buffers (w None when unweighted)."""
+    return tuple(b[:rows] for b in bufs) + (() if len(bufs) == 3 else (None,))
 
 
 def blocks_from_arrow(batches, **stacking):
     """Executor side: Arrow batches -> Arrow rows, one per block (see :func:`stack_blocks`).
 
-    Each output row holds the raw bytes of ``X`` and ``y`` and the row count.
+    Each output row holds the raw bytes of ``X``, ``y`` and the weights (none without a
+    weight column) and the row count.
     """
     import pyarrow as pa
-    for X, y in stack_blocks(batches, **stacking):
+    for X, y, w in stack_blocks(batches, **stacking):
         yield pa.RecordBatch.from_arrays(
             [pa.array([X.tobytes()], pa.large_binary()),
              pa.array([y.tobytes()], pa.large_binary()),
-             pa.array([X.shape[0]], pa.int32()), pa.array([stacking["partition"]], pa.int32())],
-            names=["X", "y", "rows", "partition"])
+             pa.array([X.shape[0]], pa.int32()), pa.array([stacking["partition"]], pa.int32()),
+             pa.array([b"" if w is None else w.tobytes()], pa.large_binary())],
+            names=["X", "y", "rows", "partition", "w"])
 
 
 def resident_from_arrow(batches, token, **stacking):
@@ -240,28 +276,30 @@ def resident_from_arrow(batches, token, **stacking):
     import pyarrow as pa
     from pyspark import TaskContext
     try:
-        handle = resident.write_partition(stack_blocks(batches, **stacking), token,
-                                          stacking["partition"],
-                                          TaskContext.get().attemptNumber()) + (None,)
+        written = resident.write_partition(stack_blocks(batches, **stacking), token,
+                                           stacking["partition"],
+                                           TaskContext.get().attemptNumber())
+        handle = written[:6] + (None, written[6])
     except ValueError as error:
         # Bad rows end the partition, not the job: the driver then removes every partition's
         # file before raising (a failed job would leave the finished partitions' files).
         text = str(error)
         if not text.startswith(DATA_ERROR):
             raise
-        handle = (stacking["partition"], "", 0, 0, 0.0, 0.0, text[len(DATA_ERROR):])
+        handle = (stacking["partition"], "", 0, 0, 0.0, 0.0, text[len(DATA_ERROR):], 0.0)
     types = [pa.int32(), pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.float64(),
-             pa.string()]
+             pa.string(), pa.float64()]
     names = [f.split()[0] for f in resident.HANDLE_SCHEMA.split(", ")]
     yield pa.RecordBatch.from_arrays([pa.array([v], t) for v, t in zip(handle, types)],
                                      names=names)
 
 
-BLOCK_SCHEMA = "X binary, y binary, rows int, partition int"
+BLOCK_SCHEMA = "X binary, y binary, rows int, partition int, w binary"
 
 
 class CachedBlocks:
-    """The training data, stacked once into ``(X, y)`` numpy blocks kept by the executors.
+    """The training data, stacked once into ``(X, y, w)`` numpy blocks kept by the executors
+    (``w``: the rows' weights, None without a weight column).
 
     Each partition's blocks live in a memory-mapped file on the executor that built them
     (:mod:`sparkann.spark.resident`); Spark caches one small handle per partition.
@@ -271,6 +309,8 @@ class CachedBlocks:
     n_rows, n_blocks, n_partitions, n_features : int
     max_partition_rows : int
         The rows of the largest partition: no engine needs a larger workspace.
+    weight_sum : float
+        The rows' weights summed (``n_rows`` without a weight column).
     context : pyspark.SparkContext
     """
 
@@ -290,6 +330,7 @@ class CachedBlocks:
         self.n_partitions = len(handle_rows) if self.frame else handles.getNumPartitions()
         self.n_features = layout.n_features
         self.max_partition_rows = 0
+        self.weight_sum = float(n_rows)
         self.columns = None  # the source DataFrame's two columns (DataFrame path)
 
     @property
@@ -302,7 +343,7 @@ class CachedBlocks:
 
     @property
     def rdd(self):
-        """RDD of the ``(X, y)`` blocks (read-only arrays), partitioned as the data."""
+        """RDD of the ``(X, y, w)`` blocks (read-only arrays), partitioned as the data."""
         layout = self.layout
 
         def read(handles):
@@ -321,7 +362,8 @@ class CachedBlocks:
         Parameters
         ----------
         partition_fn : callable
-            Executor side: ``partition_fn(blocks)`` (a list of ``(X, y)``) yields one value.
+            Executor side: ``partition_fn(blocks)`` (a list of ``(X, y, w)``) yields one
+            value.
         combine : callable
             Adds two values (may modify and return its first argument).
         depth : int
@@ -374,7 +416,7 @@ class CachedBlocks:
         Parameters
         ----------
         partition_fn : callable
-            Executor side: ``partition_fn(blocks)`` (a list of ``(X, y)``) returns
+            Executor side: ``partition_fn(blocks)`` (a list of ``(X, y, w)``) returns
             ``(vector, scalars)``: a 1-D array of ``size`` values of ``vector_dtype``
             (summed) and a small 1-D float64 array (returned per partition).
         vector_dtype : str
@@ -416,8 +458,8 @@ class CachedBlocks:
             part = TaskContext.get().partitionId()
             if part not in wanted:
                 return iter(())
-            blocks = [(X.copy(), y.copy()) for X, y in stack_blocks(batches, partition=part,
-                                                                    **stacking)]
+            blocks = [tuple(None if a is None else a.copy() for a in block)
+                      for block in stack_blocks(batches, partition=part, **stacking)]
             return _slice_rows(part, partition_fn(blocks), vector_dtype, n_slices)
 
         table = summed_slices(self.columns.mapInArrow(partials, SLICE_SCHEMA), vector_dtype,
@@ -425,9 +467,11 @@ class CachedBlocks:
         return read_slices(table, size, n_slices)
 
     def partition_summaries(self):
-        """Per partition ``(index, rows, feature sum, label sum)``: read from the handles."""
+        """Per partition ``(index, rows, feature sum, label sum)``, and its weight sum when
+        the rows are weighted: read from the handles."""
         handles = self.handle_rows if self.frame else self.handles.collect()
-        return sorted((h[0], h[2], h[4], h[5]) for h in handles)
+        extra = (lambda h: (h[7],)) if self.layout.weighted else (lambda h: ())
+        return sorted((h[0], h[2], h[4], h[5]) + extra(h) for h in handles)
 
     def unpersist(self):
         """Delete the stacked files and release the handles."""
@@ -604,12 +648,12 @@ def discard(session, handles, token):
         log.warning("could not remove the stacked data from the executors: %s", error)
 
 
-def _to_numpy_block(row, n_features, dtype, y_shape):
+def _to_numpy_block(row, n_features, dtype, y_shape, weighted):
     X = np.frombuffer(row[0], dtype=dtype).reshape(row[2], n_features)
     y = np.frombuffer(row[1], dtype=np.int64 if y_shape is None else dtype)
     if y_shape is not None:
         y = y.reshape(row[2], y_shape)
-    return X, y
+    return X, y, np.frombuffer(row[4], dtype=dtype) if weighted else None
 
 
 def unwrap_data_error(error):
@@ -654,9 +698,24 @@ def run_checked(df):
         raise plain from None
 
 
+def check_weight_column(df, weight_col):
+    """Check every row of a weight column (not null, finite, >= 0) in one pass; a bad row
+    raises a ValueError naming the column, the partition and the row."""
+    def check(batches):
+        from pyspark import TaskContext
+        what = f"weight column {weight_col!r} (partition {TaskContext.get().partitionId()})"
+        row0 = 0
+        for batch in batches:
+            row_weights(batch.column(0), np.float64, what, row0)
+            row0 += batch.num_rows
+        return iter(())
+
+    run_checked(df.select(weight_col).mapInArrow(check, "ok int"))
+
+
 def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32",
                  block_size=128, targets=False, empty="the DataFrame has no rows to train on",
-                 frame=None):
+                 frame=None, weight_col=None):
     """Stack a DataFrame into cached blocks, checking every row; fails before any training.
 
     Parameters
@@ -681,6 +740,8 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         4,000 rows in 2 partitions, float32, median of 5, one gradient of [784,256,128,10]
         0.18 s with ``treeAggregate`` and 0.46 s with the slices, of
         [784,2500,2000,1500,1000,500,10] 2.1 s and 3.3 s; ``bench/bench_connect_paths.py``).
+    weight_col : str or None
+        A column of row weights (finite, >= 0, not null; not all 0), kept with the blocks.
 
     Returns
     -------
@@ -694,7 +755,7 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
     """
     if block_size < 1:
         raise ValueError(f"blockSize must be a positive integer, received {block_size}")
-    lkind = check_schema(df, features_col, label_col, targets)
+    lkind = check_schema(df, features_col, label_col, targets, weight_col)
     if targets:
         label_kind = "vector" if lkind == "vector" else "scalar"
         if label_kind == "scalar" and n_out != 1:
@@ -705,7 +766,8 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
     dtype = np.dtype(dtype).name
     # Plain locals only: the closures are shipped to the executors.
     stacking = dict(features_col=features_col, label_col=label_col, n_features=n_features,
-                    n_out=n_out, label_kind=label_kind, dtype=dtype, block_size=block_size)
+                    n_out=n_out, label_kind=label_kind, dtype=dtype, block_size=block_size,
+                    weight_col=weight_col)
     token = resident.new_token()
 
     def to_blocks(batches):
@@ -717,12 +779,12 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         return resident_from_arrow(batches, token, partition=TaskContext.get().partitionId(),
                                    **stacking)
 
-    columns = df.select(features_col, label_col)
-    y_shape = None if label_kind == "class" else n_out
+    columns = df.select(features_col, label_col, *(() if weight_col is None else (weight_col,)))
+    y_shape, weighted = None if label_kind == "class" else n_out, weight_col is not None
 
     def source():
         return columns.mapInArrow(to_blocks, BLOCK_SCHEMA).rdd.map(
-            lambda row: _to_numpy_block(row, n_features, dtype, y_shape))
+            lambda row: _to_numpy_block(row, n_features, dtype, y_shape, weighted))
 
     session, handles, handle_rows = df.sparkSession, None, None
     if frame is None:
@@ -733,13 +795,13 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
             # Collecting the handles fills the cache: one job, one small row per partition.
             handles = handles.persist(StorageLevel.MEMORY_AND_DISK)
             handle_rows = [tuple(row) for row in handles.collect()]
-            rows, n_blocks, max_rows, refused = functools.reduce(
-                _add_counts, map(_counts, handle_rows), (0, 0, 0, None))
+            rows, n_blocks, max_rows, refused, weight = functools.reduce(
+                _add_counts, map(_counts, handle_rows), (0, 0, 0, None, 0.0))
         else:
             handles = handles.rdd.map(tuple)
             handles.persist(StorageLevel.MEMORY_AND_DISK)
-            rows, n_blocks, max_rows, refused = handles.map(_counts).fold((0, 0, 0, None),
-                                                                          _add_counts)
+            rows, n_blocks, max_rows, refused, weight = handles.map(_counts).fold(
+                (0, 0, 0, None, 0.0), _add_counts)
     except BaseException as error:  # failed or interrupted (Ctrl-C): leave no file behind
         if isinstance(error, KeyboardInterrupt):
             cancel_jobs(session)
@@ -748,27 +810,31 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         if plain is None:
             raise
         raise plain from None
-    if refused is not None or rows == 0:
+    if refused is not None or rows == 0 or weight <= 0:
         discard(session, handles, token)
         if refused is not None:   # the first partition with bad rows: say what, plainly
             raise ValueError(refused[1])
-        raise ValueError(f"{empty} (columns {features_col!r}, {label_col!r})")
-    layout = resident.Layout(n_features, dtype, y_shape, block_size)
+        if rows == 0:
+            raise ValueError(f"{empty} (columns {features_col!r}, {label_col!r})")
+        raise ValueError(f"weight column {weight_col!r}: every row's weight is 0, so there "
+                         f"is nothing to train on")
+    layout = resident.Layout(n_features, dtype, y_shape, block_size, weighted)
     blocks = CachedBlocks(handles, source, layout, rows, n_blocks, session, token, handle_rows)
-    blocks.max_partition_rows = max_rows
+    blocks.max_partition_rows, blocks.weight_sum = max_rows, float(weight)
     blocks.columns, blocks._stacking = columns, stacking
     return blocks
 
 
 def _counts(h):
-    """Rows, blocks, rows (for the largest) and refusal of one handle."""
-    return h[2], h[3], h[2], (h[0], h[6]) if h[6] else None
+    """Rows, blocks, rows (for the largest), refusal and weight sum of one handle."""
+    return h[2], h[3], h[2], (h[0], h[6]) if h[6] else None, h[7]
 
 
 def _add_counts(a, b):
-    """Rows, blocks, largest partition and first refusal (lowest partition) of two parts."""
+    """Rows, blocks, largest partition, first refusal (lowest partition) and weight sum of
+    two parts."""
     refused = min((r for r in (a[3], b[3]) if r is not None), default=None)
-    return a[0] + b[0], a[1] + b[1], max(a[2], b[2]), refused
+    return a[0] + b[0], a[1] + b[1], max(a[2], b[2]), refused, a[4] + b[4]
 
 
 # Rows per slice of the local data: a slice travels inside one task, and Spark warns about

@@ -64,10 +64,11 @@ class _NetworkEstimator(Estimator, PersistMixin):
             val_df = dataset.filter(F.col(col))
         warn_round_robin(dataset)
         dtype, block_size = self.getDtype(), self.getBlockSize()
+        weight_col = self.weightColumn()
         start = time.perf_counter()
         blocks = cache_blocks(train_df, self.getFeaturesCol(), self.getLabelCol(), layers[0],
                               layers[-1], dtype=dtype, block_size=block_size,
-                              targets=self._targets)
+                              targets=self._targets, weight_col=weight_col)
         validation = None
         try:
             if val_df is not None:
@@ -75,7 +76,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
                     val_df, self.getFeaturesCol(), self.getLabelCol(), layers[0], layers[-1],
                     dtype=dtype, block_size=block_size, targets=self._targets,
                     empty=f"the validation set is empty: validationIndicatorCol {col!r} is "
-                          f"False (or null) on every row")
+                          f"False (or null) on every row", weight_col=weight_col)
             log.info("cached %d rows in %d blocks over %d partitions in %.2f s",
                      blocks.n_rows, blocks.n_blocks, blocks.n_partitions,
                      time.perf_counter() - start)

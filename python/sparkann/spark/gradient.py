@@ -1,7 +1,9 @@
 """The distributed full-batch loss and gradient.
 
 One evaluation is one Spark job: every partition runs the native engine over its cached
-blocks and returns ``(loss sum, gradient sum, row count)``, and Spark adds them up. In a
+blocks and returns ``(loss sum, gradient sum, row count, weight sum)``, and Spark adds them
+up. With a weight column the engine's loss kernel multiplies each row's loss and output
+delta by the row's weight, and the mean divides by the weight sum. In a
 classic session the weights are broadcast and ``treeAggregate`` sums; in a Spark Connect
 session (no SparkContext) the weights travel in the task's function and the partial gradients
 are added in slices by a shuffle (:meth:`~sparkann.spark.data.CachedBlocks.reduce_slices`).
@@ -70,7 +72,8 @@ def weights_value(weights):
 
 def partition_loss_grad(blocks, weights, topology, dtype, block_size, blas_threads,
                         faults=None, iteration=0):
-    """Executor side: ``(loss sum, gradient sum, rows)`` over one partition's blocks.
+    """Executor side: ``(loss sum, gradient sum, rows, weight sum)`` over one partition's
+    blocks (the weight sum is the row count when the rows have no weights).
 
     An overflow in the engine gives a NaN loss (the driver stops with a DivergenceError)
     rather than a failed task that Spark would retry for nothing.
@@ -82,21 +85,23 @@ def partition_loss_grad(blocks, weights, topology, dtype, block_size, blas_threa
     grad = np.zeros(net.n_weights, net.dtype)
     loss = 0.0
     rows = 0
-    for X, y in blocks:
+    weight = 0.0
+    for X, y, sw in blocks:
         if loss == loss:  # not NaN yet
             try:
-                loss += net.loss_grad(w, X, y, grad)[0]
+                loss += net.loss_grad(w, X, y, grad, sample_weight=sw)[0]
             except FloatingPointError:
                 loss = float("nan")
         rows += X.shape[0]
-    yield loss, grad, rows
+        weight += X.shape[0] if sw is None else float(sw.sum(dtype=np.float64))
+    yield loss, grad, rows, weight
 
 
 def _add(a, b):
     # Partials travel in the engine's dtype (half the bytes in float32) and add up in float64.
     grad = a[1] if a[1].dtype == np.float64 else a[1].astype(np.float64)
     grad += b[1]
-    return a[0] + b[0], grad, a[2] + b[2]
+    return a[0] + b[0], grad, a[2] + b[2], a[3] + b[3]
 
 
 def engine_rows(block_size, blocks):
@@ -153,22 +158,23 @@ class DistributedLossGrad:
         self.seconds = []
 
     def sums(self, weights):
-        """``(loss sum, gradient sum (float64), row count)`` over all rows, no penalty."""
+        """``(loss sum, gradient sum (float64), weight)`` over all rows, no penalty; the
+        weight is the row count, or the rows' weights summed with a weight column."""
         start = time.perf_counter()
         w_cast = np.ascontiguousarray(weights, dtype=self.dtype)
         if not np.isfinite(w_cast).all():
             raise FloatingPointError(f"the weights hold non-finite values in {self.dtype}")
         if self.blocks.frame:
-            loss, grad, rows = self._frame_sums(w_cast)
+            loss, grad, rows, weight = self._frame_sums(w_cast)
         else:
-            loss, grad, rows = self._rdd_sums(w_cast)
+            loss, grad, rows, weight = self._rdd_sums(w_cast)
         self.evaluations += 1
         self.seconds.append(time.perf_counter() - start)
         expected = getattr(self.blocks, "n_rows", rows)
         if rows != expected:  # a lost or retried task must neither drop nor repeat rows
             raise RuntimeError(f"the gradient job summed {rows} rows, the cached data holds "
                                f"{expected}")
-        return loss, np.asarray(grad, np.float64), rows
+        return loss, np.asarray(grad, np.float64), weight
 
     def _task_args(self):
         # Plain values: the task closure must not capture self (or the SparkContext).
@@ -194,16 +200,18 @@ class DistributedLossGrad:
         args = self._task_args()
 
         def one_partition(blocks):
-            loss, grad, rows = next(partition_loss_grad(blocks, w_cast, *args))
-            return grad, np.array([loss, rows], np.float64)
+            loss, grad, rows, weight = next(partition_loss_grad(blocks, w_cast, *args))
+            return grad, np.array([loss, rows, weight], np.float64)
 
         grad, scalars = self.blocks.reduce_slices(one_partition, self.dtype, w_cast.size,
                                                   whole=True)
         loss = sum(float(v[0]) for _, v in scalars)
-        return loss, grad, int(sum(v[1] for _, v in scalars))
+        return (loss, grad, int(sum(v[1] for _, v in scalars)),
+                float(sum(v[2] for _, v in scalars)))
 
     def __call__(self, weights):
-        """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``."""
-        loss, grad, rows = self.sums(weights)
+        """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``: the sums divided
+        by the row count, or by the weight sum with a weight column."""
+        loss, grad, weight = self.sums(weights)
         w = np.asarray(weights, np.float64)
-        return mean_objective(loss, grad, rows, w, self.reg_param, self.l2_mask), grad
+        return mean_objective(loss, grad, weight, w, self.reg_param, self.l2_mask), grad

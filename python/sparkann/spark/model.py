@@ -8,7 +8,7 @@ from pyspark.sql import types as T
 
 from sparkann.fitted import class_outputs
 from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vectors_to_dense,
-                                 check_schema, run_checked)
+                                 check_schema, check_weight_column, row_weights, run_checked)
 from sparkann.spark.model_files import SparkModelFileError
 from sparkann.spark.params import DTYPES, _ClassifierParams, _RegressorParams, add_setters
 from sparkann.spark.persistence import PersistMixin
@@ -112,19 +112,26 @@ def features_clean(dataset, features_col, n_features, dtype):
     return not count
 
 
-def _confusion_counts(batches, label_col, k):
-    """Executor side: the partition's ``k * k`` confusion counts (label-major), as one row."""
+def _confusion_counts(batches, label_col, k, weight_col=None):
+    """Executor side: the partition's ``k * k`` confusion counts (label-major), as one row;
+    with ``weight_col`` (the batches' third column) the rows' weights summed instead."""
     import pyarrow as pa
     from pyspark import TaskContext
-    what = f"label column {label_col!r} (partition {TaskContext.get().partitionId()})"
-    counts = np.zeros(k * k, np.int64)
+    part = TaskContext.get().partitionId()
+    what = f"label column {label_col!r} (partition {part})"
+    wwhat = f"weight column {weight_col!r} (partition {part})"
+    counts = np.zeros(k * k, np.int64 if weight_col is None else np.float64)
     row0 = 0
     for batch in batches:
         labels = _labels(batch.column(0), np.float64, "class", k, what, row0)
         predicted = batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64)
-        counts += np.bincount(labels * k + predicted, minlength=k * k)
+        weights = (None if weight_col is None
+                   else row_weights(batch.column(2), np.float64, wwhat, row0))
+        counts += np.bincount(labels * k + predicted, weights, minlength=k * k).astype(
+            counts.dtype)
         row0 += batch.num_rows
-    yield pa.RecordBatch.from_arrays([pa.array([counts.tolist()], pa.list_(pa.int64()))],
+    kind = pa.int64() if weight_col is None else pa.float64()
+    yield pa.RecordBatch.from_arrays([pa.array([counts.tolist()], pa.list_(kind))],
                                      names=["counts"])
 
 
@@ -352,12 +359,15 @@ class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
         return [o for o in outs if o[1]]
 
     def evaluate(self, dataset):
-        """Metrics of the model on ``dataset`` (a :class:`ClassificationSummary`)."""
+        """Metrics of the model on ``dataset`` (a :class:`ClassificationSummary`), weighted
+        by ``weightCol`` when it is set."""
         return ClassificationSummary(self._evaluated(dataset), self.getLabelCol(),
-                                     self.getPredictionCol(), self.numClasses)
+                                     self.getPredictionCol(), self.numClasses,
+                                     weight_col=self.weightColumn())
 
     def _evaluated(self, dataset):
-        check_schema(dataset, self.getFeaturesCol(), self.getLabelCol())
+        check_schema(dataset, self.getFeaturesCol(), self.getLabelCol(),
+                     weight_col=self.weightColumn())
         model = self
         if not self.getPredictionCol():
             model = self.copy({self.predictionCol: "prediction"})
@@ -367,10 +377,12 @@ class MultilayerPerceptronClassificationModel(_NetworkModel, _ClassifierParams):
 class _Summary:
     """What every summary holds: the predictions, their columns and the objective history."""
 
-    def __init__(self, predictions, label_col, prediction_col, objective_history=None):
+    def __init__(self, predictions, label_col, prediction_col, objective_history=None,
+                 weight_col=None):
         self.predictions = predictions
         self.labelCol = label_col
         self.predictionCol = prediction_col
+        self.weightCol = weight_col    # None: every row weighs 1
         self.objectiveHistory = list(objective_history or [])
         self.totalIterations = len(self.objectiveHistory)
 
@@ -382,34 +394,42 @@ class _Summary:
 class ClassificationSummary(_Summary):
     """Accuracy and per-label metrics of a classification model on a DataFrame.
 
-    Computed from the confusion matrix (one small aggregation job, on first use).
+    Computed from the confusion matrix (one small aggregation job, on first use); with
+    ``weight_col`` the matrix sums the rows' weights, so every metric is weighted.
     """
 
     def __init__(self, predictions, label_col, prediction_col, num_classes,
-                 objective_history=None):
-        super().__init__(predictions, label_col, prediction_col, objective_history)
+                 objective_history=None, weight_col=None):
+        super().__init__(predictions, label_col, prediction_col, objective_history,
+                         weight_col)
         self.num_classes = num_classes
         self._confusion = None
 
     @property
     def confusionMatrix(self):
-        """``[true label, predicted label]`` counts (numClasses x numClasses ndarray).
+        """``[true label, predicted label]`` counts (numClasses x numClasses ndarray), or
+        weight sums (float64) with a weight column.
 
-        Labels are checked as ``fit`` checks them (a null, NaN, fractional or out-of-range
-        label raises a ValueError naming the column and the row), so the counts always add
-        up to the rows evaluated.
+        Labels (and weights) are checked as ``fit`` checks them (a null, NaN, fractional or
+        out-of-range label, a null, negative or non-finite weight raises a ValueError naming
+        the column and the row), so the counts always add up to the rows evaluated.
         """
         if self._confusion is None:
-            k, label_col = self.num_classes, self.labelCol
+            k, label_col, weight_col = self.num_classes, self.labelCol, self.weightCol
+            dtype = np.int64 if weight_col is None else np.float64
 
             def count(batches):
-                return _confusion_counts(batches, label_col, k)
+                return _confusion_counts(batches, label_col, k, weight_col)
 
-            pairs = self.predictions.select(F.col(self.labelCol).cast("double"),
-                                            F.col(self.predictionCol).cast("double"))
-            m = np.zeros(k * k, np.int64)
-            for row in run_checked(pairs.mapInArrow(count, "counts array<long>")):
-                m += np.asarray(row.counts, np.int64)
+            columns = [F.col(self.labelCol).cast("double"),
+                       F.col(self.predictionCol).cast("double")]
+            if weight_col is not None:
+                columns.append(F.col(weight_col).cast("double"))
+            kind = "long" if weight_col is None else "double"
+            m = np.zeros(k * k, dtype)
+            for row in run_checked(self.predictions.select(*columns).mapInArrow(
+                    count, f"counts array<{kind}>")):
+                m += np.asarray(row.counts, dtype)
             self._confusion = m.reshape(k, k)
         return self._confusion
 
@@ -485,18 +505,26 @@ class MultilayerPerceptronRegressionModel(_NetworkModel, _RegressorParams):
         return [("pred", self.getPredictionCol(), T.ArrayType(T.DoubleType()), True)]
 
     def evaluate(self, dataset):
-        """Metrics of the model on ``dataset`` (a :class:`RegressionSummary`)."""
-        check_schema(dataset, self.getFeaturesCol(), self.getLabelCol(), targets=True)
+        """Metrics of the model on ``dataset`` (a :class:`RegressionSummary`), weighted by
+        ``weightCol`` when it is set."""
+        weight_col = self.weightColumn()
+        check_schema(dataset, self.getFeaturesCol(), self.getLabelCol(), targets=True,
+                     weight_col=weight_col)
+        if weight_col is not None and not getattr(self, "_checked_input", False):
+            check_weight_column(dataset, weight_col)
         return RegressionSummary(self.transform(dataset), self.getLabelCol(),
-                                 self.getPredictionCol(), self.numTargets)
+                                 self.getPredictionCol(), self.numTargets,
+                                 weight_col=weight_col)
 
 
 class RegressionSummary(_Summary):
-    """Mean squared / absolute error, RMSE and R^2 (averaged over targets) on a DataFrame."""
+    """Mean squared / absolute error, RMSE and R^2 (averaged over targets) on a DataFrame;
+    with ``weight_col``, weighted means (and R^2 about the weighted mean), as MLlib's."""
 
     def __init__(self, predictions, label_col, prediction_col, num_targets,
-                 objective_history=None):
-        super().__init__(predictions, label_col, prediction_col, objective_history)
+                 objective_history=None, weight_col=None):
+        super().__init__(predictions, label_col, prediction_col, objective_history,
+                         weight_col)
         self.num_targets = num_targets
         self._stats = None
 
@@ -514,16 +542,23 @@ class RegressionSummary(_Summary):
                 return [arr[i].cast("double") for i in range(k)]
 
             ys, ps = columns(self.labelCol), columns(self.predictionCol)
+            if self.weightCol is None:
+                total, weighed = F.count(F.lit(1)), (lambda x: x)
+            else:   # each row's terms times its weight; n is the weight sum
+                w = F.col(self.weightCol).cast("double")
+                total, weighed = F.sum(w), (lambda x: w * x)
             aggs = []
             for y, p in zip(ys, ps):
-                aggs += [F.sum((y - p) ** 2), F.sum(F.abs(y - p)), F.sum(y), F.sum(y * y)]
-            row = run_checked(df.agg(F.count(F.lit(1)), *aggs))[0]
-            n = row[0]
+                aggs += [F.sum(weighed((y - p) ** 2)), F.sum(weighed(F.abs(y - p))),
+                         F.sum(weighed(y)), F.sum(weighed(y * y))]
+            row = run_checked(df.agg(total, *aggs))[0]
+            n = row[0] or 0
             v = np.array(row[1:], dtype=np.float64).reshape(k, 4)
             sse, sae, sy, syy = v.T
-            sst = syy - sy * sy / max(n, 1)
-            self._stats = {"n": n, "mse": float(np.mean(sse / max(n, 1))),
-                           "mae": float(np.mean(sae / max(n, 1))),
+            d = n if n > 0 else 1
+            sst = syy - sy * sy / d
+            self._stats = {"n": n, "mse": float(np.mean(sse / d)),
+                           "mae": float(np.mean(sae / d)),
                            "r2": float(np.mean(1 - sse / np.where(sst > 0, sst, np.nan)))}
         return self._stats
 

@@ -10,7 +10,8 @@ from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasBlockSize, HasFeaturesCol, HasLabelCol, HasMaxIter,
                                      HasPredictionCol, HasProbabilityCol, HasRawPredictionCol,
-                                     HasSeed, HasSolver, HasStepSize, HasThresholds, HasTol)
+                                     HasSeed, HasSolver, HasStepSize, HasThresholds, HasTol,
+                                     HasWeightCol)
 
 from sparkann import hyperparams
 from sparkann.hyperparams import DTYPES  # noqa: F401  (the names the model loader accepts)
@@ -86,7 +87,7 @@ def _param(name, doc, converter):
 
 @add_getters
 class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, HasMaxIter, HasTol,
-                     HasStepSize, HasSolver, HasBlockSize, HasCheckpoint):
+                     HasStepSize, HasSolver, HasBlockSize, HasCheckpoint, HasWeightCol):
     """Params shared by the classifier, the regressor and their models."""
 
     layers = _param("layers", "Sizes of layers from input layer to output layer E.g., Array(780, "
@@ -151,6 +152,11 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         directory = self.getCheckpointDir()
         if directory and os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpointDir {directory!r} is a file, not a directory")
+
+    def weightColumn(self):
+        """The ``weightCol`` Param's column, or None when it is unset or empty (every row
+        weighs 1, as in MLlib)."""
+        return (self.getWeightCol() or None) if self.isDefined(self.weightCol) else None
 
     def dropoutRates(self):
         """The ``dropout`` Param as the rates of the input and of each hidden layer."""

@@ -26,7 +26,8 @@ class MultilayerPerceptronRegressor(_NetworkEstimator, _RegressorParams):
                  maxIter=100, tol=1e-6, seed=None, layers=None, blockSize=128, stepSize=0.03,
                  solver="l-bfgs", initialWeights=None, activation="sigmoid", regParam=0.0,
                  dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
-                 validationIndicatorCol=None, earlyStoppingPatience=10, dropout=0.0):
+                 validationIndicatorCol=None, earlyStoppingPatience=10, dropout=0.0,
+                 weightCol=None):
         super().__init__()
         self._set(**self._input_kwargs)
 

@@ -22,9 +22,10 @@ import uuid
 import numpy as np
 
 # Arrow schema of a handle row (one per partition; rows 0 and path "" when it is empty, or
-# when its rows were refused: then ``error`` says why).
+# when its rows were refused: then ``error`` says why). ``w_sum``: the rows' weights summed
+# (the row count without a weight column).
 HANDLE_SCHEMA = ("partition int, path string, rows long, blocks int, x_sum double, "
-                 "y_sum double, error string")
+                 "y_sum double, error string, w_sum double")
 PREFIX = "sparkann-"
 
 
@@ -45,36 +46,42 @@ def _root():
 
 
 def write_partition(blocks, token, partition, attempt):
-    """Executor side: write the ``(X, y)`` blocks of one partition; return its handle tuple.
+    """Executor side: write the ``(X, y, w)`` blocks of one partition (``w`` None without a
+    weight column); return its handle tuple without its ``error`` field.
 
-    The file holds every row of ``X`` then every label: blocks are row ranges of one
-    C-contiguous array. Written under a temporary name then renamed, and named by the task
-    attempt, so a retried or speculative task never reads a half-written file.
+    The file holds every row of ``X``, then every label, then every weight: blocks are row
+    ranges of one C-contiguous array. Written under a temporary name then renamed, and named
+    by the task attempt, so a retried or speculative task never reads a half-written file.
     """
     rows = n_blocks = 0
-    x_sum = y_sum = 0.0
-    labels = []
+    x_sum = y_sum = w_sum = 0.0
+    labels, weights = [], []
     path = os.path.join(_local_dir(token), f"part-{partition}-{attempt}.bin")
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
-            for X, y in blocks:
+            for X, y, w in blocks:
                 f.write(memoryview(np.ascontiguousarray(X)).cast("B"))
                 labels.append(y.copy())
                 rows += X.shape[0]
                 n_blocks += 1
                 x_sum += float(X.sum(dtype=np.float64))
                 y_sum += float(y.sum(dtype=np.float64))
-            for y in labels:
-                f.write(memoryview(np.ascontiguousarray(y)).cast("B"))
+                if w is not None:
+                    weights.append(w.copy())
+                    w_sum += float(w.sum(dtype=np.float64))
+                else:
+                    w_sum += X.shape[0]
+            for part in labels + weights:
+                f.write(memoryview(np.ascontiguousarray(part)).cast("B"))
         if rows == 0:
             os.unlink(tmp)
-            return partition, "", 0, 0, 0.0, 0.0
+            return partition, "", 0, 0, 0.0, 0.0, 0.0
         os.replace(tmp, path)
     except BaseException:   # bad data, a killed task, a full disk: leave no file behind
         _remove(tmp)
         raise
-    return partition, path, rows, n_blocks, x_sum, y_sum
+    return partition, path, rows, n_blocks, x_sum, y_sum, w_sum
 
 
 def _remove(path):
@@ -105,22 +112,27 @@ def sweep(tokens):
 
 
 class Layout:
-    """How a partition file is laid out: feature count, dtypes, label width, block size."""
+    """How a partition file is laid out: feature count, dtypes, label width, block size,
+    and whether each row has a weight."""
 
-    def __init__(self, n_features, dtype, label_width, block_size):
+    def __init__(self, n_features, dtype, label_width, block_size, weighted=False):
         self.n_features = int(n_features)
         self.dtype = np.dtype(dtype)
         self.label_width = label_width          # None: int64 class indices
         self.y_dtype = np.dtype(np.int64) if label_width is None else self.dtype
         self.block_size = int(block_size)
+        self.weighted = bool(weighted)
 
     def nbytes(self, rows):
         y_items = rows if self.label_width is None else rows * self.label_width
-        return rows * self.n_features * self.dtype.itemsize + y_items * self.y_dtype.itemsize
+        w_items = rows if self.weighted else 0
+        return ((rows * self.n_features + w_items) * self.dtype.itemsize
+                + y_items * self.y_dtype.itemsize)
 
 
 def open_partition(handle, layout, whole=False):
-    """Executor side: the ``(X, y)`` blocks of a handle's file, as read-only views of a map.
+    """Executor side: the ``(X, y, w)`` blocks of a handle's file, as read-only views of a
+    map (``w``: the rows' weights, None without a weight column).
 
     With ``whole``, one block holding every row of the partition. Returns None when the file
     is not on this executor (or is not the size the handle says).
@@ -141,6 +153,9 @@ def open_partition(handle, layout, whole=False):
     X = np.frombuffer(buf, layout.dtype, rows * n).reshape(rows, n)
     y_shape = (rows,) if layout.label_width is None else (rows, layout.label_width)
     y = np.frombuffer(buf, layout.y_dtype, int(np.prod(y_shape)), X.nbytes).reshape(y_shape)
+    w = (np.frombuffer(buf, layout.dtype, rows, X.nbytes + y.nbytes) if layout.weighted
+         else None)
     if whole:
-        return [(X, y)]
-    return [(X[i:i + bs], y[i:i + bs]) for i in range(0, rows, bs)]
+        return [(X, y, w)]
+    return [(X[i:i + bs], y[i:i + bs], None if w is None else w[i:i + bs])
+            for i in range(0, rows, bs)]

@@ -7,7 +7,8 @@ Mini-batch solvers use local steps with periodic averaging: one round (one ``max
 iteration) broadcasts the weights and the optimizer state; every partition runs ``syncSteps``
 mini-batch steps (one cached block each; by default one pass over its blocks in a seeded random
 order) with its own copy of the optimizer, and returns its weights and state; the driver
-averages them weighted by the rows each partition holds. (In a Spark Connect session the
+averages them weighted by the rows each partition holds (by their weights summed, with a
+weight column). (In a Spark Connect session the
 weights and state travel in the task's function instead of a broadcast, and the weighted sums
 are added in slices by a shuffle: see ``CachedBlocks.reduce_slices``.) One Spark job per
 round, instead of one per mini-batch, is what makes mini-batch training worth distributing: a
@@ -35,8 +36,11 @@ def partition_local_steps(blocks, start, topology, dtype, block_size, threads, k
     """Executor side: local mini-batch steps from the weights and optimizer state ``start``
     (a ``(weights, state)`` pair, or a broadcast of one).
 
-    Yields ``(rows, rows * w, {name: rows * array}, loss sum, rows seen, t)``; the loss sum
-    is NaN when the engine overflowed (the driver then stops with a DivergenceError).
+    Yields ``(rows, weight * w, {name: weight * array}, loss sum, weight seen, t, weight)``,
+    the weight being the partition's rows, or their weights summed with a weight column
+    (each step then divides by its block's weight sum, and a block whose rows all weigh 0
+    takes no step); the loss sum is NaN when the engine overflowed (the driver then stops
+    with a DivergenceError).
     """
     from pyspark import TaskContext
 
@@ -44,10 +48,12 @@ def partition_local_steps(blocks, start, topology, dtype, block_size, threads, k
     trigger(faults, round_index)
     net = task_network(topology, dtype, block_size, threads)
     data = list(blocks)
-    rows = sum(X.shape[0] for X, _ in data)
+    rows = sum(X.shape[0] for X, _, _ in data)
     if rows == 0:
-        yield 0, None, None, 0.0, 0, 0
+        yield 0, None, None, 0.0, 0, 0, 0
         return
+    weight = rows if data[0][2] is None else sum(float(sw.sum(dtype=np.float64))
+                                                 for _, _, sw in data)
     w, state = weights_value(start)
     w = np.array(w, dtype=np.float64)
     opt = make_optimizer(kind, lr, momentum=momentum)
@@ -59,7 +65,10 @@ def partition_local_steps(blocks, start, topology, dtype, block_size, threads, k
     grad = np.zeros(net.n_weights, net.dtype)
     loss_sum, seen = 0.0, 0
     for step, i in enumerate(order):
-        X, y = data[i]
+        X, y, sw = data[i]
+        n = X.shape[0] if sw is None else float(sw.sum(dtype=np.float64))
+        if n == 0:
+            continue   # every row of the block weighs 0: nothing to step on
         with np.errstate(over="ignore"):
             w_net[:] = w
         if not np.isfinite(w_net).all():  # the steps overflowed (float32 or float64)
@@ -67,7 +76,7 @@ def partition_local_steps(blocks, start, topology, dtype, block_size, threads, k
             break
         try:
             # dropout's masks: a function of the seed, the round, the partition and the step
-            loss, n = net.loss_grad(w_net, X, y, grad, zero=True,
+            loss, _ = net.loss_grad(w_net, X, y, grad, zero=True, sample_weight=sw,
                                     key=(seed & 0xFFFFFFFFFFFFFFFF, round_index, part << 32 | step))
         except FloatingPointError:
             loss_sum = math.nan
@@ -77,8 +86,8 @@ def partition_local_steps(blocks, start, topology, dtype, block_size, threads, k
         g = add_l2_gradient(grad.astype(np.float64) / n, w, reg_param, l2_mask)
         opt.step(w, g)
     new_state = opt.state_dict()
-    arrays = {k: v * rows for k, v in new_state.items() if isinstance(v, np.ndarray)}
-    yield rows, w * rows, arrays, loss_sum, seen, int(new_state["t"])
+    arrays = {k: v * weight for k, v in new_state.items() if isinstance(v, np.ndarray)}
+    yield rows, w * weight, arrays, loss_sum, seen, int(new_state["t"]), weight
 
 
 def state_names(kind, lr, momentum):
@@ -91,10 +100,10 @@ def state_names(kind, lr, momentum):
 
 def _round_vector(value, names, n):
     """One partition's round result as ``(vector, scalars)`` for ``reduce_slices``: the
-    rows-weighted weights then the weighted state arrays ``names`` (zeros where a partition
-    has none); rows, loss sum, rows seen and ``t``."""
-    rows, w_sum, arrays, loss_sum, seen, t = value
-    scalars = np.array([rows, loss_sum, seen, t], np.float64)
+    weighted weights then the weighted state arrays ``names`` (zeros where a partition
+    has none); rows, loss sum, weight seen, ``t`` and weight."""
+    rows, w_sum, arrays, loss_sum, seen, t, weight = value
+    scalars = np.array([rows, loss_sum, seen, t, weight], np.float64)
     vector = np.zeros(n * (1 + len(names)), np.float64)
     if w_sum is not None:
         vector[:n] = w_sum
@@ -108,8 +117,9 @@ def _round_from_vector(total, scalars, names, n):
     """The sums of ``_round_vector`` as ``_sum_rounds`` gives them."""
     arrays = {k: total[n * (i + 1):n * (i + 2)] for i, k in enumerate(names)}
     return (int(sum(v[0] for _, v in scalars)), total[:n], arrays,
-            float(sum(v[1] for _, v in scalars)), int(sum(v[2] for _, v in scalars)),
-            int(max((v[3] for _, v in scalars), default=0)))
+            float(sum(v[1] for _, v in scalars)), sum(float(v[2]) for _, v in scalars),
+            int(max((v[3] for _, v in scalars), default=0)),
+            sum(float(v[4]) for _, v in scalars))
 
 
 def _sum_rounds(a, b):
@@ -118,7 +128,8 @@ def _sum_rounds(a, b):
     if b[1] is None:
         return a
     arrays = {k: a[2][k] + b[2][k] for k in a[2]}
-    return (a[0] + b[0], a[1] + b[1], arrays, a[3] + b[3], a[4] + b[4], max(a[5], b[5]))
+    return (a[0] + b[0], a[1] + b[1], arrays, a[3] + b[3], a[4] + b[4], max(a[5], b[5]),
+            a[6] + b[6])
 
 
 class Trainer:
@@ -255,7 +266,8 @@ class Trainer:
             args = (topology, dtype, block_size, threads, kind, lr, momentum, steps, seed, r,
                     l2_mask, reg_param, faults)
             if self.blocks.frame:
-                rows, w_sum, arrays, loss_sum, seen, t = self._frame_round(w, state, args)
+                rows, w_sum, arrays, loss_sum, seen, t, weight = self._frame_round(w, state,
+                                                                                   args)
             else:
                 bc = sc.broadcast((w, state))
 
@@ -263,22 +275,22 @@ class Trainer:
                     return partition_local_steps(it, bc, *args)
 
                 try:
-                    rows, w_sum, arrays, loss_sum, seen, t = self.blocks.tree_aggregate(
-                        one_partition, _sum_rounds, depth=2)
+                    rows, w_sum, arrays, loss_sum, seen, t, weight = \
+                        self.blocks.tree_aggregate(one_partition, _sum_rounds, depth=2)
                 finally:
                     bc.destroy()
             if rows != self.blocks.n_rows:  # a lost or retried task must not drop or repeat
                 raise RuntimeError(f"round {r + 1} averaged {rows} rows, the cached data holds "
                                    f"{self.blocks.n_rows}")
-            new_w = w_sum / rows
-            loss = loss_sum / max(seen, 1)
+            new_w = w_sum / weight
+            loss = loss_sum / (seen or 1)
             if not (math.isfinite(loss) and np.isfinite(new_w).all()):
                 raise DivergenceError(
                     f"training diverged in round {r + 1} (loss {loss}, or non-finite "
                     f"weights): lower stepSize; the error's weights are the last finite ones "
                     f"(after round {r})", weights=w, iteration=r)
             w = new_w
-            state = {"t": t, **{k: v / rows for k, v in arrays.items()}}
+            state = {"t": t, **{k: v / weight for k, v in arrays.items()}}
             loss += l2_penalty(w, reg_param, l2_mask)
             self._current = w
             self._optimizer_state = state
