@@ -107,13 +107,18 @@ def test_weight_column_type_and_all_zero_weights_are_refused(spark):
         est.fit(_frame(spark, X, label, [0.0] * N))
 
 
+def _weighted_fit(spark, cls, X, y, w, n_out):
+    """A short weighted fit on one partition, its frame, and (label, prediction, weight)."""
+    df = _frame(spark, X, y, w.tolist(), partitions=1)
+    model = cls(layers=[4, 5, n_out], maxIter=4, dtype="float64", weightCol="w", seed=1).fit(df)
+    rows = model.transform(df).select("label", "prediction", "w").collect()
+    return model, df, [np.array([r[i] for r in rows]) for i in range(3)]
+
+
 def test_summaries_are_weighted(spark):
     X, label, target, counts = _data(2)
-    df = _frame(spark, X, label, counts.tolist(), partitions=1)
-    model = MultilayerPerceptronClassifier(layers=[4, 5, 3], maxIter=4, dtype="float64",
-                                           weightCol="w", seed=1).fit(df)
-    rows = model.transform(df).select("label", "prediction", "w").collect()
-    y, p, w = (np.array([r[i] for r in rows]) for i in range(3))
+    model, df, (y, p, w) = _weighted_fit(spark, MultilayerPerceptronClassifier, X, label,
+                                         counts, 3)
     summary = model.evaluate(df)
     assert summary.accuracy == pytest.approx(np.average(y == p, weights=w), rel=1e-12)
     assert model.summary.accuracy == pytest.approx(summary.accuracy, rel=1e-12)
@@ -121,11 +126,8 @@ def test_summaries_are_weighted(spark):
     unweighted = model.copy({model.weightCol: ""}).evaluate(df)
     assert unweighted.confusionMatrix.sum() == N
 
-    reg_df = _frame(spark, X, target, counts.tolist(), partitions=1)
-    reg = MultilayerPerceptronRegressor(layers=[4, 5, 1], maxIter=4, dtype="float64",
-                                        weightCol="w", seed=1).fit(reg_df)
-    rows = reg.transform(reg_df).select("label", "prediction", "w").collect()
-    y, p, w = (np.array([r[i] for r in rows]) for i in range(3))
+    reg, reg_df, (y, p, w) = _weighted_fit(spark, MultilayerPerceptronRegressor, X, target,
+                                           counts, 1)
     s = reg.evaluate(reg_df)
     assert s.meanSquaredError == pytest.approx(np.average((y - p) ** 2, weights=w), rel=1e-9)
     assert s.meanAbsoluteError == pytest.approx(np.average(np.abs(y - p), weights=w), rel=1e-9)
