@@ -131,3 +131,25 @@ def test_spark_param_dropout_is_checked_as_on_one_machine():
                 cls(layers=[4, 5, 5, 3], dropout=bad, solver="adam")._validate_params()
         with pytest.raises(ValueError, match="dropout needs a mini-batch solver"):
             cls(layers=[4, 5, 3], dropout=0.5)._validate_params()   # l-bfgs by default
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_training_resumed_from_a_saved_estimator_with_dropout_is_bitwise(solver):
+    """Epochs of partial_fit with input and hidden dropout, the estimator pickled after the
+    third and the unpickled copy trained on: bitwise the weights and loss curve of the run
+    that never stopped (the optimizer state and the dropout seed travel with it)."""
+    import pickle
+    from sparkann import MLPClassifier
+    X, y = _blobs(120)
+    params = dict(hidden_layer_sizes=(8,), dropout=(0.2, 0.5), solver=solver, batch_size=32,
+                  random_state=0, learning_rate_init=0.01)
+    straight, resumed = MLPClassifier(**params), MLPClassifier(**params)
+    for _ in range(6):
+        straight.partial_fit(X, y, classes=[0, 1, 2])
+    for _ in range(3):
+        resumed.partial_fit(X, y, classes=[0, 1, 2])
+    resumed = pickle.loads(pickle.dumps(resumed))
+    for _ in range(3):
+        resumed.partial_fit(X, y)
+    assert resumed.weights_.tobytes() == straight.weights_.tobytes()
+    assert resumed.loss_curve_ == straight.loss_curve_
