@@ -92,7 +92,8 @@ def count_lines(path):
 
 
 def retry(out, tmp):
-    """Task failures at several iterations and partitions under local[2,4]."""
+    """Task failures at several iterations and partitions under local[2,4] (adam with
+    dropout)."""
     spark = make_session("local[2,4]", tmp)
     try:
         df = make_data(spark).cache()
@@ -101,7 +102,8 @@ def retry(out, tmp):
         plans = {
             "gd": ("gd", 8, dict(stepSize=0.5), [(0, 0), (3, 1), (3, 2), (7, 3)]),
             "lbfgs": ("l-bfgs", 8, {}, [(1, 0), (4, 3)]),
-            "adam": ("adam", 4, dict(stepSize=0.01), [(0, 2), (3, 1)]),
+            # dropout on the input and the hidden layer: a retried task draws the same masks
+            "adam": ("adam", 4, dict(stepSize=0.01, dropout=[0.2, 0.5]), [(0, 2), (3, 1)]),
         }
         for name, (solver, iters, params, where) in plans.items():
             clean = fit(df, solver, iters, **params)
