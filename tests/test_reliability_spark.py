@@ -83,7 +83,8 @@ def _run(scenario, tmp_path, timeout):
 @pytest.mark.spark
 def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
     """local[2,4]: tasks fail on their first attempt at chosen iterations and partitions;
-    gd, l-bfgs and adam end with bitwise the weights of an undisturbed run."""
+    gd, l-bfgs and adam with dropout (input 0.2, hidden 0.5) end with bitwise the weights of
+    an undisturbed run."""
     weights, report = _run("retry", tmp_path, 900)
     for name in ("gd", "lbfgs", "adam"):
         assert report[name]["injected"] == report[name]["planned"] > 0, report
@@ -147,6 +148,8 @@ def kill_after(j):
     ("adam", 6, 4, 2, dict(stepSize=0.01)),
     ("sgd", 5, 3, 3, dict(stepSize=0.05, momentum=0.9)),
     ("l-bfgs", 12, 7, 3, {}),
+    ("adam", 5, 3, 2, dict(stepSize=0.01, dropout=[0.2, 0.5])),
+    ("sgd", 4, 3, 1, dict(stepSize=0.05, momentum=0.9, dropout=0.3)),
 ])
 def test_resumed_run_ends_with_the_uninterrupted_weights(df, tmp_path, solver, iters, kill,
                                                          every, params):
