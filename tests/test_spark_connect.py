@@ -65,7 +65,21 @@ def classic(spark):
     fixed = _fixed_model()
     out["probability"] = _probabilities(fixed.transform(test))
     out["accuracy"] = fixed.evaluate(test).accuracy
+    weighted = _weighted_estimator().fit(_weighted(train))
+    out["weighted"] = (weighted.weights.toArray(), weighted.evaluate(_weighted(test)).accuracy,
+                       weighted.summary.objectiveHistory)
     return out
+
+
+def _weighted(df):
+    """``df`` with a weight column ``w`` of 0, 1 or 2 (from the label), made by Spark."""
+    from pyspark.sql import functions as F
+    return df.withColumn("w", (F.col("label") % 3).cast("double"))
+
+
+def _weighted_estimator():
+    return MultilayerPerceptronClassifier(layers=LAYERS, solver="l-bfgs", maxIter=5, seed=SEED,
+                                          dtype="float64", blockSize=64, weightCol="w")
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +128,25 @@ def test_fit_gives_the_classic_model(classic, remote_frames, solver):
     np.testing.assert_allclose(_probabilities(model.transform(test)), probability, rtol=0,
                                atol=1e-9)
     assert len(model.summary.objectiveHistory) >= 1
+
+
+def test_weight_column_gives_the_classic_model_and_metrics(classic, remote_frames):
+    train, test = remote_frames
+    model = _weighted_estimator().fit(_weighted(train))
+    weights, accuracy, history = classic["weighted"]
+    np.testing.assert_allclose(model.weights.toArray(), weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.summary.objectiveHistory, history, rtol=1e-9)
+    assert model.evaluate(_weighted(test)).accuracy == pytest.approx(accuracy, abs=1e-12)
+
+
+def test_bad_weights_name_column_and_row(remote):
+    from pyspark.ml.linalg import Vectors
+    df = remote.createDataFrame([(Vectors.dense([0.0, 1.0]), 0.0, 1.0),
+                                 (Vectors.dense([1.0, 1.0]), 1.0, -3.0)],
+                                ["features", "label", "w"]).coalesce(1)
+    est = MultilayerPerceptronClassifier(layers=[2, 3, 2], maxIter=2, weightCol="w")
+    with pytest.raises(ValueError, match=r"weight column 'w' \(partition 0\): row 1 is -3\.0"):
+        est.fit(df)
 
 
 def test_bad_rows_name_column_and_row(remote):
