@@ -186,7 +186,7 @@ def aggregation_table(args):
         rates = {name: calibration.worker_flop_rate(spark.sparkContext, layers, 2,
                                                     args.dtype, rows=1024, repeats=3)
                  for name, layers in AGGREGATION_TOPOLOGIES.items()}
-        models, p, obs = calibrate(spark, 2, rates, args.dtype, examples, 3,
+        models, p, obs = calibrate(spark, 2, rates, args.dtype, examples, 2,
                                    AGGREGATION_TOPOLOGIES, partitions=[2, 8], reads=False)
         print("# FLOP rate of a worker " + ", ".join(
             f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()) +
