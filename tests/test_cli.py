@@ -18,13 +18,14 @@ def test_train_evaluate_predict(tmp_path, capsys):
     model, plot = str(tmp_path / "m"), str(tmp_path / "curve.png")
     code = cli.main(["train", "--limit", "2000", "--test-limit", "500", "--hidden", "32",
                      "--epochs", "3", "--threads", "1", "--out", model, "--plot", plot,
-                     "--no-progress"])
+                     "--dropout", "0.1,0.2", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     accuracy = float(out.split("test accuracy: ")[1].split()[0])
     assert 0.6 < accuracy <= 1.0 and "on 500 rows" in out and "epochs in" in out
     assert os.path.isfile(os.path.join(model, "model.json"))
     assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "test loss" in out
 
     assert cli.main(["evaluate", "--model", model, "--limit", "500"]) == 0
     again = float(capsys.readouterr().out.split("test accuracy: ")[1].split()[0])

@@ -372,3 +372,54 @@ def test_regressor_names_the_row_and_value_of_a_target_too_large_for_its_dtype(d
                      "(y: row 11 is inf)")
     with pytest.raises(ValueError, match=re.escape(expected)):
         MLPRegressor(hidden_layer_sizes=(3,), max_iter=1, dtype=dtype).fit(X, y)
+
+
+@pytest.mark.parametrize("make, data, solver", [
+    (lambda s: MLPClassifier((8,), solver=s, alpha=0.0), blobs, "lbfgs"),
+    (lambda s: MLPClassifier((8,), solver=s, alpha=0.0), blobs, "gd"),
+    (lambda s: MLPRegressor(hidden_layer_sizes=(8,), solver=s, alpha=0.0), regression,
+     "lbfgs"),
+    (lambda s: MLPRegressor("poisson", (8,), solver=s, alpha=0.0),
+     lambda: (regression()[0], np.exp(regression()[1] / 3)), "lbfgs"),
+])
+def test_validation_data_loss_is_the_training_loss_on_the_same_rows(make, data, solver):
+    # full batch without L2: the objective is the data loss, so watching the training rows
+    # themselves gives the same numbers. The watched loss is that of the weights after each
+    # iteration: L-BFGS reports its objective there too, gd the one before its step.
+    X, y = data()
+    clf = make(solver).set_params(max_iter=15, random_state=0)
+    clf.fit(X, y, validation_data=(X, y))
+    h = clf.history_
+    assert len(h) == clf.n_iter_ > 0
+    if solver == "gd":
+        np.testing.assert_allclose(h.val_loss[:-1], h.loss[1:], rtol=1e-9)
+    else:
+        np.testing.assert_allclose(h.val_loss, h.loss, rtol=1e-9)
+    assert h.val_metric[-1] == pytest.approx(clf.score(X, y))
+
+
+def test_validation_data_watches_without_changing_training():
+    X, y = blobs(600)
+    X, y, X_test, y_test = X[:400], y[:400], X[400:], y[400:]
+    params = dict(solver="adam", max_iter=8, random_state=0, dropout=0.3, batch_size=50)
+    plain = MLPClassifier((16,), **params).fit(X, y)
+    watched = MLPClassifier((16,), **params).fit(X, y, validation_data=(X_test, y_test))
+    np.testing.assert_array_equal(plain.weights_, watched.weights_)
+    assert np.isnan(plain.history_.val_loss).all()
+    val = np.array(watched.history_.val_loss)
+    assert len(val) == 8 and np.isfinite(val).all() and val[-1] < val[0]
+    # the last record is the final model's test loss and accuracy (dropout off)
+    p = watched.predict_proba(X_test)
+    assert val[-1] == pytest.approx(-np.mean(np.log(p[np.arange(200), y_test])), rel=1e-5)
+    assert watched.history_.val_metric[-1] == pytest.approx(watched.score(X_test, y_test))
+
+
+def test_validation_data_is_checked_like_the_training_data():
+    X, y = blobs()
+    clf = MLPClassifier((4,), max_iter=2)
+    with pytest.raises(ValueError, match="validation_data must be"):
+        clf.fit(X, y, validation_data=X)
+    with pytest.raises(ValueError, match="expecting 6 features"):
+        clf.fit(X, y, validation_data=(X[:, :5], y))
+    with pytest.raises(ValueError, match="classes not in"):
+        clf.fit(X, y, validation_data=(X, y + 5))

@@ -63,6 +63,15 @@ def _positive(text):
     return value
 
 
+def _rates(text):
+    try:
+        rates = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates such as 0.2,0.5, received {text!r}"
+                                         ) from None
+    return rates[0] if len(rates) == 1 else rates
+
+
 def _sizes(text):
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -93,6 +102,9 @@ def _train_arguments(p):
     p.add_argument("--batch-size", type=_positive)
     p.add_argument("--alpha", type=float, help="L2 penalty alpha / (2 n) * ||W||^2")
     p.add_argument("--block-size", type=_positive)
+    p.add_argument("--dropout", type=_rates, metavar="RATES",
+                   help="inverted dropout (adam, sgd): one rate after every hidden layer, or "
+                        "the input's rate then each hidden layer's, e.g. 0.2,0.5")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--early-stopping", action="store_true",
                    help="hold out 10%% for validation, keep the best weights")
@@ -101,7 +113,8 @@ def _train_arguments(p):
                    help="BLAS threads (at most the machine's CPUs: more count as that)")
     p.add_argument("--out", default="sparkann-model", metavar="DIR",
                    help="where to save the model (default: ./sparkann-model)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the training curve (matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the training and test loss per epoch (matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -113,7 +126,7 @@ def _train(args):
 
     settings = dict(RECIPES[args.recipe])
     for key in ("hidden", "activation", "solver", "max_iter", "learning_rate_init",
-                "learning_rate", "batch_size", "alpha", "block_size"):
+                "learning_rate", "batch_size", "alpha", "block_size", "dropout"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     hidden = settings.pop("hidden")
@@ -125,13 +138,16 @@ def _train(args):
     X_test, y_test = _load(args, "test")
     print(f"training {clf!r} on {len(X)} rows")
     start = time.perf_counter()
-    clf.fit(X, y)
+    # the test rows are watched for the plot's test-loss curve, never trained on
+    clf.fit(X, y, validation_data=(X_test, y_test) if args.plot else None)
     seconds = time.perf_counter() - start
     accuracy = clf.score(X_test, y_test)
     mini_batch = solvers.get_solver(clf.solver).mini_batch
     print(f"{clf.n_iter_} {'epochs' if mini_batch else 'iterations'} "
           f"in {seconds:.1f} s; final training loss {clf.loss_:.4f}")
     print(f"test accuracy: {accuracy:.4f} on {len(X_test)} rows")
+    if args.plot:
+        print(f"test loss: {clf.history_.val_loss[-1]:.4f} (each epoch's in the plot)")
     clf.save(args.out)
     print(f"model saved to {args.out}")
     if args.plot:
@@ -139,7 +155,8 @@ def _train(args):
 
         save_training_plot(args.plot, clf.history_, network=network_name(clf),
                            solver=clf.solver, accuracy=accuracy,
-                           per="epoch" if mini_batch else "iteration")
+                           per="epoch" if mini_batch else "iteration",
+                           watched="test", dropout=settings.get("dropout"))
         print(f"training curve drawn to {args.plot}")
     return 0
 

@@ -375,7 +375,7 @@ class _MLPBase(BaseEstimator):
     def _validate_input(self, X, y, incremental, reset):
         raise NotImplementedError
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         self._validate_params()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -393,6 +393,7 @@ class _MLPBase(BaseEstimator):
         self._l2_runs = _runs(self.topology_.l2_mask())
         y = self._encode(y, dtype)
         self._network = None
+        self._monitored = self._monitored_set(validation_data, dtype)
 
         import ann_core
 
@@ -419,10 +420,45 @@ class _MLPBase(BaseEstimator):
             "learning_rate_init or raise alpha.", weights=self.weights_, iteration=self.n_iter_
         ) from (error if isinstance(error, BaseException) else None)
 
-    def _record(self, loss, val_score=math.nan):
+    def _monitored_set(self, validation_data, dtype):
+        """``fit``'s ``validation_data`` validated and encoded as the training data is; None
+        when not given."""
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, "
+                             f"sample_weight_val), received {type(validation_data).__name__}")
+        X, y = self._validate_input(*validation_data[:2], incremental=True, reset=False)
+        X = _dense(X, dtype)
+        sw = check_sample_weight(validation_data[2] if len(validation_data) == 3 else None,
+                                 X.shape[0], dtype)
+        return X, self._encode(y, dtype), sw
+
+    def _monitored_loss_score(self, w):
+        """The data loss (no L2 term) and score of ``w`` on ``fit``'s ``validation_data``,
+        from one inference pass (dropout off)."""
+        X, y, sw = self._monitored
+        w = np.asarray(w, dtype=self.weights_.dtype)
+        out = self._net().forward(w, X) if np.isfinite(w).all() else None
+        if out is None or not np.isfinite(out).all():
+            return math.nan, math.nan
+        loss = self._outputs_loss(out, y, sw) / (len(X) if sw is None else float(sw.sum()))
+        return loss, float(self._score_outputs(out, y, sw))
+
+    def _outputs_loss(self, out, y, sw):
+        """The loss of the network's outputs ``out`` (inference, no dropout) summed over rows,
+        weighted by sw, as the engine's loss kernels define it."""
+        raise NotImplementedError
+
+    def _record(self, loss, val_score=math.nan, w=None):
         self.loss_ = float(loss)
         self.loss_curve_.append(self.loss_)
-        self.history_.append(loss, math.nan, val_score)
+        val_loss = math.nan
+        if getattr(self, "_monitored", None) is not None and w is not None:
+            val_loss, score = self._monitored_loss_score(w)
+            if not self.early_stopping:   # early stopping records the score it stops on
+                val_score = score
+        self.history_.append(loss, val_loss, val_score)
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
 
@@ -512,7 +548,7 @@ class _MLPBase(BaseEstimator):
             diverged = not (math.isfinite(loss) and np.isfinite(w).all())
             score = self._validation_score(w, X_val, y_val, sw_val) if self.early_stopping \
                 else math.nan
-            self._record(math.nan if diverged else total / n, score)
+            self._record(math.nan if diverged else total / n, score, w)
             stop = self._no_improvement(score, w) or diverged
             if diverged and not (self.early_stopping and self._best_weights is not None):
                 self._diverged("the loss or the weights became non-finite", last_finite)
@@ -587,7 +623,7 @@ class _MLPBase(BaseEstimator):
 
         def callback(intermediate_result):
             self.n_iter_ += 1
-            self._record(intermediate_result.fun)
+            self._record(intermediate_result.fun, w=intermediate_result.x)
 
         try:
             result = scipy.optimize.minimize(
@@ -611,7 +647,7 @@ class _MLPBase(BaseEstimator):
 
         def callback(iteration, w64, loss):
             self.n_iter_ += 1
-            self._record(loss)
+            self._record(loss, w=w64)
 
         try:
             result = gd(fun_grad, self.weights_, step_size=self.learning_rate_init,
@@ -624,7 +660,7 @@ class _MLPBase(BaseEstimator):
 
     # ------------------------------------------------------------------------ public API
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None):
         """Train on (X, y).
 
         Parameters
@@ -633,12 +669,18 @@ class _MLPBase(BaseEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), optional
             Weight of each row in the loss (and in the validation score).
+        validation_data : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Rows to watch, not to train on: after every epoch (adam, sgd) or iteration
+            (lbfgs, gd) their loss (without the L2 term) goes into ``history_.val_loss`` and
+            their score into ``history_.val_metric`` (with ``early_stopping`` that stays the
+            held-out score it stops on). Training is the same with or without it; each record
+            costs a forward and backward pass over these rows.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, sample_weight)
+        return self._fit(X, y, sample_weight, validation_data=validation_data)
 
     def save(self, path):
         """Save the fitted model to the directory ``path``; :func:`sparkann.persist.load` reads
@@ -805,6 +847,14 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
         return np.ascontiguousarray(Y, dtype=dtype)
 
+    def _outputs_loss(self, p, y, sw):
+        if self.out_activation_ == "softmax":   # y holds class indices (the engine's path)
+            row_loss = -np.log(np.clip(p[np.arange(len(y)), y], np.finfo(p.dtype).eps, 1))
+        else:                                    # logistic outputs, 0/1 targets
+            q = np.clip(p, np.finfo(p.dtype).eps, 1 - np.finfo(p.dtype).eps)
+            row_loss = -(y * np.log(q) + (1 - y) * np.log1p(-q)).sum(axis=1)
+        return float(row_loss @ sw if sw is not None else row_loss.sum())
+
     def _decode(self, out):
         if self.out_activation_ == "softmax":
             return self.classes_[out.argmax(axis=1)]
@@ -958,6 +1008,12 @@ class MLPRegressor(RegressorMixin, _MLPBase):
         if sw is not None:
             row_loss, delta = row_loss * sw, delta * sw[:, None]
         return float(row_loss.sum()), delta
+
+    def _outputs_loss(self, out, y, sw):
+        if self.out_activation_ == "exp":
+            return self._weighted_loss_delta(out, y, sw)[0]
+        row_loss = 0.5 * ((out - y) ** 2).sum(axis=1)
+        return float(row_loss @ sw if sw is not None else row_loss.sum()) / self.n_outputs_
 
     def _score_outputs(self, out, y, sw):
         pred = np.exp(out) if self.out_activation_ == "exp" else out

@@ -48,7 +48,7 @@ def network_name(estimator):
 
 
 def training_figure(history, *, network, solver, accuracy=None, per="epoch",
-                    metric="validation accuracy"):
+                    metric=None, watched="validation", dropout=None):
     """The figure of a training run's loss curves (and validation metric, if recorded).
 
     Parameters
@@ -61,8 +61,12 @@ def training_figure(history, *, network, solver, accuracy=None, per="epoch",
         The final test accuracy (or score), named in the title.
     per : str
         What one step of the x axis is: ``"epoch"`` or ``"iteration"``.
-    metric : str
-        The legend label of the validation metric line.
+    metric : str or None
+        The legend label of the validation metric line (default: "<watched> accuracy").
+    watched : str
+        What the rows of ``val_loss`` and ``val_metric`` are: ``"validation"``, ``"test"``.
+    dropout : float, list of float or None
+        The dropout rates, named in the title when non-zero.
 
     Returns
     -------
@@ -75,7 +79,7 @@ def training_figure(history, *, network, solver, accuracy=None, per="epoch",
     fig, ax = plt.subplots(figsize=(7, 4.6))
     lines = ax.plot(steps, history.loss, label="training loss", color="tab:blue", marker=".")
     if not np.all(np.isnan(history.val_loss)):
-        lines += ax.plot(steps, history.val_loss, label="validation loss", color="tab:orange",
+        lines += ax.plot(steps, history.val_loss, label=f"{watched} loss", color="tab:orange",
                          marker=".")
     ax.set_xlabel(per)
     ax.set_ylabel("loss (log scale)")
@@ -85,12 +89,15 @@ def training_figure(history, *, network, solver, accuracy=None, per="epoch",
     ax.grid(True, which="major", alpha=0.3)
     if not np.all(np.isnan(history.val_metric)):
         twin = ax.twinx()
+        metric = metric or f"{watched} accuracy"
         lines += twin.plot(steps, history.val_metric, label=metric, color="tab:green",
                            marker=".", linestyle="--")
         twin.set_ylabel(metric)
     ax.legend(lines, [line.get_label() for line in lines], loc="upper center",
               bbox_to_anchor=(0.5, -0.16), ncol=len(lines), frameon=False)
     title = f"{network}, {solver}"
+    if np.any(dropout):
+        title += f", dropout {dropout}"
     if accuracy is not None:
         title += f": test accuracy {accuracy:.4f}"
     if len(history):
