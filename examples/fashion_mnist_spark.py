@@ -14,6 +14,10 @@ The same script runs on a laptop (``local[*]``) and on a cluster (``spark-submit
     # there already (--overwrite writes it again)
     python examples/fashion_mnist_spark.py all --data /tmp/fashion-mnist --model /tmp/fm-model
 
+``--dropout 0.2 0.5`` trains with dropout (the input's rate, then the hidden layers'); ``--plot
+FILE.png`` draws each round's training loss beside the test loss of that round's weights (the
+test rows are read on the driver and never trained on).
+
 The master is spark-submit's when run with spark-submit; with plain python it is ``--master``,
 else ``$SPARK_MASTER``, else Spark's configuration (``spark.master``), else ``local[*]``.
 
@@ -103,6 +107,45 @@ def spread(df, partitions):
             .repartition(partitions, row).sortWithinPartitions(row).drop(row))
 
 
+class TestLossWatch:
+    """A training callback: each round's weights scored on the test rows, on the driver, with
+    the native engine (dropout is off at inference, so the network needs no dropout stage)."""
+
+    def __init__(self, spark, data, layers, activation):
+        import numpy as np
+
+        from sparkann.optim import History
+        from sparkann.topology import Topology
+
+        test = read(spark, data, TEST).toPandas()
+        self.X = np.stack(test["features"].map(lambda v: v.toArray())).astype(np.float32)
+        self.y = test["label"].to_numpy().astype(np.int64)
+        self.network = Topology.from_sizes(layers, activation).network("float32")
+        self.history = History()
+
+    def __call__(self, iteration, weights, loss):
+        import numpy as np
+
+        p = self.network.forward(np.asarray(weights, np.float32), self.X)
+        picked = np.clip(p[np.arange(len(self.y)), self.y], 1e-7, 1)
+        self.history.append(loss, -np.log(picked).mean(), (p.argmax(1) == self.y).mean())
+
+
+def dropout_param(rates):
+    """``--dropout`` as the Param takes it: no rate, one rate, or a list."""
+    if not rates:
+        return 0.0
+    return rates[0] if len(rates) == 1 else rates
+
+
+def with_progress(progress, watch):
+    """One callback calling both."""
+    def callback(iteration, weights, loss):
+        progress(iteration, weights, loss)
+        watch(iteration, weights, loss)
+    return callback
+
+
 def train(spark, args):
     classifier, _ = estimator_classes(args.estimator)
     df = spread(read(spark, args.data, TRAIN), args.partitions).cache()
@@ -118,9 +161,12 @@ def train(spark, args):
         from sparkann.progress import TrainingProgress
 
         # Params Spark MLlib does not have: hidden activation, initialisation, averaging
-        mlp.setParams(activation=args.activation, initScheme=args.init, syncSteps=args.sync_steps)
+        mlp.setParams(activation=args.activation, initScheme=args.init, syncSteps=args.sync_steps,
+                      dropout=dropout_param(args.dropout))
+        watch = (TestLossWatch(spark, args.data, layers, args.activation) if args.plot
+                 else None)
         progress = TrainingProgress(args.max_iter, unit=unit)
-        mlp.setCallback(progress)
+        mlp.setCallback(progress if watch is None else with_progress(progress, watch))
     start = time.perf_counter()
     try:
         model = mlp.fit(df)
@@ -129,6 +175,14 @@ def train(spark, args):
             progress.close()
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.1f} s", flush=True)
+    if args.plot:
+        from sparkann.plots import save_training_plot
+
+        save_training_plot(args.plot, watch.history, network=f"{'-'.join(map(str, layers))} "
+                           f"{args.activation}", solver=f"{args.solver} on Spark",
+                           accuracy=watch.history.val_metric[-1], per="round",
+                           watched="test", dropout=args.dropout)
+        print(f"test loss per round drawn to {args.plot}", flush=True)
     model.write().overwrite().save(args.model)
     print(f"saved the model to {args.model}", flush=True)
     df.unpersist()
@@ -174,6 +228,11 @@ def main(argv=None):
     parser.add_argument("--sync-steps", type=int, default=0,
                         help="sparkann adam/sgd only: local steps between two averagings "
                         "(0: one pass over each partition)")
+    parser.add_argument("--dropout", type=float, nargs="*",
+                        help="sparkann adam/sgd only: one rate after every hidden layer, or "
+                        "the input's rate then each hidden layer's")
+    parser.add_argument("--plot", metavar="FILE.png", help="sparkann only: draw each round's "
+                        "training loss and test loss")
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
@@ -188,6 +247,8 @@ def main(argv=None):
                                       or args.activation != "sigmoid"):
         parser.error("Spark MLlib's estimator has solvers l-bfgs and gd and sigmoid hidden "
                      "layers only: add --solver l-bfgs --activation sigmoid --step-size 0.03")
+    if args.estimator == "mllib" and (args.dropout or args.plot):
+        parser.error("--dropout and --plot are sparkann's only")
 
     if args.mode == "prepare":
         prepare(args.data, args.train_rows, args.test_rows, args.source)
