@@ -107,28 +107,12 @@ def spread(df, partitions):
             .repartition(partitions, row).sortWithinPartitions(row).drop(row))
 
 
-class TestLossWatch:
-    """A training callback: each round's weights scored on the test rows, on the driver, with
-    the native engine (dropout is off at inference, so the network needs no dropout stage)."""
+def collect_rows(df):
+    """(X, y) of a split as numpy arrays on the driver."""
+    import numpy as np
 
-    def __init__(self, spark, data, layers, activation):
-        import numpy as np
-
-        from sparkann.optim import History
-        from sparkann.topology import Topology
-
-        test = read(spark, data, TEST).toPandas()
-        self.X = np.stack(test["features"].map(lambda v: v.toArray())).astype(np.float32)
-        self.y = test["label"].to_numpy().astype(np.int64)
-        self.network = Topology.from_sizes(layers, activation).network("float32")
-        self.history = History()
-
-    def __call__(self, iteration, weights, loss):
-        import numpy as np
-
-        p = self.network.forward(np.asarray(weights, np.float32), self.X)
-        picked = np.clip(p[np.arange(len(self.y)), self.y], 1e-7, 1)
-        self.history.append(loss, -np.log(picked).mean(), (p.argmax(1) == self.y).mean())
+    rows = df.toPandas()
+    return np.stack(rows["features"].map(lambda v: v.toArray())), rows["label"].to_numpy()
 
 
 def dropout_param(rates):
@@ -136,14 +120,6 @@ def dropout_param(rates):
     if not rates:
         return 0.0
     return rates[0] if len(rates) == 1 else rates
-
-
-def with_progress(progress, watch):
-    """One callback calling both."""
-    def callback(iteration, weights, loss):
-        progress(iteration, weights, loss)
-        watch(iteration, weights, loss)
-    return callback
 
 
 def train(spark, args):
@@ -158,15 +134,16 @@ def train(spark, args):
                      solver=args.solver, seed=args.seed, tol=1e-9, stepSize=args.step_size)
     progress = None
     if args.estimator == "sparkann":
-        from sparkann.progress import TrainingProgress
+        from sparkann.progress import HeldOutScore, TrainingProgress
 
         # Params Spark MLlib does not have: hidden activation, initialisation, averaging
         mlp.setParams(activation=args.activation, initScheme=args.init, syncSteps=args.sync_steps,
                       dropout=dropout_param(args.dropout))
-        watch = (TestLossWatch(spark, args.data, layers, args.activation) if args.plot
-                 else None)
         progress = TrainingProgress(args.max_iter, unit=unit)
-        mlp.setCallback(progress if watch is None else with_progress(progress, watch))
+        if args.plot:   # the test rows, on the driver, score each round's weights
+            X, y = collect_rows(read(spark, args.data, TEST))
+            watch = HeldOutScore(layers, args.activation, X, y, then=progress)
+        mlp.setCallback(watch if args.plot else progress)
     start = time.perf_counter()
     try:
         model = mlp.fit(df)

@@ -185,3 +185,25 @@ def test_dropout_trains_deterministically_never_drops_in_transform_and_saves(spa
     np.testing.assert_array_equal(_probabilities(again.transform(test)),
                                   _probabilities(first.transform(test)))
     train.unpersist()
+
+
+def test_cosine_step_size_schedule_steps_each_round_by_its_factor(spark, fashion):
+    # plain SGD, one partition holding one block, one step a round: round r moves the
+    # weights by exactly stepSize * (1 + cos(pi r / maxIter)) / 2 times the gradient, so
+    # the cosine run equals constant-step runs chained with those step sizes
+    X, y, _, _ = fashion
+    train = dataframe_from_numpy(spark, X[:100], y[:100], num_partitions=1).cache()
+    common = dict(layers=[784, 8, 10], solver="sgd", momentum=0.0, syncSteps=1,
+                  blockSize=128, activation="relu", dtype="float64", seed=3, tol=0.0)
+    cosine = MultilayerPerceptronClassifier(maxIter=3, stepSize=0.1,
+                                            stepSizeSchedule="cosine", **common).fit(train)
+    w = MultilayerPerceptronClassifier(maxIter=0, **common).fit(train).weights
+    for factor in (1.0, 0.75, 0.25):
+        w = MultilayerPerceptronClassifier(maxIter=1, stepSize=0.1 * factor, initialWeights=w,
+                                           **common).fit(train).weights
+    np.testing.assert_allclose(cosine.weights.toArray(), w.toArray(), rtol=1e-12, atol=1e-15)
+    constant = MultilayerPerceptronClassifier(maxIter=3, stepSize=0.1, **common).fit(train)
+    assert not np.allclose(constant.weights.toArray(), w.toArray())
+    with pytest.raises(ValueError, match="stepSizeSchedule must be one of"):
+        MultilayerPerceptronClassifier(stepSizeSchedule="linear", **common).fit(train)
+    train.unpersist()

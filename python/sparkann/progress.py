@@ -1,4 +1,5 @@
-"""Training progress for the Spark estimators' callback: each round's time and the total.
+"""Callbacks for the Spark estimators: training progress (each round's time and the total)
+and scores on held-out rows.
 
 ``MultilayerPerceptronClassifier.setCallback(TrainingProgress(maxIter))`` prints one line per
 iteration (a round of local steps and averaging for adam and sgd)::
@@ -77,3 +78,53 @@ class TrainingProgress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class HeldOutScore:
+    """A classifier's ``callback(iteration, weights, loss)`` that scores each iteration's
+    weights on rows held on the driver and never trained on: what ``fit(validation_data=...)``
+    records on one machine, for the Spark estimators' :meth:`setCallback`.
+
+    Parameters
+    ----------
+    layers : list of int
+        The ``layers`` Param (inputs, hidden widths, classes).
+    activation : str
+        The hidden layers' activation (the ``activation`` Param).
+    X : array of shape (n, layers[0])
+    y : array of n class indices (Spark's labels 0, 1, ...)
+    then : callable or None
+        Another callback to call first (e.g. a :class:`TrainingProgress`).
+
+    After training, ``history`` (a :class:`sparkann.optim.History`) holds per iteration the
+    training objective (``loss``), the held-out cross-entropy (``val_loss``) and accuracy
+    (``val_metric``), computed by the native engine in float32 (dropout is off at inference).
+    """
+
+    def __init__(self, layers, activation, X, y, then=None):
+        import numpy as np
+
+        from sparkann.optim import History
+        from sparkann.topology import Topology
+
+        self.X = np.ascontiguousarray(X, dtype=np.float32)
+        self.y = np.asarray(y).astype(np.int64)
+        if self.X.shape != (len(self.y), layers[0]):
+            raise ValueError(f"held-out rows: X has shape {self.X.shape}, y {len(self.y)} "
+                             f"labels, the network {layers[0]} inputs")
+        if len(self.y) and not 0 <= self.y.min() <= self.y.max() < layers[-1]:
+            raise ValueError(f"held-out labels must be 0..{layers[-1] - 1}, received "
+                             f"{self.y.min()}..{self.y.max()}")
+        self.network = Topology.from_sizes(layers, activation).network("float32")
+        self.then = then
+        self.history = History()
+
+    def __call__(self, iteration, weights, loss):
+        import numpy as np
+
+        if self.then is not None:
+            self.then(iteration, weights, loss)
+        p = self.network.forward(np.asarray(weights, np.float32), self.X)
+        picked = np.clip(p[np.arange(len(self.y)), self.y], np.finfo(np.float32).eps, 1)
+        self.history.append(loss, float(-np.log(picked).mean()),
+                            float((p.argmax(1) == self.y).mean()))

@@ -66,7 +66,7 @@ class HasCheckpoint(Params):
 # The Params that change what training computes (not column names, not the directory).
 TRAINING_PARAMS = ("layers", "activation", "solver", "maxIter", "tol", "stepSize", "regParam",
                    "seed", "dtype", "blockSize", "initScheme", "syncSteps", "momentum",
-                   "earlyStoppingPatience")
+                   "earlyStoppingPatience", "stepSizeSchedule")
 
 
 def data_fingerprint(blocks):

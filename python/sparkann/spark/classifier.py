@@ -16,10 +16,10 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
     the import is enough. Extra Params: ``activation``, solvers ``"adam"`` and ``"sgd"``,
     ``regParam``, ``dtype`` (``"float32"`` default, ``"float64"`` for Spark's exact numbers),
     ``initScheme``, ``syncSteps``, ``momentum``, ``validationIndicatorCol`` with
-    ``earlyStoppingPatience``, ``dropout``, ``weightCol`` (each row's loss times its weight,
-    finite and >= 0; the mean is over the weight sum; the summary's metrics are weighted).
-    Param values are accepted and refused as MLlib
-    accepts and refuses them; ``maxIter=0`` gives the model of ``initialWeights`` (or of the seeded
+    ``earlyStoppingPatience``, ``dropout``, ``stepSizeSchedule``, ``weightCol`` (each row's
+    loss times its weight, finite and >= 0; the mean is over the weight sum; the summary's
+    metrics are weighted). Param values are accepted and refused as MLlib accepts and refuses
+    them; ``maxIter=0`` gives the model of ``initialWeights`` (or of the seeded
     initialisation) untrained, as in MLlib.
 
     The objective is the mean cross-entropy over rows (plus ``regParam / 2 * ||W||^2``); each
@@ -44,7 +44,7 @@ class MultilayerPerceptronClassifier(_NetworkEstimator, _ClassifierParams):
                  rawPredictionCol="rawPrediction", thresholds=None, activation="sigmoid",
                  regParam=0.0, dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
                  validationIndicatorCol=None, earlyStoppingPatience=10, dropout=0.0,
-                 weightCol=None):
+                 weightCol=None, stepSizeSchedule="constant"):
         super().__init__()
         self._setDefault(probabilityCol="probability", rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)

@@ -90,6 +90,7 @@ class _NetworkEstimator(Estimator, PersistMixin):
                               tol=self.getTol(), step_size=self.getStepSize(),
                               reg_param=self.getRegParam(), seed=seed,
                               sync_steps=self.getSyncSteps(), momentum=self.getMomentum(),
+                              step_size_schedule=self.getStepSizeSchedule(),
                               validation=validation,
                               patience=self.getEarlyStoppingPatience(),
                               callback=getattr(self, "_callback", None),

@@ -79,6 +79,10 @@ def _to_rates(value):
     return TypeConverters.toFloat(value)
 
 
+#: the stepSizeSchedule Param's values
+STEP_SIZE_SCHEDULES = ("constant", "cosine")
+
+
 def _param(name, doc, converter):
     """A Param declared on a Params class (pyspark's pattern: a placeholder parent, replaced
     by each instance's own copy)."""
@@ -111,6 +115,10 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
     syncSteps = _param("syncSteps", "adam/sgd: local mini-batch steps per partition between two "
                        "weight averagings (one maxIter round); 0 means one pass over the local "
                        "data.", TypeConverters.toInt)
+    stepSizeSchedule = _param("stepSizeSchedule", "adam/sgd: the step size over the rounds: "
+                              "constant, or cosine (stepSize * (1 + cos(pi * round / maxIter)) "
+                              "/ 2 in round 0, 1, ..., decaying to 0).",
+                              TypeConverters.toString)
     momentum = _param("momentum", "sgd: momentum in [0, 1).", TypeConverters.toFloat)
     validationIndicatorCol = _param("validationIndicatorCol", "Name of a boolean column: true "
                                     "rows are held out and monitored for early stopping.",
@@ -127,7 +135,8 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
         super().__init__(*args)
         self._setDefault(maxIter=100, tol=1e-6, blockSize=128, stepSize=0.03, solver="l-bfgs",
                          activation="sigmoid", regParam=0.0, dtype="float32", initScheme="spark",
-                         syncSteps=0, momentum=0.9, earlyStoppingPatience=10, dropout=0.0)
+                         syncSteps=0, momentum=0.9, earlyStoppingPatience=10, dropout=0.0,
+                         stepSizeSchedule="constant")
         # pyspark's default seed is hash(class name), which changes with every Python process;
         # a stable default keeps results reproducible.
         self._setDefault(seed=zlib.crc32(type(self).__name__.encode()))
@@ -141,6 +150,9 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
             raise ValueError(f"layers must hold at least two positive sizes, received {layers}")
         hyperparams.check({rule.param: self.getOrDefault(rule.param)
                            for rule in hyperparams.RULES if rule.param is not None}, "param")
+        if self.getStepSizeSchedule() not in STEP_SIZE_SCHEDULES:
+            raise ValueError(f"stepSizeSchedule must be one of {STEP_SIZE_SCHEDULES}, received "
+                             f"{self.getStepSizeSchedule()!r}")
         if any(self.dropoutRates()):
             hyperparams.check_dropout_solver(self.getSolver())
         step, solver = self.getStepSize(), get_solver(self.getSolver())

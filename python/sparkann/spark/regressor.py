@@ -27,7 +27,7 @@ class MultilayerPerceptronRegressor(_NetworkEstimator, _RegressorParams):
                  solver="l-bfgs", initialWeights=None, activation="sigmoid", regParam=0.0,
                  dtype="float32", initScheme="spark", syncSteps=0, momentum=0.9,
                  validationIndicatorCol=None, earlyStoppingPatience=10, dropout=0.0,
-                 weightCol=None):
+                 weightCol=None, stepSizeSchedule="constant"):
         super().__init__()
         self._set(**self._input_kwargs)
 

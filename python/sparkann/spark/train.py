@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from sparkann.optim import add_l2_gradient, l2_penalty
+from sparkann.optim import Cosine, add_l2_gradient, l2_penalty
 from sparkann.solvers import get_solver, make_optimizer
 from sparkann.spark.checkpointing import (ShiftedSchedule, resume_from_checkpoint,
                                           save_checkpoint)
@@ -143,6 +143,8 @@ class Trainer:
         As the estimator Params.
     validation : CachedBlocks or None
         Held-out blocks monitored for early stopping (patience ``patience``).
+    step_size_schedule : str
+        ``"constant"`` or ``"cosine"``: the step size of each round (:meth:`step_size_factor`).
     callback : callable or None
         ``callback(iteration, weights, loss)`` after each iteration; raising StopIteration
         ends training with the current weights.
@@ -150,12 +152,14 @@ class Trainer:
 
     def __init__(self, blocks, topology, *, dtype, block_size, solver, max_iter, tol, step_size,
                  reg_param, seed, sync_steps, momentum, validation=None, patience=10,
+                 step_size_schedule="constant",
                  callback=None, step_size_set=True, checkpoint=None):
         self.blocks, self.topology = blocks, topology
         self.dtype, self.block_size = dtype, block_size
         self.solver = get_solver(solver).name
         self.max_iter, self.tol, self.step_size = max_iter, tol, step_size
         self.reg_param, self.seed, self.sync_steps = reg_param, seed, sync_steps
+        self.step_size_schedule = step_size_schedule
         self.momentum, self.validation, self.patience = momentum, validation, patience
         self.callback = callback
         self.checkpoint = checkpoint  # a checkpointing.TrainingCheckpoint or None
@@ -263,7 +267,8 @@ class Trainer:
         previous = self.history[-1] if self.history else math.inf
         for r in range(start, self.max_iter):
             self._current = w
-            args = (topology, dtype, block_size, threads, kind, lr, momentum, steps, seed, r,
+            args = (topology, dtype, block_size, threads, kind, lr * self.step_size_factor(r),
+                    momentum, steps, seed, r,
                     l2_mask, reg_param, faults)
             if self.blocks.frame:
                 rows, w_sum, arrays, loss_sum, seen, t, weight = self._frame_round(w, state,
@@ -299,6 +304,13 @@ class Trainer:
                 break
             previous = loss
         return w
+
+    def step_size_factor(self, round_index):
+        """The ``stepSizeSchedule`` factor of the step size in round ``round_index`` (from
+        0): a function of the round alone, so a resumed run steps as an undisturbed one."""
+        if self.step_size_schedule == "cosine":
+            return Cosine(self.max_iter)(round_index)
+        return 1.0
 
     def _frame_round(self, w, state, args):
         """One round with DataFrame operations only: ``(w, state)`` in the task's function,
