@@ -1,4 +1,5 @@
-"""TrainingProgress: each round's time and the total; a tqdm bar on a terminal only."""
+"""Callbacks: TrainingProgress (each round's time and the total; a tqdm bar on a terminal only),
+HeldOutScore."""
 import fcntl
 import io
 import os
@@ -7,6 +8,8 @@ import select
 import struct
 import termios
 import time
+
+import pytest
 
 from sparkann.progress import TrainingProgress
 
@@ -64,3 +67,28 @@ def test_a_terminal_gets_a_bar_above_which_the_lines_stay():
     text = text.decode(errors="replace")
     assert "\r" in text and "training" in text and "3/3" in text  # tqdm's bar
     assert len(re.findall(r"round \d/3: loss 0\.5000 \| this round", text)) == 3
+
+
+def test_held_out_score_records_loss_and_accuracy_of_each_iterations_weights():
+    import numpy as np
+
+    from sparkann.progress import HeldOutScore
+    from sparkann.topology import Topology
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 6)), rng.integers(0, 3, 50)
+    topology = Topology.from_sizes([6, 5, 3], "relu")
+    calls = []
+    watch = HeldOutScore([6, 5, 3], "relu", X, y, then=lambda *a: calls.append(a[0]))
+    for i, seed in enumerate((1, 2), start=1):
+        w = topology.init_weights(seed=seed, scheme="he", dtype="float64")
+        watch(i, w, 0.5 * i)
+        p = topology.network("float64").forward(w, X)
+        assert watch.history.val_loss[-1] == pytest.approx(
+            -np.log(p[np.arange(50), y]).mean(), rel=1e-5)
+        assert watch.history.val_metric[-1] == pytest.approx((p.argmax(1) == y).mean())
+    assert calls == [1, 2] and watch.history.loss == [0.5, 1.0]
+    with pytest.raises(ValueError, match=r"X has shape \(50, 6\), y 50 labels, the network 7"):
+        HeldOutScore([7, 3], "relu", X, y)
+    with pytest.raises(ValueError, match="labels must be 0..1"):
+        HeldOutScore([6, 2], "relu", X, y)
