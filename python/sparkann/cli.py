@@ -63,22 +63,23 @@ def _positive(text):
     return value
 
 
+def _comma_list(convert, what):
+    """An argparse type: comma-separated numbers, e.g. ``what="sizes such as 256,128"``."""
+    def parse(text):
+        try:
+            return [convert(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}") from None
+    return parse
+
+
+_sizes = _comma_list(int, "sizes such as 256,128")
+_float_list = _comma_list(float, "rates such as 0.2,0.5")
+
+
 def _rates(text):
-    try:
-        rates = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected rates such as 0.2,0.5, received {text!r}"
-                                         ) from None
+    rates = _float_list(text)
     return rates[0] if len(rates) == 1 else rates
-
-
-def _sizes(text):
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes such as 256,128, received {text!r}"
-                                         ) from None
-    return sizes
 
 
 # ----------------------------------------------------------------------------- train
