@@ -27,6 +27,7 @@ _EXPORTS = {
     "History": "optim", "EarlyStopping": "optim", "DivergenceError": "optim",
     "read_idx": "datasets", "load_fashion_mnist": "datasets",
     "MLPClassifier": "estimator", "MLPRegressor": "estimator",
+    "Autoencoder": "autoencoder", "Encoder": "stacking",
     "load": "persist", "save": "persist", "ModelFileError": "persist",
     "NotFittedError": "estimator", "mean_objective": "optim",
 }

@@ -233,9 +233,18 @@ class _MLPBase(BaseEstimator):
 
     def _initial_weights(self, dtype):
         rng = getattr(self, "_random_state", None) or check_random_state(self.random_state)
+        if not isinstance(self.init, str):
+            # a trained encoder (or another start): the rest starts as "auto" would, with the
+            # same draws as without it, then the encoder's layers are written over theirs
+            w = self._auto_weights(rng)
+            return self.init.initialise(self.topology_, w).astype(dtype)
         if self.init != "auto":
             return self.topology_.init_weights(seed=int(rng.randint(2**31 - 1)),
                                                scheme=self.init, dtype=dtype)
+        return self._auto_weights(rng).astype(dtype)
+
+    def _auto_weights(self, rng):
+        """The "auto" start as float64 weights."""
         # scikit-learn's: W and b uniform in +-sqrt(f / (fan_in + fan_out)), f = 2 for a
         # logistic network, else 6; layers without a matrix get the layer's own "glorot"
         # (the same draws from the same RandomState as scikit-learn: equal random_state, equal
@@ -246,7 +255,7 @@ class _MLPBase(BaseEstimator):
             bound = math.sqrt(factor / sum(W.shape))
             W[...] = rng.uniform(-bound, bound, W.shape)
             b[...] = rng.uniform(-bound, bound, b.shape)
-        return w.astype(dtype)
+        return w
 
     def _restore(self, topology, weights, n_iter, history, classes=None):
         """Set the fitted state of a saved model (:func:`sparkann.persist.load`)."""
@@ -754,9 +763,12 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
     layers : list of Layer, optional
         Ours: the hidden layers as objects (overrides ``hidden_layer_sizes`` and
         ``activation``); may mix native and Python layers.
-    init : {"auto", "spark", "glorot", "he"}, default "auto"
+    init : {"auto", "spark", "glorot", "he"} or an encoder, default "auto"
         Ours: "auto" is scikit-learn's (W and b uniform in +-sqrt(6 / (fan_in + fan_out)),
-        2 instead of 6 for logistic networks).
+        2 instead of 6 for logistic networks). A trained encoder
+        (:attr:`sparkann.Autoencoder.encoder_`) starts the first hidden layers from its
+        weights (``hidden_layer_sizes`` must begin with its code sizes, ``activation`` be
+        its activation); the other layers start as with "auto".
     dtype : {None, "float32", "float64"}, default None
         Ours: the network's number type; None follows X (float32 stays float32, anything
         else trains in float64, as scikit-learn).

@@ -122,7 +122,9 @@ RULES = (
          "an integer > 0 or inf"),
     Rule(None, "earlyStoppingPatience", _positive_int, "an integer > 0"),
     Rule("max_fun", None, _positive_int, "an integer > 0"),
-    Rule("init", None, lambda v: v in ("auto",) + INITS, f"one of {('auto',) + INITS}"),
+    Rule("init", None, lambda v: hasattr(v, "initialise") or (isinstance(v, str)
+                                                                and v in ("auto",) + INITS),
+         f"one of {('auto',) + INITS} or a trained encoder (Autoencoder.encoder_)"),
     Rule(None, "initScheme", lambda v: v in INITS, f"one of {INITS}"),
     Rule("dtype", None, lambda v: v is None or str(v) in DTYPES, f"None or one of {DTYPES}"),
     Rule(None, "dtype", lambda v: str(v) in DTYPES, f"one of {DTYPES}"),

@@ -52,6 +52,9 @@ def _params_to_json(params):
             value = value.item()
         elif isinstance(value, Layer):
             value = value.to_dict()
+        elif name == "init" and not isinstance(value, str):
+            # a trained encoder only chose the starting weights: the fitted weights are saved
+            value = "auto"
         out[name] = value
     return out
 

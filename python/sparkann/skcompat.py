@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
     from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
@@ -68,6 +68,11 @@ except ImportError:
             correct = np.all(np.asarray(self.predict(X)).reshape(len(y), -1)
                              == np.asarray(y).reshape(len(y), -1), axis=1)
             return float(np.average(correct, weights=sample_weight))
+
+    class TransformerMixin:
+        def fit_transform(self, X, y=None, **fit_params):
+            """``fit(X, y)`` then ``transform(X)``."""
+            return self.fit(X, y, **fit_params).transform(X)
 
     class RegressorMixin:
         _estimator_type = "regressor"
