@@ -25,8 +25,8 @@ from sparkann.spark.params import (_NetworkParams, _param, _RegressorParams, add
                                    add_setters, set_params_like)
 from sparkann.spark.persistence import PersistMixin
 
-# the columns of a network's training frame: the input, and the same values as its target
-_IN, _TARGET = "__autoencoder_input", "__autoencoder_target"
+# the column of a network's training frame that holds the same values as its input, the target
+_TARGET = "__autoencoder_target"
 
 
 @add_getters
@@ -178,8 +178,9 @@ class StackedAutoencoder(Estimator, PersistMixin, _AutoencoderParams):
         common = {name: self.getOrDefault(name) for name in
                   ("maxIter", "tol", "blockSize", "stepSize", "solver", "activation",
                    "regParam", "dtype", "initScheme")}
-        return _ReconstructionNetwork(loss, layers=layers, seed=seed, featuresCol=_IN,
-                                      labelCol=_TARGET, **common, **extra)
+        return _ReconstructionNetwork(loss, layers=layers, seed=seed,
+                                      featuresCol=self.getInputCol(), labelCol=_TARGET,
+                                      **common, **extra)
 
     def _fit(self, dataset):
         sizes = self._validate_params()
@@ -190,21 +191,22 @@ class StackedAutoencoder(Estimator, PersistMixin, _AutoencoderParams):
             _check_in_01(dataset, col)
         seed = self.getSeed()
         seed = self._defaultParamMap[self.seed] if seed is None else seed
-        source = dataset.select(F.col(_quoted(col)).alias(_IN))
+        # every network reads its input from a column named inputCol (so that errors name it)
+        source = dataset.select(F.col(_quoted(col)))
         encoders, layer_weights, summaries, history = [], [], [], []
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             frame = source
             if i:
                 topology = stacking.encoder_topology(sizes[:i + 1], act)
-                frame = _network_model(topology, np.concatenate(encoders), _IN, "__code", dtype,
+                frame = _network_model(topology, np.concatenate(encoders), col, "__code", dtype,
                                        self.getBlockSize()).transform(source) \
-                    .select(F.col("__code").alias(_IN))
+                    .select(F.col("__code").alias(col))
             loss = stacking.layer_loss(i, in01, act)
             model = self._network(loss, [a, b, a], (seed + i) & 0x7FFFFFFF).fit(
-                frame.withColumn(_TARGET, F.col(_IN)))
+                frame.withColumn(_TARGET, F.col(_quoted(col))))
             w = model._weights
             error = reconstruction_mse(
-                frame, _IN, stacking.reconstruction_topology(
+                frame, col, stacking.reconstruction_topology(
                     [a, b], act, loss == stacking.RECONSTRUCTION_LOSSES["sigmoid"]), w, dtype)
             encoders.append(w[:a * b + b])
             layer_weights.append(w)
@@ -217,7 +219,7 @@ class StackedAutoencoder(Estimator, PersistMixin, _AutoencoderParams):
             model = self._network(stacking.layer_loss(0, in01, act), stacking.stack_sizes(sizes),
                                   (seed + len(sizes)) & 0x7FFFFFFF,
                                   initialWeights=DenseVector(weights)) \
-                .fit(source.withColumn(_TARGET, F.col(_IN)))
+                .fit(source.withColumn(_TARGET, F.col(_quoted(col))))
             weights = model._weights
             history += list(model.history)
         result = StackedAutoencoderModel(weights=weights, history=history)
@@ -227,7 +229,7 @@ class StackedAutoencoder(Estimator, PersistMixin, _AutoencoderParams):
         if self.getFineTune():
             result.fineTuneHistory = list(model.history)
             result.fineTuneError = reconstruction_mse(
-                source, _IN, result._reconstruction_topology(), weights, dtype)
+                source, col, result._reconstruction_topology(), weights, dtype)
         return result
 
 
