@@ -25,9 +25,9 @@ def main(argv=None):
                         help="unlabelled training images for the autoencoder")
     parser.add_argument("--labelled", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--ae-iter", type=int, default=20,
+    parser.add_argument("--ae-iter", type=int, default=10,
                         help="adam rounds (passes over the data) per autoencoder layer")
-    parser.add_argument("--ae-step", type=float, default=0.002, help="adam's step size")
+    parser.add_argument("--ae-step", type=float, default=0.03, help="adam's step size")
     parser.add_argument("--clf-iter", type=int, default=100, help="l-bfgs iterations")
     args = parser.parse_args(argv)
 

@@ -127,7 +127,7 @@ def _check_in_01(dataset, col):
     if row:
         v = np.asarray(row[0]["v"], dtype=np.float64)
         i = int(np.flatnonzero((v < 0) | (v > 1))[0])
-        raise ValueError(f"inputCol {col!r}: a row holds {v[i]!r} at index {i}; "
+        raise ValueError(f"inputCol {col!r}: a row holds {float(v[i])!r} at index {i}; "
                          "dataIn01Interval=True needs every value in [0, 1] (scale the data, "
                          "or set dataIn01Interval=False for a linear output)")
 
