@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyspark")
-from pyspark.ml.linalg import Vectors  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
 from sparkann.spark import (MultilayerPerceptronClassifier,  # noqa: E402
