@@ -923,9 +923,10 @@ def _default_parallelism(spark):
     if sc is not None:
         return sc.defaultParallelism
     # Spark Connect: no SparkContext. A range without a partition count is cut into the
-    # default parallelism (spark.sql.leafNodeDefaultParallelism unset): count its partitions.
+    # default parallelism (spark.sql.leafNodeDefaultParallelism unset): count its partitions
+    # (distinct ids: the analyzer refuses spark_partition_id() inside an aggregate).
     from pyspark.sql import functions as F
     setting = spark.conf.get("spark.default.parallelism", None)
     if setting:
         return int(setting)
-    return spark.range(0, 1 << 16).select(F.max(F.spark_partition_id())).first()[0] + 1
+    return spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct().count()
