@@ -1,7 +1,11 @@
 """Short Spark jobs that calibrate the scaling model (:mod:`sparkann.scaling`) on a live
 cluster: the FLOP rate of a worker inside its executor, and jobs that each isolate one cost of
 an iteration (an empty job, a broadcast, a gather of partials, one shuffle level, a read of
-cached blocks). Their observations feed :func:`sparkann.scaling.fit.fit_parameters`."""
+cached blocks). Their observations feed :func:`sparkann.scaling.fit.fit_parameters`.
+
+The jobs time the mechanisms of a classic session (``sc.broadcast``, ``treeAggregate``, an
+RDD of cached blocks), which a Spark Connect session does not have: given one, they refuse
+with a TypeError that says so (:func:`random_frame` works in both)."""
 import os
 import sys
 import time
@@ -13,6 +17,16 @@ from sparkann.scaling.fit import fit_parameters
 from sparkann.scaling.flops import measure_flop_rate
 from sparkann.scaling.model import Parameters, ScalingModel
 from sparkann.spark.data import cache_blocks
+from sparkann.spark.session import is_connect
+
+
+def refuse_connect(spark, what):
+    """TypeError when ``spark`` is a Spark Connect session: ``what`` needs a classic one."""
+    if is_connect(spark):
+        raise TypeError(f"{what} times classic Spark's SparkContext jobs (broadcast, "
+                        f"treeAggregate, RDDs), which a Spark Connect session does not have: "
+                        f"calibrate with a classic SparkSession (`sparkann scale --calibrate` "
+                        f"starts one)")
 
 
 def worker_flop_rate(sc, layers, workers, dtype="float32", rows=4096, repeats=5, threads=1,
@@ -26,6 +40,7 @@ def worker_flop_rate(sc, layers, workers, dtype="float32", rows=4096, repeats=5,
     is the slowest task's rate, as a synchronous iteration waits for it. ``sc`` is a live
     SparkContext whose executors can import sparkann and ann_core.
     """
+    refuse_connect(sc, "worker_flop_rate")
     layers = [int(v) for v in layers]
 
     def rate(_):
@@ -56,6 +71,7 @@ def spark_observations(sc, workers, broadcast_sizes, aggregate_sizes, partitions
     observations (median seconds) for :func:`fit_parameters`. ``sc`` is a live
     SparkContext.
     """
+    refuse_connect(sc, "spark_observations")
     partitions = partitions or [workers, 2 * workers, 4 * workers]
     obs = []
     for p in partitions:
@@ -103,6 +119,7 @@ def read_observations(spark, workers, n_features, dtype="float32", rows=(20000, 
     block in the Python workers and computes nothing (``flops_per_example=0``). Two
     sizes give the read rate as a slope, apart from the fixed costs of a job.
     """
+    refuse_connect(spark, "read_observations")
     obs = []
     for p in partitions or [workers]:
         for count in sorted({int(r) for r in np.atleast_1d(rows)}):
