@@ -38,8 +38,10 @@ def model_digest(metadata, weights=None, history=()):
     return h.hexdigest()
 
 
-def write_metadata(instance, path, spark, param_map, weights=None, history=()):
-    """Write ``path/metadata`` as Spark ML does, sealed with :func:`model_digest`."""
+def write_metadata(instance, path, spark, param_map, weights=None, history=(),
+                   mode="error"):
+    """Write ``path/metadata`` as Spark ML does, sealed with :func:`model_digest` (``mode``:
+    the DataFrame writer's save mode)."""
     metadata = {
         "class": type(instance).__module__ + "." + type(instance).__name__,
         "timestamp": int(round(time.time() * 1000)),
@@ -52,7 +54,7 @@ def write_metadata(instance, path, spark, param_map, weights=None, history=()):
     metadata = json.loads(_canonical(metadata))  # the values exactly as a reader sees them
     metadata[DIGEST_KEY] = model_digest(metadata, weights, history)
     spark.createDataFrame([(json.dumps(metadata, separators=(",", ":")),)], "value string") \
-        .coalesce(1).write.text(path + "/metadata")
+        .coalesce(1).write.mode(mode).text(path + "/metadata")
 
 
 _FIELDS = {"class": str, "uid": str, "sparkVersion": str, "paramMap": dict,

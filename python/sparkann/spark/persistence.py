@@ -8,6 +8,7 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from sparkann.spark.model_files import (SparkModelFileError, check_digest, load_metadata,
                                         load_weights, set_params, write_metadata)
+from sparkann.spark.session import is_connect
 from sparkann.spark.weights_frame import write_weights
 
 
@@ -26,13 +27,20 @@ class ParamsWriter(MLWriter):
         super().__init__()
         self.instance = instance
 
+    def _handleOverwrite(self, path):
+        # MLlib removes the folder through Py4J, which a Spark Connect session does not
+        # have: there the DataFrame writers of metadata/ and data/ replace them instead.
+        if not is_connect(self.sparkSession):
+            super()._handleOverwrite(path)
+
     def saveImpl(self, path):
         weights = getattr(self.instance, "_weights", None)
         history = list(getattr(self.instance, "history", []))
+        mode = "overwrite" if self.shouldOverwrite else "error"
         write_metadata(self.instance, path, self.sparkSession, _json_params(self.instance),
-                       weights, history)
+                       weights, history, mode)
         if weights is not None:
-            write_weights(self.sparkSession, path + "/data", weights, history)
+            write_weights(self.sparkSession, path + "/data", weights, history, mode)
 
 
 class ParamsReader(MLReader):

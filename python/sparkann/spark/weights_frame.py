@@ -14,17 +14,19 @@ CHUNK = 32768
 LEAF_PARALLELISM = "spark.sql.leafNodeDefaultParallelism"
 
 
-def write_weights(spark, path, weights, history):
+def write_weights(spark, path, weights, history, mode="error"):
     """Write ``weights`` and ``history`` as one row of Parquet in ``path``, in small tasks.
 
     Parameters
     ----------
     spark : SparkSession
     path : str
-        The folder to write (it must not exist).
+        The folder to write (it must not exist, unless ``mode`` is ``"overwrite"``).
     weights : array-like
         Written as float64.
     history : sequence of float
+    mode : str
+        The DataFrame writer's save mode.
     """
     import pyarrow as pa
     from pyspark.sql import functions as F
@@ -47,7 +49,7 @@ def write_weights(spark, path, weights, history):
          .select(F.flatten(F.transform("chunks", lambda c: c["part"])).alias("weights"),
                  F.array(*[F.lit(float(v)) for v in history]).cast("array<double>")
                  .alias("objectiveHistory"))
-         .write.parquet(path))
+         .write.mode(mode).parquet(path))
     finally:
         if previous is None:
             spark.conf.unset(LEAF_PARALLELISM)
