@@ -1,6 +1,7 @@
 """Shared fixtures: a local Spark session for the tests that need one, a Spark Connect
-session, and BLAS settings restored after the tests that change them. Every test that uses
-the ``spark`` or ``connect`` fixture gets the ``spark`` marker (``pytest -m "not spark"``
+session, a fixture that runs a test in each of the two, and BLAS settings restored after the
+tests that change them. Every test that uses the ``spark``, ``connect`` or ``any_spark``
+fixture gets the ``spark`` marker (``pytest -m "not spark"``
 runs the rest); a test that starts Spark in another way (a subprocess, a cluster) marks
 itself."""
 import os
@@ -10,11 +11,26 @@ import sys
 import pytest
 
 
-@pytest.hookimpl(tryfirst=True)         # before -m selects by marker
+@pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if {"spark", "connect"} & set(getattr(item, "fixturenames", ())):
+    for item in items:      # before -m selects by marker
+        if {"spark", "connect", "any_spark"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.spark)
+    yield
+    # After pytest has grouped the tests by fixture parameter: in each module, the tests of
+    # ``any_spark``'s Connect session last (pytest's grouping keys a parameter by its
+    # position in each parametrize list, which keeps them apart only where all lists agree).
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.module.__name__ if hasattr(item, "module") else "", i)
+    items[:] = sorted(items, key=lambda item: (
+        first[item.module.__name__ if hasattr(item, "module") else ""],
+        _session_kind(item) == "connect"))
+
+
+def _session_kind(item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("any_spark") if callspec is not None else None
 
 
 def _java_available():
@@ -77,6 +93,16 @@ def connect(tmp_path_factory):
             server.close_session(session)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module", params=["classic", "connect"])
+def any_spark(request):
+    """The test runs twice: in the classic ``spark`` session, then in the module's Spark
+    Connect session. pytest runs a module's tests of one kind together (module-scoped
+    parameter), the classic ones first, so the Connect session opens once per module and
+    only after the classic tests are done (while it is open the process speaks Connect
+    only). A module that uses this fixture should not use ``spark`` or ``connect`` alone."""
+    return request.getfixturevalue("spark" if request.param == "classic" else "connect")
 
 
 @pytest.fixture
