@@ -54,6 +54,20 @@ def _fixed_model():
         .setDtype("float64")
 
 
+def _early_stopping_fit(train, seen):
+    """adam with every fifth row held out for validation, patience 2, and a callback that
+    records (iteration, loss); returns the weights and the summary's histories."""
+    from pyspark.sql import functions as F
+    framed = train.withColumn("is_val", F.monotonically_increasing_id() % 5 == 0)
+    est = MultilayerPerceptronClassifier(layers=LAYERS, solver="adam", stepSize=0.05,
+                                         maxIter=25, tol=0.0, seed=SEED, dtype="float64",
+                                         blockSize=64, validationIndicatorCol="is_val",
+                                         earlyStoppingPatience=2)
+    est.setCallback(lambda it, w, loss: seen.append((it, loss)))
+    model = est.fit(framed)
+    return model.weights.toArray(), model.summary.objectiveHistory
+
+
 @pytest.fixture(scope="module")
 def classic(spark):
     """Everything the tests compare with, computed in the classic session."""
@@ -62,6 +76,7 @@ def classic(spark):
     for solver in SOLVERS:
         model = _estimator(solver).fit(train)
         out["fits"][solver] = (model.weights.toArray(), _probabilities(model.transform(test)))
+    out["early"] = _early_stopping_fit(train, [])
     fixed = _fixed_model()
     out["probability"] = _probabilities(fixed.transform(test))
     out["accuracy"] = fixed.evaluate(test).accuracy
@@ -149,16 +164,6 @@ def test_bad_weights_name_column_and_row(remote):
         est.fit(df)
 
 
-def test_bad_rows_name_column_and_row(remote):
-    from pyspark.ml.linalg import Vectors
-    df = remote.createDataFrame([(Vectors.dense([0.0, 1.0]), 0.0),
-                                 (Vectors.dense([float("nan"), 1.0]), 1.0)],
-                                ["features", "label"]).coalesce(1)
-    est = MultilayerPerceptronClassifier(layers=[2, 3, 2], maxIter=2)
-    with pytest.raises(ValueError, match=r"features column 'features' .*row 1"):
-        est.fit(df)
-
-
 def test_pysparks_own_mlpc_doctest_passes_in_a_connect_session(remote, tmp_path):
     from mlpc_doctest import run_mlpc_doctest
     runner, kept, failures = run_mlpc_doctest(remote, tmp_path)
@@ -185,3 +190,100 @@ def test_pipeline_and_cross_validation_in_a_connect_session(remote_frames):
     best = model.bestModel.stages[-1]
     assert best.getMaxIter() in (1, 2)
     assert 0.0 <= evaluator.evaluate(model.transform(test)) <= 1.0
+
+
+def test_early_stopping_and_callback_give_the_classic_run(classic, remote_frames):
+    train, _ = remote_frames
+    seen = []
+    weights, history = _early_stopping_fit(train, seen)
+    assert [it for it, _ in seen] == list(range(1, len(seen) + 1))
+    assert history == [loss for _, loss in seen]
+    assert len(seen) < 25, "early stopping never triggered"
+    np.testing.assert_allclose(weights, classic["early"][0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(history, classic["early"][1], rtol=0, atol=1e-9)
+
+
+def test_progress_callback_reports_every_round(remote_frames):
+    import io
+    from sparkann.progress import TrainingProgress
+    train, _ = remote_frames
+    out = io.StringIO()
+    with TrainingProgress(3, stream=out) as progress:
+        _estimator("adam").setCallback(progress).fit(train)
+    assert len(progress.round_seconds) == 3
+    assert out.getvalue().count("loss") >= 3, out.getvalue()
+
+
+def test_train_validation_split_and_pipeline_persistence_in_a_connect_session(
+        remote_frames, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.feature import StandardScaler
+    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+    _, test = remote_frames
+    mlpc = MultilayerPerceptronClassifier(layers=[784, 6, 10], featuresCol="scaled", seed=SEED,
+                                          maxIter=2)
+    pipeline = Pipeline(stages=[StandardScaler(inputCol="features", outputCol="scaled"), mlpc])
+    grid = ParamGridBuilder().addGrid(mlpc.regParam, [0.0, 0.01]).build()
+    tvs = TrainValidationSplit(estimator=pipeline, estimatorParamMaps=grid, trainRatio=0.7,
+                               evaluator=MulticlassClassificationEvaluator(), seed=SEED)
+    model = tvs.fit(test)
+    assert len(model.validationMetrics) == 2
+    best = model.bestModel
+    best.write().overwrite().save(str(tmp_path / "pipeline"))
+    loaded = PipelineModel.load(str(tmp_path / "pipeline"))
+    np.testing.assert_array_equal(_probabilities(loaded.transform(test)),
+                                  _probabilities(best.transform(test)))
+    mlpc.write().overwrite().save(str(tmp_path / "estimator"))
+    again = MultilayerPerceptronClassifier.load(str(tmp_path / "estimator"))
+    assert again.getLayers() == [784, 6, 10] and again.getFeaturesCol() == "scaled"
+
+
+def test_scaling_calibration_refuses_a_connect_session_and_says_why(remote):
+    from sparkann.spark import calibration
+    for call in (lambda: calibration.worker_flop_rate(remote, [4, 3, 2], 2),
+                 lambda: calibration.spark_observations(remote, 2, [8], [8]),
+                 lambda: calibration.read_observations(remote, 2, 4, rows=(10,))):
+        with pytest.raises(TypeError, match="Spark Connect session does not have: calibrate "
+                                            "with a classic SparkSession"):
+            call()
+    # the random training frame of the benchmarks is DataFrame-only: it works under Connect
+    rows = calibration.random_frame(remote, 5, 3, rows=31, partitions=3, seed=2).collect()
+    assert len(rows) == 31 and all(len(r.features) == 5 for r in rows)
+
+
+def _stacked_folders(session):
+    """The stacked-data folders (``sparkann-<token>``) in the executors' local directory."""
+    def listing(batches):
+        import pyarrow as pa
+        from sparkann.spark import resident
+        for _ in batches:
+            pass
+        root = resident._root()
+        names = [n for n in os.listdir(root) if n.startswith(resident.PREFIX)]
+        yield pa.RecordBatch.from_arrays([pa.array(names, pa.string())], names=["name"])
+
+    return sorted({r.name for r in session.range(0, 4, 1, 4).mapInArrow(
+        listing, "name string").collect()})
+
+
+def test_a_fit_leaves_no_stacked_file_on_the_executors(remote):
+    from sparkann.spark.data import _default_parallelism
+    assert _default_parallelism(remote) == 2     # local[2]
+    X, y, _, _ = _data()
+    df = dataframe_from_numpy(remote, X[:100], y[:100])     # default partition count
+    MultilayerPerceptronClassifier(layers=LAYERS, maxIter=2, seed=SEED).fit(df)
+    assert _stacked_folders(remote) == []
+
+
+def test_overwrite_replaces_a_saved_model_in_a_connect_session(remote, tmp_path):
+    path = str(tmp_path / "model")
+    _fixed_model().save(path)
+    w = Topology.from_sizes(LAYERS).init_weights(seed=6, dtype="float64")
+    other = MultilayerPerceptronClassificationModel(weights=w).setLayers(LAYERS) \
+        .setDtype("float64")
+    with pytest.raises(Exception, match="already exists"):
+        other.save(path)
+    other.write().overwrite().save(path)
+    loaded = MultilayerPerceptronClassificationModel.load(path)
+    np.testing.assert_array_equal(loaded.weights.toArray(), w)
