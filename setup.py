@@ -5,7 +5,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CSRC = ["csrc/ann_arena.c", "csrc/ann_kernels.c", "csrc/ann_optim.c"]
+CSRC = ["csrc/ann_arena.c", "csrc/ann_kernels.c", "csrc/ann_optim.c", "csrc/ann_bf16.c"]
 # Headers too: a change to one must rebuild the module (ann_kernels_impl.h holds the kernels).
 HEADERS = sorted(glob.glob("csrc/*.h") + glob.glob("ann_core/*.pxi"))
 # Portable by default; SPARKANN_NATIVE=1 builds for this machine's CPU only.
@@ -17,6 +17,8 @@ if os.environ.get("SPARKANN_NATIVE") == "1":
 
 extensions = [
     Extension("ann_core._blas", ["ann_core/_blas.pyx"], extra_compile_args=FLAGS),
+    Extension("ann_core._onednn", ["ann_core/_onednn.pyx", "csrc/ann_dnnl.c"],
+              include_dirs=["csrc"], extra_compile_args=FLAGS, depends=HEADERS),
     Extension("ann_core._network", ["ann_core/_network.pyx"] + CSRC, include_dirs=["csrc"],
               extra_compile_args=FLAGS, depends=HEADERS),
 ]

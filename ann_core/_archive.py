@@ -21,7 +21,7 @@ import zipfile
 import zipimport
 
 CACHE_ENV = "SPARKANN_CACHE_DIR"
-COMPILED_MODULES = ("_blas", "_network")
+COMPILED_MODULES = ("_blas", "_onednn", "_network")
 
 
 def use_extracted_modules(spec, package_path):

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Declarations of the C99 core (csrc/)."""
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
 cdef extern from "ann_status.h" nogil:
     enum:
@@ -8,6 +8,7 @@ cdef extern from "ann_status.h" nogil:
         ANN_ERR_NOMEM
         ANN_ERR_ARG
         ANN_ERR_LABEL
+        ANN_ERR_BACKEND
     const char *ann_strerror(int status)
 
 cdef extern from "ann_arena.h" nogil:
@@ -83,3 +84,17 @@ cdef extern from "ann_optim.h" nogil:
                    float *m, float *v, double *squares, int *nonfinite)
     int ann_step_d(const ann_step *s, double decay, size_t n, double *w, const double *g,
                    double *m, double *v, double *squares, int *nonfinite)
+
+cdef extern from "ann_bf16.h" nogil:
+    int ann_f32_to_bf16(size_t n, const float *src, uint16_t *dst)
+    int ann_bf16_to_f32(size_t n, const uint16_t *src, float *dst)
+    int ann_f32_to_bf16_2d(size_t rows, size_t cols, const float *src, size_t ld_src,
+                           uint16_t *dst, size_t ld_dst)
+
+cdef extern from "ann_dnnl.h" nogil:
+    ctypedef struct ann_dnnl_api:
+        pass
+    int ann_dnnl_install(const ann_dnnl_api *api)
+    int ann_dnnl_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, const uint16_t *A,
+                           int lda, const uint16_t *B, int ldb, int accumulate,
+                           const float *bias, float *C, int ldc)

@@ -32,7 +32,9 @@ from libc.math cimport isfinite
 from ann_core._blas cimport (blas_gemm, prepare_threads, engine_threads, can_split_rows,
                              openblas_one_thread_begin, openblas_threads_restore,
                              mkl_local_threads_begin, mkl_local_threads_end)
+from ann_core._onednn cimport bf16_gemm
 from ann_core._csrc cimport *
+from ann_core import _onednn
 
 # Name -> kind of every native activation, from the kernels' own table (csrc/ann_kernels.h).
 ACTIVATIONS = {ann_activation(k).name.decode(): k for k in range(ANN_ACT_COUNT)}
@@ -40,6 +42,9 @@ LOSSES = {"softmax_cross_entropy": ANN_LOSS_SOFTMAX_XENT,
           "sigmoid_cross_entropy": ANN_LOSS_SIGMOID_XENT,
           "squared_error": ANN_LOSS_SQUARED_ERROR}
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+# Mixed precision: weights, gradients, data, losses and element-wise kernels in float32, the
+# GEMMs' operands rounded to bfloat16 (products accumulated in float32).
+BFLOAT16 = "bfloat16"
 
 
 cdef enum stage_kind:
@@ -73,6 +78,11 @@ cdef struct stage_ctx_t:
     uint64_t seed
     Py_ssize_t row0    # the call's index of the block's first row
     char **masks       # per stage: the workspace's dropout mask, or NULL
+    # bfloat16 GEMMs (else float/double BLAS): the workspace's bfloat16 buffers
+    bint bf16
+    uint16_t **xb      # per dense stage: its input of the block, rounded (kept for backward)
+    const uint16_t *wb # the call's weights rounded (dense W only), indexed like the weights
+    uint16_t *db       # a delta of the block, rounded
 
 
 # out[m, n_out] from x[m, n_in] and the parameters w (the stage's own, at s.w_off).
@@ -99,6 +109,14 @@ cdef int _dense_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
     cdef size_t isz = _isz(ctx.dbl)
     cdef const char *b = w + (s.w_off + <Py_ssize_t>s.n_in * s.n_out) * isz
     cdef int status
+    cdef uint16_t *xb
+    if ctx.bf16:   # out = bf16(x) @ bf16(W) + b; bf16(x) is kept for the gradient of W
+        xb = ctx.xb[s.index]
+        status = ann_f32_to_bf16(<size_t>m * s.n_in, <const float *>x, xb)
+        if status != ANN_OK:
+            return status
+        return bf16_gemm(False, False, m, s.n_out, s.n_in, xb, s.n_in, ctx.wb + s.w_off,
+                         s.n_out, False, <const float *>b, <float *>out, s.n_out)
     if ctx.dbl:
         status = ann_bias_fill_d(m, s.n_out, <const double *>b, <double *>out)
     else:
@@ -115,6 +133,9 @@ cdef int _dense_backward(const stage_t *s, const stage_ctx_t *ctx, const char *w
     cdef size_t isz = _isz(ctx.dbl)
     cdef char *gb = grad + (s.w_off + <Py_ssize_t>s.n_in * s.n_out) * isz
     cdef int status
+    if ctx.bf16:
+        return _dense_backward_bf16(s, ctx, m, <const float *>d_out, <float *>d_in,
+                                    <float *>grad)
     blas_gemm(ctx.dbl, True, False, s.n_in, s.n_out, m, 1.0, x, s.n_in, d_out, s.n_out, 1.0,
               grad + s.w_off * isz, s.n_out)
     if ctx.dbl:
@@ -124,6 +145,23 @@ cdef int _dense_backward(const stage_t *s, const stage_ctx_t *ctx, const char *w
     if d_in != NULL:
         blas_gemm(ctx.dbl, False, True, m, s.n_in, s.n_out, 1.0, d_out, s.n_out,
                   w + s.w_off * isz, s.n_out, 0.0, d_in, s.n_in)
+    return status
+
+
+cdef int _dense_backward_bf16(const stage_t *s, const stage_ctx_t *ctx, int m,
+                              const float *d_out, float *d_in, float *grad) except -1 nogil:
+    # The same three products with bfloat16 operands: d_out is rounded once for both GEMMs,
+    # the forward pass kept bf16(x); gW accumulates in float32 (oneDNN's sum post-op).
+    cdef int status = ann_f32_to_bf16(<size_t>m * s.n_out, d_out, ctx.db)
+    if status == ANN_OK:
+        status = bf16_gemm(True, False, s.n_in, s.n_out, m, ctx.xb[s.index], s.n_in, ctx.db,
+                           s.n_out, True, NULL, grad + s.w_off, s.n_out)
+    if status == ANN_OK:
+        status = ann_bias_grad_s(m, s.n_out, d_out,
+                                 grad + s.w_off + <Py_ssize_t>s.n_in * s.n_out)
+    if status == ANN_OK and d_in != NULL:
+        status = bf16_gemm(False, True, m, s.n_in, s.n_out, ctx.db, s.n_out, ctx.wb + s.w_off,
+                           s.n_out, False, NULL, d_in, s.n_in)
     return status
 
 
@@ -246,6 +284,10 @@ cdef struct workspace_t:
     char *delta_b
     char *loss_buf
     char *grad
+    # bfloat16 networks: per dense stage its rounded input, the rounded weights, a rounded delta
+    uint16_t **xb
+    uint16_t *wb
+    uint16_t *db
 
 
 # The most engine threads one call is split among.
@@ -291,6 +333,7 @@ cdef class _Workspace:
         PyMem_Free(self.ws.outs)
         PyMem_Free(self.ws.ins)
         PyMem_Free(self.ws.masks)
+        PyMem_Free(self.ws.xb)
 
 
 cdef class _Call:
@@ -457,6 +500,15 @@ def _call_key(key):
     return ann_random_u64(ann_random_u64(<uint64_t>key[0], <uint64_t>key[1]), <uint64_t>key[2])
 
 
+def _bf16_available():
+    """Whether bfloat16 GEMMs run here; if not, warn once (the network computes in float32)."""
+    from ann_core.capabilities import bf16_support, warn_bf16_fallback
+    native, reason = bf16_support()
+    if not native:
+        warn_bf16_fallback(reason)
+    return native
+
+
 def _available_memory():
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -480,7 +532,13 @@ cdef class Network:
         ``("dropout", rate)`` (inverted dropout: in training each unit is kept with
         probability 1 - rate and scaled by 1 / (1 - rate); the identity in inference), and
         last ``("loss", name)`` with name in ``LOSSES``.
-    dtype : {"float32", "float64"}
+    dtype : {"float32", "float64", "bfloat16"}
+        "bfloat16" is mixed precision: weights, data, gradients, losses and the element-wise
+        kernels are float32 (the arrays passed are float32, ``dtype`` says float32), and the
+        GEMMs multiply operands rounded to bfloat16 (to nearest even) with float32
+        accumulation, through oneDNN. Where the CPU lacks native bfloat16 or oneDNN is not
+        installed (``ann_core.capabilities()``), it warns once and computes in float32;
+        ``precision`` says which.
     block_size : int
         Rows computed at a time; the workspace holds one block.
 
@@ -508,6 +566,8 @@ cdef class Network:
     cdef readonly int n_in, n_out, block_size, n_stages
     cdef readonly Py_ssize_t n_weights
     cdef readonly object dtype
+    # "bfloat16" when the GEMMs take bfloat16 operands, else the dtype's name
+    cdef readonly str precision
     cdef readonly str loss
     cdef readonly size_t workspace_bytes
     cdef readonly bint has_python_layers
@@ -517,6 +577,7 @@ cdef class Network:
     cdef readonly int last_threads   # engine threads the last call was split among
     cdef readonly int min_rows_per_thread
     cdef bint dbl
+    cdef bint bf16
     cdef size_t isz
     cdef int loss_kind
     cdef stage_t *stages
@@ -531,13 +592,19 @@ cdef class Network:
     def __init__(self, n_in, layers, dtype="float32", block_size=128):
         n_in = _size(n_in, "n_in")
         block_size = _size(block_size, "block_size")
-        try:
-            name = np.dtype(dtype).name
-        except TypeError:
-            name = None
+        if isinstance(dtype, str) and dtype == BFLOAT16:
+            name = "float32"
+            self.bf16 = _bf16_available()
+        else:
+            try:
+                name = np.dtype(dtype).name
+            except TypeError:
+                name = None
         if name not in DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+            raise ValueError(f"dtype must be 'float32', 'float64' or 'bfloat16', "
+                             f"received {dtype!r}")
         self.dtype = DTYPES[name]
+        self.precision = BFLOAT16 if self.bf16 else name
         self.dbl = self.dtype == np.float64
         self.isz = self.dtype.itemsize
         self.block_size = block_size
@@ -677,6 +744,12 @@ cdef class Network:
             widest = max(widest, <size_t>self.stages[i].n_out)
         total += 2 * ann_arena_aligned_size(rows * widest * self.isz)
         total += ann_arena_aligned_size(rows * self.n_out * self.isz)
+        if self.bf16:
+            for i in range(self.n_stages):
+                if self.stages[i].kind == STAGE_DENSE:
+                    total += ann_arena_aligned_size(rows * self.stages[i].n_in * 2)
+            total += ann_arena_aligned_size(self.n_weights * 2)
+            total += ann_arena_aligned_size(rows * widest * 2)
         if with_grad:
             total += ann_arena_aligned_size(self.n_weights * self.isz)
         return total
@@ -689,7 +762,8 @@ cdef class Network:
         ws.outs = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
         ws.ins = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
         ws.masks = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
-        if ws.outs == NULL or ws.ins == NULL or ws.masks == NULL:
+        ws.xb = <uint16_t **>PyMem_Malloc(self.n_stages * sizeof(uint16_t *))
+        if ws.outs == NULL or ws.ins == NULL or ws.masks == NULL or ws.xb == NULL:
             raise MemoryError()
         if ann_arena_init(&ws.arena, total) != ANN_OK:
             raise MemoryError(f"cannot allocate the {total / 2**20:.1f} MiB workspace")
@@ -709,6 +783,15 @@ cdef class Network:
         status |= ann_arena_alloc(&ws.arena, rows * widest * self.isz, <void **>&ws.delta_b)
         status |= ann_arena_alloc(&ws.arena, rows * self.n_out * self.isz,
                                   <void **>&ws.loss_buf)
+        ws.wb = ws.db = NULL
+        for i in range(self.n_stages):
+            ws.xb[i] = NULL
+            if self.bf16 and self.stages[i].kind == STAGE_DENSE:
+                status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_in * 2,
+                                          <void **>&ws.xb[i])
+        if self.bf16:
+            status |= ann_arena_alloc(&ws.arena, self.n_weights * 2, <void **>&ws.wb)
+            status |= ann_arena_alloc(&ws.arena, rows * widest * 2, <void **>&ws.db)
         if status != ANN_OK:   # the arena was sized for exactly these pieces
             raise RuntimeError(f"workspace layout: {ann_strerror(status).decode()}")
         return owner
@@ -731,7 +814,8 @@ cdef class Network:
         """How many engine threads share a call over n rows (1: the caller's thread alone,
         with as many BLAS threads as the backend is set to)."""
         cdef Py_ssize_t min_rows = self.min_rows_per_thread
-        if (self.has_python_layers or n < 2 * min_rows or blas_threads < 2
+        # oneDNN computes a bfloat16 GEMM with its own threads (held to blas_threads)
+        if (self.has_python_layers or self.bf16 or n < 2 * min_rows or blas_threads < 2
                 or not can_split_rows()):
             return 1
         cdef int threads = min(blas_threads, MAX_ENGINE_THREADS, <int>(n // min_rows))
@@ -886,6 +970,22 @@ cdef class Network:
             delta_prev = swap
         return ANN_OK
 
+    cdef stage_ctx_t _stage_ctx(self, workspace_t *ws, bint training, uint64_t seed,
+                                Py_ssize_t r0) noexcept nogil:
+        return stage_ctx_t(self.dbl, training, seed, r0, ws.masks, self.bf16, ws.xb, ws.wb,
+                           ws.db)
+
+    cdef int _round_weights(self, workspace_t *ws, const char *w) noexcept nogil:
+        """The dense stages' W rounded to bfloat16 into ws.wb, once per call and share."""
+        cdef int i, status = ANN_OK
+        cdef stage_t *s
+        for i in range(self.n_stages):
+            s = &self.stages[i]
+            if s.kind == STAGE_DENSE and status == ANN_OK:
+                status = ann_f32_to_bf16(<size_t>s.n_in * s.n_out,
+                                         <const float *>w + s.w_off, ws.wb + s.w_off)
+        return status
+
     cdef int _loss_grad_rows(self, call_t *c, int k, char *grad) except -1 nogil:
         """Share k of a loss_grad call: its loss into c.loss[k], its gradient added into
         grad, the loss kernel's status into c.status[k]."""
@@ -894,9 +994,9 @@ cdef class Network:
         cdef int m, n_out = self.n_out
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
-        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, True, c.seed, r0, ws.masks)
+        cdef stage_ctx_t ctx = self._stage_ctx(ws, True, c.seed, r0)
         c.loss[k] = 0.0
-        c.status[k] = ANN_OK
+        c.status[k] = self._round_weights(ws, c.w) if self.bf16 else ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
             ctx.row0 = r0
@@ -933,8 +1033,8 @@ cdef class Network:
         cdef size_t row_in = self.n_in * self.isz, row_out = n_out * self.isz
         cdef char *last = ws.outs[self.n_stages - 1]
         cdef char *o
-        cdef stage_ctx_t ctx = stage_ctx_t(self.dbl, c.training, c.seed, r0, ws.masks)
-        c.status[k] = ANN_OK
+        cdef stage_ctx_t ctx = self._stage_ctx(ws, c.training, c.seed, r0)
+        c.status[k] = self._round_weights(ws, c.w) if self.bf16 else ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
             o = c.out + r0 * row_out
@@ -984,6 +1084,8 @@ cdef class Network:
         cdef call_t *c = &call.c
         cdef int blas = engine_threads()
         c.blas_threads = blas
+        if self.bf16:
+            _onednn.hold_threads(blas)
         if blas == 1:
             c.threads = 1
             self._run_shares(call, n, None)

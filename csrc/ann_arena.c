@@ -13,6 +13,7 @@ const char *ann_strerror(int status)
     case ANN_ERR_NOMEM: return "out of memory";
     case ANN_ERR_ARG: return "invalid argument";
     case ANN_ERR_LABEL: return "class index out of range";
+    case ANN_ERR_BACKEND: return "the GEMM backend (oneDNN) failed";
     default: return "unknown status";
     }
 }
