@@ -32,9 +32,8 @@ from libc.math cimport isfinite
 from ann_core._blas cimport (blas_gemm, prepare_threads, engine_threads, can_split_rows,
                              openblas_one_thread_begin, openblas_threads_restore,
                              mkl_local_threads_begin, mkl_local_threads_end)
-from ann_core._onednn cimport bf16_gemm
+from ann_core._onednn cimport bf16_gemm, local_threads
 from ann_core._csrc cimport *
-from ann_core import _onednn
 
 # Name -> kind of every native activation, from the kernels' own table (csrc/ann_kernels.h).
 ACTIVATIONS = {ann_activation(k).name.decode(): k for k in range(ANN_ACT_COUNT)}
@@ -81,7 +80,7 @@ cdef struct stage_ctx_t:
     # bfloat16 GEMMs (else float/double BLAS): the workspace's bfloat16 buffers
     bint bf16
     uint16_t **xb      # per dense stage: its input of the block, rounded (kept for backward)
-    const uint16_t *wb # the call's weights rounded (dense W only), indexed like the weights
+    const uint16_t *wb  # the call's weights rounded (dense W only), indexed like the weights
     uint16_t *db       # a delta of the block, rounded
 
 
@@ -814,8 +813,7 @@ cdef class Network:
         """How many engine threads share a call over n rows (1: the caller's thread alone,
         with as many BLAS threads as the backend is set to)."""
         cdef Py_ssize_t min_rows = self.min_rows_per_thread
-        # oneDNN computes a bfloat16 GEMM with its own threads (held to blas_threads)
-        if (self.has_python_layers or self.bf16 or n < 2 * min_rows or blas_threads < 2
+        if (self.has_python_layers or n < 2 * min_rows or blas_threads < 2
                 or not can_split_rows()):
             return 1
         cdef int threads = min(blas_threads, MAX_ENGINE_THREADS, <int>(n // min_rows))
@@ -1063,6 +1061,8 @@ cdef class Network:
         with nogil:
             fpu = ann_fpu_enter()
             saved = mkl_local_threads_begin(1 if c.threads > 1 else c.blas_threads)
+            if self.bf16:   # oneDNN's OpenMP threads, like MKL's: one per share when split
+                local_threads(1 if c.threads > 1 else c.blas_threads)
             if c.threads == 1 and c.blas_threads > 1:
                 prepare_threads()
             try:
@@ -1084,8 +1084,6 @@ cdef class Network:
         cdef call_t *c = &call.c
         cdef int blas = engine_threads()
         c.blas_threads = blas
-        if self.bf16:
-            _onednn.hold_threads(blas)
         if blas == 1:
             c.threads = 1
             self._run_shares(call, n, None)
@@ -1298,3 +1296,16 @@ cdef class Network:
             "computation overflowed (training diverged: try a smaller learning rate), or grad "
             "already held non-finite values")
 include "_optim.pxi"
+
+
+def bfloat16_bits(x):
+    """The bfloat16 bits (uint16) of a float32 array, rounded to nearest even by the engine's
+    conversion kernel: what a bfloat16 network's GEMMs read. For tests and inspection."""
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(a.shape, np.uint16)
+    cdef float[::1] src = a.reshape(-1)
+    cdef uint16_t[::1] dst = out.reshape(-1)
+    if src.shape[0]:
+        with nogil:
+            ann_f32_to_bf16(src.shape[0], &src[0], &dst[0])
+    return out

@@ -6,3 +6,4 @@ cdef int bf16_gemm(bint trans_a, bint trans_b, int m, int n, int k, const uint16
                    const uint16_t *B, int ldb, bint accumulate, const float *bias, float *C,
                    int ldc) noexcept nogil
 cdef bint bf16_loaded() noexcept nogil
+cdef void local_threads(int threads) noexcept nogil

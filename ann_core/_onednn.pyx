@@ -75,6 +75,13 @@ cdef bint bf16_loaded() noexcept nogil:
     return _loaded
 
 
+cdef void local_threads(int threads) noexcept nogil:
+    """oneDNN's calls from the calling thread compute with at most ``threads`` threads
+    (GNU OpenMP's count is a setting of each thread)."""
+    if _omp_set_num_threads != NULL and threads >= 1:
+        _omp_set_num_threads(threads)
+
+
 def _lib_dirs():
     return [os.path.join(p, "lib") for p in dict.fromkeys((sys.prefix, sys.base_prefix,
                                                            sys.exec_prefix))]
@@ -178,10 +185,3 @@ def native_bf16(isa):
 
 def uses_amx(isa):
     return isa is not None and (isa & DNNL_ISA_AVX512_CORE_AMX) == DNNL_ISA_AVX512_CORE_AMX
-
-
-def hold_threads(int threads):
-    """oneDNN's calls from this thread compute with at most ``threads`` threads (GNU
-    OpenMP's count is a setting of the calling thread)."""
-    if _omp_set_num_threads != NULL and threads >= 1:
-        _omp_set_num_threads(threads)

@@ -102,12 +102,14 @@ LAYERS = [("dense", 64), ("activation", "sigmoid"), ("dense", 33), ("activation"
           ("dense", 10)]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+# bfloat16: float32 arrays, bfloat16 GEMMs (oneDNN's primitives made on the first call)
+@pytest.mark.parametrize("net_dtype", ["float32", "float64", "bfloat16"])
 @pytest.mark.parametrize("loss,dense", [("softmax_cross_entropy", False),
                                         ("sigmoid_cross_entropy", True),
                                         ("squared_error", True)])
-def test_loss_grad_allocates_nothing_per_call(dtype, loss, dense):
-    net = Network(50, LAYERS + [("loss", loss)], dtype=dtype, block_size=128)
+def test_loss_grad_allocates_nothing_per_call(net_dtype, loss, dense):
+    net = Network(50, LAYERS + [("loss", loss)], dtype=net_dtype, block_size=128)
+    dtype = net.dtype
     rng = np.random.default_rng(0)
     n = 300  # three blocks, the last partial; one block of X is 25 KiB or more
     w = rng.normal(scale=0.2, size=net.n_weights).astype(dtype)
@@ -118,9 +120,11 @@ def test_loss_grad_allocates_nothing_per_call(dtype, loss, dense):
     _assert_no_growth(_measure(lambda: net.loss_grad(w, X, y, grad, zero=True)))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_forward_into_out_allocates_nothing_per_call(dtype):
-    net = Network(50, LAYERS + [("loss", "softmax_cross_entropy")], dtype=dtype, block_size=128)
+@pytest.mark.parametrize("net_dtype", ["float32", "float64", "bfloat16"])
+def test_forward_into_out_allocates_nothing_per_call(net_dtype):
+    net = Network(50, LAYERS + [("loss", "softmax_cross_entropy")], dtype=net_dtype,
+                  block_size=128)
+    dtype = net.dtype
     rng = np.random.default_rng(1)
     w = rng.normal(scale=0.2, size=net.n_weights).astype(dtype)
     X = rng.normal(size=(300, 50)).astype(dtype)

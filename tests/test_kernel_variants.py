@@ -1,6 +1,6 @@
 """The element-wise kernels compiled for AVX-512 (x86-64-v4), AVX2 (v3) and baseline x86-64
 give bitwise the same results, for every activation of the kernels' table, every optimizer
-step and both dtypes.
+step, both dtypes and the bfloat16 conversion.
 
 The wheel holds all three (GCC target clones, picked by the CPU at load time), so a user's
 results must not depend on the machine. Each variant is built here on its own with the
@@ -45,7 +45,8 @@ def variants(tmp_path_factory):
             continue
         lib = folder / f"kernels-{arch}.so"
         subprocess.run(["gcc", f"-march={arch}", *FLAGS, "-Icsrc", "csrc/ann_kernels.c",
-                        "csrc/ann_arena.c", "csrc/ann_optim.c", "-lm", "-o", str(lib)],
+                        "csrc/ann_arena.c", "csrc/ann_optim.c", "csrc/ann_bf16.c", "-lm", "-o",
+                        str(lib)],
                        cwd=ROOT, check=True)
         libs[arch] = ctypes.CDLL(str(lib))
     if len(libs) < 2:
@@ -172,3 +173,19 @@ def test_dropout_variants_agree_bitwise(variants, dtype, cols):
     seeds = np.array([lib.ann_dropout_row_seed(key, row0 + r) for r in range(rows)], np.uint32)
     bits = ref._dropout_bits(seeds[:, None], np.arange(cols, dtype=np.uint32)[None, :])
     np.testing.assert_array_equal(M, bits >= np.uint32(int(rate * 2**32)))
+
+
+def test_bfloat16_conversion_variants_agree_bitwise(variants):
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(scale=10.0, size=5003),
+                        rng.integers(0, 2**32, 4099, dtype=np.uint32).view(np.float32)])
+    x = x.astype(np.float32)
+    out = {}
+    for arch, lib in variants.items():
+        bits = np.empty(x.size, np.uint16)
+        lib.ann_f32_to_bf16.argtypes = [ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+        assert lib.ann_f32_to_bf16(x.size, _ptr(x), _ptr(bits)) == 0
+        out[arch] = bits
+    first = next(iter(out.values()))
+    for bits in out.values():
+        np.testing.assert_array_equal(bits, first)
