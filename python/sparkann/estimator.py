@@ -183,10 +183,11 @@ class _MLPBase(BaseEstimator):
     # ------------------------------------------------------------------ state and engine
 
     def _net(self):
-        dtype = self.weights_.dtype
-        key = (id(self.topology_), str(dtype), self.block_size)
+        # a bfloat16 network computes on the float32 weights
+        dtype = "bfloat16" if str(self.dtype) == "bfloat16" else str(self.weights_.dtype)
+        key = (id(self.topology_), dtype, self.block_size)
         if getattr(self, "_network_key", None) != key or getattr(self, "_network", None) is None:
-            self._network = self.topology_.network(dtype=str(dtype), block_size=self.block_size)
+            self._network = self.topology_.network(dtype=dtype, block_size=self.block_size)
             self._network_key = key
         return self._network
 
@@ -200,7 +201,7 @@ class _MLPBase(BaseEstimator):
     def _fit_dtype(self, X):
         """The network's dtype: ``dtype`` when set, else X's (float32 stays float32)."""
         if self.dtype is not None:
-            return np.dtype(str(self.dtype))
+            return np.dtype(hyperparams.array_dtype(self.dtype))
         return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
 
     def _start(self, n_features, n_outputs, out_activation=None, dtype=None):
@@ -208,7 +209,8 @@ class _MLPBase(BaseEstimator):
         self.out_activation_ = out_activation or self._default_out_activation(n_outputs)
         self.topology_ = Topology(n_features, self._hidden_layers()
                                   + [L.Dense(n_outputs), self._loss_layer()])
-        self.weights_ = self._initial_weights(np.dtype(dtype or self.dtype or "float32"))
+        self.weights_ = self._initial_weights(
+            np.dtype(dtype or hyperparams.array_dtype(self.dtype or "float32")))
         self._dropout_seed = None
         self.n_features_in_ = n_features
         self.n_outputs_ = n_outputs
@@ -769,9 +771,12 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
         (:attr:`sparkann.Autoencoder.encoder_`) starts the first hidden layers from its
         weights (``hidden_layer_sizes`` must begin with its code sizes, ``activation`` be
         its activation); the other layers start as with "auto".
-    dtype : {None, "float32", "float64"}, default None
+    dtype : {None, "float32", "float64", "bfloat16"}, default None
         Ours: the network's number type; None follows X (float32 stays float32, anything
-        else trains in float64, as scikit-learn).
+        else trains in float64, as scikit-learn). "bfloat16" is mixed precision: weights,
+        gradients and data in float32, GEMM operands rounded to bfloat16 (oneDNN,
+        ``pip install sparkann[bf16]``); where the CPU lacks native bfloat16 it warns once and
+        trains in float32 (``ann_core.capabilities()``).
     block_size : int, default 128
         Ours: rows the native engine computes at a time.
     n_threads : int, optional

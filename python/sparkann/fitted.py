@@ -171,7 +171,7 @@ def _describe_spark(model, action):
         raise ValueError(f"cannot {action} this {name}: it has no weights (fit an estimator, "
                          "or load a saved model)")
     model._check_weights()  # the weights match the layers
-    dtype = model.getDtype()
+    dtype = model._predict_dtype()   # a bfloat16-trained model predicts in float32
     weights = np.ascontiguousarray(model._weights, dtype=dtype)
     if model._kind == "regress":
         outputs = ((("value", model.getPredictionCol()),) if model.getPredictionCol() else ())

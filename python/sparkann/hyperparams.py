@@ -13,7 +13,14 @@ from sparkann.solvers import NAMES as SOLVER_NAMES
 from sparkann.solvers import SOLVERS, get_solver
 
 INITS = ("spark", "glorot", "he")
-DTYPES = ("float32", "float64")
+# bfloat16: mixed precision, bfloat16 GEMM operands over float32 arrays (see ann_core.Network)
+DTYPES = ("float32", "float64", "bfloat16")
+
+
+def array_dtype(dtype):
+    """The dtype of the arrays (data, weights, gradients) that a network of ``dtype``
+    computes on: bfloat16 networks keep them in float32."""
+    return "float32" if str(dtype) == "bfloat16" else str(dtype)
 
 
 def is_int(value):

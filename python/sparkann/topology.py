@@ -144,8 +144,8 @@ class Topology:
         if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
                 or block_size <= 0:
             raise ValueError(f"block_size must be a positive integer, received {block_size!r}")
-        return ann_core.Network(self.n_in, self.spec(), dtype=str(np.dtype(dtype)),
-                                block_size=int(block_size))
+        dtype = "bfloat16" if str(dtype) == "bfloat16" else str(np.dtype(dtype))
+        return ann_core.Network(self.n_in, self.spec(), dtype=dtype, block_size=int(block_size))
 
     def init_weights(self, seed=None, scheme="spark", dtype="float32"):
         """A flat weight vector, initialised layer by layer; the same seed gives the same vector.

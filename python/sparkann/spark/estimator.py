@@ -6,6 +6,7 @@ import numpy as np
 from pyspark.ml import Estimator
 from pyspark.sql import functions as F
 
+from sparkann.hyperparams import array_dtype
 from sparkann.spark.checkpointing import TrainingCheckpoint, run_fingerprint
 from sparkann.spark.data import cache_blocks, cancel_jobs, warn_round_robin
 from sparkann.spark.model import build_topology
@@ -67,14 +68,14 @@ class _NetworkEstimator(Estimator, PersistMixin):
         weight_col = self.weightColumn()
         start = time.perf_counter()
         blocks = cache_blocks(train_df, self.getFeaturesCol(), self.getLabelCol(), layers[0],
-                              layers[-1], dtype=dtype, block_size=block_size,
+                              layers[-1], dtype=array_dtype(dtype), block_size=block_size,
                               targets=self._targets, weight_col=weight_col)
         validation = None
         try:
             if val_df is not None:
                 validation = cache_blocks(
                     val_df, self.getFeaturesCol(), self.getLabelCol(), layers[0], layers[-1],
-                    dtype=dtype, block_size=block_size, targets=self._targets,
+                    dtype=array_dtype(dtype), block_size=block_size, targets=self._targets,
                     empty=f"the validation set is empty: validationIndicatorCol {col!r} is "
                           f"False (or null) on every row", weight_col=weight_col)
             log.info("cached %d rows in %d blocks over %d partitions in %.2f s",

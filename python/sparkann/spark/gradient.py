@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from sparkann.hyperparams import array_dtype
 from sparkann.optim import mean_objective
 from sparkann.spark.faults import active_spec
 from sparkann.spark.session import task_cpus
@@ -144,7 +145,9 @@ class DistributedLossGrad:
                  depth=2):
         self.blocks = blocks
         self.topology = topology
-        self.dtype = np.dtype(dtype).name
+        # the engine's dtype ("bfloat16": mixed precision) and that of its arrays
+        self.net_dtype = "bfloat16" if str(dtype) == "bfloat16" else np.dtype(dtype).name
+        self.dtype = array_dtype(self.net_dtype)
         self.block_size = block_size
         self.engine_rows = engine_rows(max(int(block_size), GRADIENT_ROWS), blocks)
         self.reg_param = float(reg_param)
@@ -178,7 +181,7 @@ class DistributedLossGrad:
 
     def _task_args(self):
         # Plain values: the task closure must not capture self (or the SparkContext).
-        return (self.topology, self.dtype, self.engine_rows, self.threads, self.faults,
+        return (self.topology, self.net_dtype, self.engine_rows, self.threads, self.faults,
                 self.evaluations)
 
     def _rdd_sums(self, w_cast):

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from sparkann.hyperparams import array_dtype
 from sparkann.spark.model_files import FORMAT_VERSION, SparkModelFileError, check_digest
 
 # saved class -> single-machine estimator class
@@ -130,7 +131,7 @@ def load_local(path):
     if weights.shape != (estimator.topology_.n_weights,):
         raise SparkModelFileError(f"{path}/data: {weights.size} weights, layers {layers} need "
                                   f"{estimator.topology_.n_weights}")
-    estimator.weights_ = weights.astype(estimator.dtype)
+    estimator.weights_ = weights.astype(array_dtype(estimator.dtype))
     estimator.history_ = History()
     for loss in history:
         estimator.history_.append(float(loss))

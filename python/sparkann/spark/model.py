@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkann.fitted import class_outputs
+from sparkann.hyperparams import array_dtype
 from sparkann.spark.data import (_check_finite, _labels, _list_to_dense, _vectors_to_dense,
                                  check_schema, check_weight_column, row_weights, run_checked)
 from sparkann.spark.model_files import SparkModelFileError
@@ -210,12 +211,18 @@ class _NetworkModel(Model, PersistMixin):
     def _engine(self, rows):
         # A workspace for the rows given, not for a blockSize larger than them.
         block_size = max(1, min(self.getBlockSize(), rows))
-        return self.topology.network(dtype=self.getDtype(), block_size=block_size)
+        return self.topology.network(dtype=self._predict_dtype(), block_size=block_size)
+
+    def _predict_dtype(self):
+        # A model trained in bfloat16 predicts in float32: the weights are float32, and the
+        # rounding that makes training faster only loses accuracy in a prediction.
+        return array_dtype(self.getDtype())
 
     def _forward_raw(self, X):
-        X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, dtype=self.getDtype())))
+        X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, dtype=self._predict_dtype())))
         net = self._engine(X.shape[0])
-        return net.forward(self._weights.astype(self.getDtype()), X, raw=True).astype(np.float64)
+        return net.forward(self._weights.astype(self._predict_dtype()), X,
+                           raw=True).astype(np.float64)
 
     # --- transform
     def _output_columns(self):
@@ -238,8 +245,8 @@ class _NetworkModel(Model, PersistMixin):
         # (classic local[2], 4,000 rows, float32, median of 5; bench/bench_connect_paths.py):
         # [784,256,128,10] 0.54 s against 0.58 s with sc.broadcast, the largest benchmark
         # network [784,2500,2000,1500,1000,500,10] 1.04 s against 1.22 s.
-        weights = self._weights.astype(self.getDtype())
-        topology, dtype, n_features = self.topology, self.getDtype(), self.numFeatures
+        weights = self._weights.astype(self._predict_dtype())
+        topology, dtype, n_features = self.topology, self._predict_dtype(), self.numFeatures
         block_size, kind = self.getBlockSize(), self._kind
         thresholds = self._checked_thresholds() if kind == "class" else None
         out_names = [(key, name) for key, name, _, _ in outs]

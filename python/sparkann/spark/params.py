@@ -108,8 +108,9 @@ class _NetworkParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed, Has
                         TypeConverters.toString)
     regParam = _param("regParam", "L2 penalty regParam/2 * ||W||^2 over the weight matrices "
                       "(not biases).", TypeConverters.toFloat)
-    dtype = _param("dtype", "Floating point type of the computation: float32 or float64.",
-                   TypeConverters.toString)
+    dtype = _param("dtype", "Floating point type of the computation: float32, float64 or "
+                   "bfloat16 (float32 with bfloat16 GEMM operands where the CPU has native "
+                   "bfloat16; else float32).", TypeConverters.toString)
     initScheme = _param("initScheme", "Weight initialisation when initialWeights is not set: "
                         "spark, glorot, he.", TypeConverters.toString)
     syncSteps = _param("syncSteps", "adam/sgd: local mini-batch steps per partition between two "

@@ -61,7 +61,7 @@ def partition_local_steps(blocks, start, topology, dtype, block_size, threads, k
     part = TaskContext.get().partitionId()
     rng = np.random.default_rng([seed & 0x7FFFFFFF, round_index, part])
     order = rng.permutation(len(data)) if steps == 0 else rng.integers(0, len(data), steps)
-    w_net = w.astype(dtype)
+    w_net = w.astype(net.dtype)   # a bfloat16 network's weights are float32
     grad = np.zeros(net.n_weights, net.dtype)
     loss_sum, seen = 0.0, 0
     for step, i in enumerate(order):
