@@ -18,6 +18,12 @@ share of Caffe's time spent in its Sigmoid layers and the floor set by the best 
     python bench/bench_core.py --topologies C --dtypes float32 --threads 2 --blocks 1024
     python bench/bench_core.py --caffe ~/caffe-build --repeats 5    # against Caffe (~10 min)
     python bench/bench_core.py --dropout --repeats 7   # B with and without dropout (~3 min)
+    python bench/bench_core.py --dtypes float32,bfloat16 --threads 2 --blocks 1024 --no-numpy
+
+dtype bfloat16 is the engine's mixed precision (bfloat16 GEMM operands through oneDNN,
+float32 everything else) against PyTorch's CPU autocast to bfloat16 (the same roundings);
+with float32 in the same run, a last table gives each bfloat16 row's speed-up over the
+fastest float32 sparkann row and over PyTorch's autocast, same topology, threads and block.
 
 With --dropout, the bench times the gradient of B at block 1024 (float32) with dropout 0.2 on
 the input and 0.5 after each hidden layer beside the same network without it, in alternating
@@ -118,8 +124,10 @@ def numpy_gradient(sizes, dtype, block, X, y, w):
 
 
 def torch_gradient(sizes, dtype, block, X, y, w):
+    """PyTorch's gradient; dtype "bfloat16" is float32 under CPU autocast to bfloat16."""
     import torch
-    tdtype = torch.float32 if dtype == "float32" else torch.float64
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    autocast = dtype == "bfloat16"
     layers = []
     offset = 0
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -139,7 +147,9 @@ def torch_gradient(sizes, dtype, block, X, y, w):
     def run():
         model.zero_grad(set_to_none=False)
         for r in range(0, len(X), block):
-            loss_fn(model(tX[r:r + block]), ty[r:r + block]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = model(tX[r:r + block])
+            loss_fn(out.float(), ty[r:r + block]).backward()
     return run
 
 
@@ -293,6 +303,23 @@ def _with_torch_threads(threads, run, calls):
         return per_batch_ms(run, calls)
 
 
+def bf16_speedups(table):
+    """Each bfloat16 row against the fastest float32 sparkann row and PyTorch's autocast."""
+    rows = [(key, times) for key, times in table.items()
+            if any(d == "bfloat16" and c.startswith("sparkann") for d, c in times)]
+    if not rows:
+        return
+    print(f"\n{'topo':4} {'thr':>3} {'block':>5} {'bf16 s':>8} {'fp32 s':>8} {'x fp32':>7} "
+          f"{'torch bf16 s':>12} {'x torch bf16':>12}")
+    for (topo, threads, block), times in rows:
+        ours = min(t for (d, c), t in times.items() if d == "bfloat16" and c.startswith("sparkann"))
+        fp32 = [t for (d, c), t in times.items() if d == "float32" and c.startswith("sparkann")]
+        torch_bf16 = times.get(("bfloat16", "pytorch"), float("nan"))
+        fp32_s = min(fp32) if fp32 else float("nan")
+        print(f"{topo:4} {threads:>3} {block:>5} {ours:8.3f} {fp32_s:8.3f} {fp32_s / ours:7.2f} "
+              f"{torch_bf16:12.3f} {torch_bf16 / ours:12.2f}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topologies", default="A,B,C")
@@ -337,19 +364,22 @@ def main(argv=None):
               f"{'ms/batch':>8}")
     print(header)
     print("-" * len(header))
+    table = {}   # (topo, threads, block) -> {(dtype, contender): seconds}
     for threads in map(int, args.threads.split(",")):
         for dtype in args.dtypes.split(","):
+            bf16 = dtype == "bfloat16"
+            array_dtype = "float32" if bf16 else dtype   # bfloat16's arrays are float32
             rates = {}
             for name in backends:
                 ann_core.set_backend(name)
                 ann_core.set_blas_threads(threads)
-                rates[name] = gemm_rate(dtype, args.repeats)
+                rates[name] = gemm_rate(array_dtype, args.repeats)
             for topo in args.topologies.split(","):
                 sizes = TOPOLOGIES[topo]
                 n = args.examples // 4 if topo == "C" else args.examples
-                X = np.ascontiguousarray(X_all[:n], dtype=dtype)
+                X = np.ascontiguousarray(X_all[:n], dtype=array_dtype)
                 y = y_all[:n]
-                w = spark_init(sizes, dtype)
+                w = spark_init(sizes, array_dtype)
                 probe = ann_core.Network(sizes[0], spec(sizes), dtype=dtype)
                 nominal, actual = probe.flops_per_example()
                 for block in map(int, args.blocks.split(",")):
@@ -360,17 +390,22 @@ def main(argv=None):
                         with torch_threads(threads):
                             results["pytorch"] = median_time(
                                 torch_gradient(sizes, dtype, block, X, y, w), args.repeats)
-                    for name in backends:
+                    # bfloat16 GEMMs are oneDNN's whichever BLAS is chosen: one row
+                    for name in backends[:1] if bf16 else backends:
                         ann_core.set_backend(name)
                         ann_core.set_blas_threads(threads)
-                        results[f"sparkann-{name}"] = \
+                        label = "sparkann-onednn" if probe.precision == "bfloat16" else \
+                            f"sparkann-{name}"
+                        results[label] = \
                             median_time(sparkann_gradient(sizes, dtype, block, X, y, w),
                                         args.repeats)
-                    if not args.no_numpy and threads == 2:
+                    if not args.no_numpy and threads == 2 and not bf16:
                         ann_core.set_backend("openblas")
                         ann_core.set_blas_threads(threads)
                         results["numpy"] = median_time(
                             numpy_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                    table.setdefault((topo, threads, block), {}).update(
+                        {(dtype, c): t for c, t in results.items()})
                     for contender, seconds in results.items():
                         scale = 60000 / n
                         ex_s = n / seconds
@@ -378,7 +413,8 @@ def main(argv=None):
                         vs_torch = (results["pytorch"] / seconds if "pytorch" in results
                                     else float("nan"))
                         pct = (100 * actual * ex_s / 1e9 / rates[backend]
-                               if contender.startswith("sparkann") else float("nan"))
+                               if contender.startswith("sparkann") and not bf16
+                               else float("nan"))
                         ms = 1000 * seconds / -(-n // block)
                         print(f"{topo:4} {dtype:7} {threads:>3} {block:>5} {contender:17} "
                               f"{seconds * scale:7.3f} {ex_s:8.0f} {nominal * ex_s / 1e9:8.1f} "
@@ -387,6 +423,7 @@ def main(argv=None):
             print(f"GEMM rate ({dtype}, {threads} threads, 2048^3): " +
                   ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
 
+    bf16_speedups(table)
     if args.denormal_iterations:
         sizes = TOPOLOGIES["A"]
         X = np.ascontiguousarray(X_all, dtype=np.float32)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what sparkann needs on a fresh Debian machine: the Fashion-MNIST files and the
-# package with its Spark, plotting, MKL, ONNX, MLflow and test extras. Safe to run again: each
-# install is skipped when what it would install is there already (SPARKANN_REINSTALL=1 forces
-# pip).
+# package with its Spark, plotting, MKL, bfloat16 (oneDNN), ONNX, MLflow and test extras.
+# Safe to run again: each install is skipped when what it would install is there already
+# (SPARKANN_REINSTALL=1 forces pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
 
-EXTRAS="spark,connect,plot,mkl,onnx,mlflow,dev"
+EXTRAS="spark,connect,plot,mkl,bf16,onnx,mlflow,dev"
 # What pip would build: the package's sources and build files (not the generated C of
 # Cython), so an edit of any of them installs again.
 fingerprint() {
