@@ -266,7 +266,7 @@ def test_invalid_topology(layers, fragments):
     ({"block_size": -3}, ["block_size", "received -3"]),
     ({"block_size": 64.0}, ["block_size", "received 64.0"]),
     ({"block_size": None}, ["block_size", "received None"]),
-    ({"dtype": "int32"}, ["dtype must be 'float32' or 'float64'", "received 'int32'"]),
+    ({"dtype": "int32"}, ["dtype must be 'float32', 'float64' or 'bfloat16'", "received 'int32'"]),
     ({"dtype": "float16"}, ["dtype must be", "received 'float16'"]),
     ({"layers": None}, ["layers must be a list of tuples", "received None"]),
     ({"layers": "dense"}, ["layers must be a list of tuples", "received 'dense'"]),
