@@ -131,3 +131,17 @@ def test_bad_input_is_named(spark, data, tmp_path):
     m.write().overwrite().save(str(tmp_path / "bad"))
     with pytest.raises(SparkModelFileError, match="need 207 weights, the model holds 5"):
         StackedAutoencoderModel.load(str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("solver, given, expected", [
+    ("adam", None, None), ("adam", 0.01, 0.01), ("l-bfgs", None, None), ("gd", 0.5, 0.5)])
+def test_layer_networks_take_the_step_size_only_when_it_is_set(solver, given, expected):
+    # unset, each layer's network keeps its solver's own default step (adam's 0.001), as the
+    # classifier does, instead of the autoencoder's Param default
+    params = dict(layers=SIZES, inputCol="pixels", solver=solver)
+    if given is not None:
+        params["stepSize"] = given
+    net = StackedAutoencoder(**params)._network("squared_error", [12, 6, 12], seed=1)
+    assert net.isSet(net.stepSize) == (expected is not None)
+    if expected is not None:
+        assert net.getStepSize() == expected

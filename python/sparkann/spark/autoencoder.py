@@ -175,9 +175,11 @@ class StackedAutoencoder(Estimator, PersistMixin, _AutoencoderParams):
     setParams = set_params_like(__init__)
 
     def _network(self, loss, layers, seed, **extra):
-        common = {name: self.getOrDefault(name) for name in
-                  ("maxIter", "tol", "blockSize", "stepSize", "solver", "activation",
-                   "regParam", "dtype", "initScheme")}
+        names = ["maxIter", "tol", "blockSize", "solver", "activation", "regParam", "dtype",
+                 "initScheme"]
+        if self.isSet(self.stepSize):   # unset: the solver's own default (adam's 0.001)
+            names.append("stepSize")
+        common = {name: self.getOrDefault(name) for name in names}
         return _ReconstructionNetwork(loss, layers=layers, seed=seed,
                                       featuresCol=self.getInputCol(), labelCol=_TARGET,
                                       **common, **extra)
