@@ -8,10 +8,11 @@ import tarfile
 import zipfile
 
 import pytest
+from ann_core._archive import COMPILED_MODULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
-COMPILED = [f"ann_core/_blas{SUFFIX}", f"ann_core/_network{SUFFIX}"]
+COMPILED = [f"ann_core/{m}{SUFFIX}" for m in COMPILED_MODULES]
 
 
 def _source_modules():
