@@ -84,14 +84,10 @@ static int make_entry(const gemm_key *key, gemm_entry *e)
         api.post_ops_destroy(ops);
     if (attr != NULL)
         api.primitive_attr_destroy(attr);
-    if (a != NULL)
-        api.memory_desc_destroy(a);
-    if (b != NULL)
-        api.memory_desc_destroy(b);
-    if (c != NULL)
-        api.memory_desc_destroy(c);
-    if (bias != NULL)
-        api.memory_desc_destroy(bias);
+    ann_dnnl_handle descs[] = {a, b, c, bias};
+    for (size_t i = 0; i < sizeof descs / sizeof *descs; i++)
+        if (descs[i] != NULL)
+            api.memory_desc_destroy(descs[i]);
     return ok ? ANN_OK : ANN_ERR_BACKEND;
 }
 
