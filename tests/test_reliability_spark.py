@@ -17,6 +17,7 @@ from sparkann import checkpoint as ckpt  # noqa: E402
 from sparkann.spark import faults  # noqa: E402
 from sparkann.optim import DivergenceError  # noqa: E402
 from sparkann.spark import MultilayerPerceptronClassifier  # noqa: E402
+from sparkann.spark.data import dataframe_from_numpy  # noqa: E402
 
 from rss import python_workers, rss_bytes  # noqa: E402
 
@@ -24,15 +25,17 @@ HERE = Path(__file__).resolve().parent
 MiB = 2**20
 
 
+# Tests that run in one session kind only (the rest run in a classic and a Connect session).
+CLASSIC = pytest.mark.parametrize("any_spark", ["classic"], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def df(spark):
+def df(any_spark):
+    """400 rows in 3 partitions, cached; one frame per session kind (``any_spark``)."""
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, 10))
     y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int) + (X[:, 3] > 0.5)
-    rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
-    schema = T.StructType([T.StructField("features", VectorUDT()),
-                           T.StructField("label", T.DoubleType())])
-    frame = spark.createDataFrame(spark.sparkContext.parallelize(rows, 3), schema).cache()
+    frame = dataframe_from_numpy(any_spark, X, y.astype(np.float64), num_partitions=3).cache()
     frame.count()
     yield frame
     frame.unpersist()
@@ -69,6 +72,7 @@ def test_fault_spec_typos_fail_on_the_driver(monkeypatch, spec, fragment):
 def _run(scenario, tmp_path, timeout):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     env.pop(faults.ENV, None)
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)  # set while this module's Connect session is open
     run = subprocess.run([sys.executable, str(HERE / "spark_fault_runs.py"), scenario,
                           str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=timeout)
@@ -86,6 +90,19 @@ def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
     gd, l-bfgs and adam with dropout (input 0.2, hidden 0.5) end with bitwise the weights of
     an undisturbed run."""
     weights, report = _run("retry", tmp_path, 900)
+    for name in ("gd", "lbfgs", "adam"):
+        assert report[name]["injected"] == report[name]["planned"] > 0, report
+        assert report[name]["history_equal"], name
+        np.testing.assert_array_equal(weights[name + "_faulted"], weights[name + "_clean"])
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_injected_task_failures_under_spark_connect_give_the_undisturbed_weights(tmp_path):
+    """A Spark Connect server on local[2,4]: the same retried tasks on the Connect training
+    path (handles in a DataFrame, gradient slices summed by a shuffle) change no bit."""
+    pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
+    weights, report = _run("retry_connect", tmp_path, 600)
     for name in ("gd", "lbfgs", "adam"):
         assert report[name]["injected"] == report[name]["planned"] > 0, report
         assert report[name]["history_equal"], name
@@ -143,14 +160,18 @@ def kill_after(j):
     return callback
 
 
-@pytest.mark.parametrize("solver, iters, kill, every, params", [
-    ("gd", 9, 5, 2, dict(stepSize=0.5)),
-    ("adam", 6, 4, 2, dict(stepSize=0.01)),
-    ("sgd", 5, 3, 3, dict(stepSize=0.05, momentum=0.9)),
-    ("l-bfgs", 12, 7, 3, {}),
-    ("adam", 5, 3, 2, dict(stepSize=0.01, dropout=[0.2, 0.5])),
-    ("sgd", 4, 3, 1, dict(stepSize=0.05, momentum=0.9, dropout=0.3)),
-])
+@pytest.mark.parametrize("any_spark, solver, iters, kill, every, params", [
+    ("classic", "gd", 9, 5, 2, dict(stepSize=0.5)),
+    ("classic", "adam", 6, 4, 2, dict(stepSize=0.01)),
+    ("classic", "sgd", 5, 3, 3, dict(stepSize=0.05, momentum=0.9)),
+    ("classic", "l-bfgs", 12, 7, 3, {}),
+    ("classic", "adam", 5, 3, 2, dict(stepSize=0.01, dropout=[0.2, 0.5])),
+    ("classic", "sgd", 4, 3, 1, dict(stepSize=0.05, momentum=0.9, dropout=0.3)),
+    # Connect: a mini-batch solver (its state and dropout masks travel in the task's
+    # function) and l-bfgs
+    ("connect", "adam", 5, 3, 2, dict(stepSize=0.01, dropout=[0.2, 0.5])),
+    ("connect", "l-bfgs", 8, 5, 2, {}),
+], indirect=["any_spark"])
 def test_resumed_run_ends_with_the_uninterrupted_weights(df, tmp_path, solver, iters, kill,
                                                          every, params):
     reference = mlp(solver=solver, maxIter=iters, **params).fit(df)
@@ -174,6 +195,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(df, tmp_path, solver, i
     np.testing.assert_array_equal(again._weights, reference._weights)
 
 
+@CLASSIC
 def test_lbfgs_checkpoint_without_its_state_is_refused(df, tmp_path):
     directory = str(tmp_path / "ckpt")
     est = mlp(solver="l-bfgs", maxIter=5).setCheckpointDir(directory) \
@@ -315,8 +337,10 @@ def test_edits_of_checkpoint_json_and_malformed_fields_are_refused(tmp_path):
 
 # ------------------------------------------------------------------------------- divergence
 
-@pytest.mark.parametrize("solver, step", [("gd", 1e30), ("adam", 1e30), ("sgd", 1e30),
-                                          ("l-bfgs", None)])
+@pytest.mark.parametrize("any_spark, solver, step", [
+    ("classic", "gd", 1e30), ("classic", "adam", 1e30), ("classic", "sgd", 1e30),
+    ("classic", "l-bfgs", None), ("connect", "gd", 1e30), ("connect", "adam", 1e30),
+], indirect=["any_spark"])
 def test_divergence_stops_with_the_last_finite_weights(df, solver, step):
     params = dict(solver=solver, maxIter=20, dtype="float32", activation="relu")
     if step is not None:
@@ -335,6 +359,7 @@ def test_divergence_stops_with_the_last_finite_weights(df, solver, step):
 # ---------------------------------------------------------------------------- memory soak
 
 @pytest.mark.slow
+@CLASSIC
 def test_two_hundred_iterations_have_no_memory_growth(df):
     """gd for 200 iterations (200 Spark jobs): driver and Python worker RSS at iteration 20
     and iteration 200 differ by noise only."""
