@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyspark")
-from pyspark.ml.linalg import VectorUDT, Vectors  # noqa: E402
-from pyspark.sql import types as T  # noqa: E402
+from pyspark.ml.linalg import Vectors  # noqa: E402
 
 from sparkann import checkpoint as ckpt  # noqa: E402
 from sparkann.spark import faults  # noqa: E402
