@@ -76,23 +76,9 @@ def connect(tmp_path_factory):
     a process-wide setting): a module that compares with the classic ``spark`` session
     computes the classic side in a fixture this one depends on (see ``connect_server``).
     """
-    pytest.importorskip("pyspark")
-    pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
-    if not _java_available():
-        pytest.skip("Java is not installed")
-    from connect_server import ConnectServer
-    server = ConnectServer(str(tmp_path_factory.mktemp("connect")),
-                           conf={"spark.task.maxFailures": "1",
-                                 "spark.sql.shuffle.partitions": "4",
-                                 "spark.driver.memory": "2g"})
-    try:
-        session = server.session()
-        try:
-            yield session
-        finally:
-            server.close_session(session)
-    finally:
-        server.stop()
+    from connect_server import connect_session
+    with connect_session(str(tmp_path_factory.mktemp("connect"))) as session:
+        yield session
 
 
 @pytest.fixture(scope="module", params=["classic", "connect"])

@@ -9,7 +9,9 @@ PySpark picks Connect or classic functions (``pyspark.sql.functions`` and the li
 process-wide ``SPARK_CONNECT_MODE_ENABLED``: it is set while the Connect session is open and
 restored after, so one process cannot use both session kinds at the same time.
 """
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -195,3 +197,27 @@ def _state(pid):
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+@contextlib.contextmanager
+def connect_session(folder, master="local[2]"):
+    """A Connect session to a :class:`ConnectServer` on ``master`` for the tests (tasks fail
+    at once unless ``master`` says otherwise, 4 shuffle partitions), stopped with its server
+    on exit; the test is skipped when pyspark, its Connect client or Java is missing."""
+    import pytest
+    pytest.importorskip("pyspark")
+    pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Java is not installed")
+    server = ConnectServer(folder, master=master,
+                           conf={"spark.task.maxFailures": "1",
+                                 "spark.sql.shuffle.partitions": "4",
+                                 "spark.driver.memory": "2g"})
+    try:
+        session = server.session()
+        try:
+            yield session
+        finally:
+            server.close_session(session)
+    finally:
+        server.stop()

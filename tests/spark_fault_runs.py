@@ -2,10 +2,9 @@
 
 Run by tests/test_reliability_spark.py as a subprocess, because the master URL (``local[2,4]``
 for task retries, ``local-cluster[2,1,1024]`` for real executor processes) is fixed when a
-SparkContext starts and the test session already has one (and a Connect server of its own
-for ``retry_connect``)::
+SparkContext starts and the test session already has one::
 
-    python tests/spark_fault_runs.py retry|retry_connect|kill|hygiene OUT_DIR
+    python tests/spark_fault_runs.py retry|kill|hygiene OUT_DIR
 
 Writes ``OUT_DIR/result.npz`` (weights of every run, bitwise) and ``OUT_DIR/result.json``
 (fault counts, iterations, executor pids).
@@ -106,34 +105,6 @@ def retry(out, tmp):
         return fit_with_failures(make_data(spark).cache(), plans, tmp)
     finally:
         spark.stop()
-
-
-def retry_connect(out, tmp):
-    """Task failures under a Spark Connect server on local[2,4]: the training path of
-    Connect sessions (handles in a DataFrame, gradients summed in slices by a shuffle; adam
-    with dropout)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from connect_server import ConnectServer
-    from sparkann.spark.data import dataframe_from_numpy
-    server = ConnectServer(tmp, master="local[2,4]",
-                           conf={"spark.sql.shuffle.partitions": "4",
-                                 "spark.ui.showConsoleProgress": "false"})
-    try:
-        spark = server.session()
-        try:
-            from sparkann.spark.session import is_connect
-            assert is_connect(spark), type(spark)
-            plans = {
-                "gd": ("gd", 5, dict(stepSize=0.5), [(0, 0), (3, 2)]),
-                "lbfgs": ("l-bfgs", 5, {}, [(1, 3)]),
-                "adam": ("adam", 3, dict(stepSize=0.01, dropout=[0.2, 0.5]), [(0, 2), (2, 1)]),
-            }
-            df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4).cache()
-            return fit_with_failures(df, plans, tmp)
-        finally:
-            server.close_session(spark)
-    finally:
-        server.stop()
 
 
 def fit_with_failures(df, plans, tmp):
@@ -347,8 +318,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sparkann-faults-")
     try:
         start = time.perf_counter()
-        weights, report = {"retry": retry, "retry_connect": retry_connect, "kill": kill,
-                           "hygiene": hygiene}[scenario](out, tmp)
+        weights, report = {"retry": retry, "kill": kill, "hygiene": hygiene}[scenario](out, tmp)
         report["seconds"] = round(time.perf_counter() - start, 1)
         np.savez(os.path.join(out, "result.npz"), **weights)
         with open(os.path.join(out, "result.json"), "w") as f:

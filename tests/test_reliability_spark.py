@@ -29,6 +29,15 @@ CLASSIC = pytest.mark.parametrize("any_spark", ["classic"], indirect=True)
 
 
 @pytest.fixture(scope="module")
+def connect(tmp_path_factory):
+    """This module's Spark Connect session: a server on local[2,4], where a failed task is
+    tried again (up to 4 attempts), as a cluster does."""
+    from connect_server import connect_session
+    with connect_session(str(tmp_path_factory.mktemp("connect")), "local[2,4]") as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
 def df(any_spark):
     """400 rows in 3 partitions, cached; one frame per session kind (``any_spark``)."""
     rng = np.random.default_rng(3)
@@ -95,14 +104,20 @@ def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
         np.testing.assert_array_equal(weights[name + "_faulted"], weights[name + "_clean"])
 
 
-@pytest.mark.slow
-@pytest.mark.spark
-def test_injected_task_failures_under_spark_connect_give_the_undisturbed_weights(tmp_path):
-    """A Spark Connect server on local[2,4]: the same retried tasks on the Connect training
-    path (handles in a DataFrame, gradient slices summed by a shuffle) change no bit."""
-    pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
-    weights, report = _run("retry_connect", tmp_path, 600)
-    for name in ("gd", "lbfgs", "adam"):
+@pytest.mark.parametrize("any_spark", ["connect"], indirect=True)
+def test_injected_task_failures_under_spark_connect_give_the_undisturbed_weights(df, tmp_path):
+    """This module's Connect server runs local[2,4]: tasks of the Connect training path
+    (handles in a DataFrame, gradient slices summed by a shuffle) fail on their first attempt
+    and are retried; gd, l-bfgs and adam with dropout end with bitwise the undisturbed
+    weights."""
+    from spark_fault_runs import fit_with_failures
+    plans = {
+        "gd": ("gd", 5, dict(stepSize=0.5), [(0, 0), (3, 2)]),
+        "lbfgs": ("l-bfgs", 5, {}, [(1, 1)]),
+        "adam": ("adam", 3, dict(stepSize=0.01, dropout=[0.2, 0.5]), [(0, 2), (2, 1)]),
+    }
+    weights, report = fit_with_failures(df, plans, str(tmp_path))
+    for name in plans:
         assert report[name]["injected"] == report[name]["planned"] > 0, report
         assert report[name]["history_equal"], name
         np.testing.assert_array_equal(weights[name + "_faulted"], weights[name + "_clean"])
