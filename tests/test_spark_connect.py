@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("pyspark")
 from sparkann.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist  # noqa: E402
 from sparkann.spark import (MultilayerPerceptronClassificationModel,  # noqa: E402
-                            MultilayerPerceptronClassifier)
+                            MultilayerPerceptronClassifier, StackedAutoencoder,
+                            StackedAutoencoderModel)
 from sparkann.spark.data import dataframe_from_numpy  # noqa: E402
 from sparkann.topology import Topology  # noqa: E402
 
@@ -68,8 +69,28 @@ def _early_stopping_fit(train, seen):
     return model.weights.toArray(), model.summary.objectiveHistory
 
 
+def _autoencoder_run(train, test, path):
+    """A stacked autoencoder (two layers, then fine-tuning) fitted on ``train`` and saved to
+    ``path``; its weights, errors and histories, and the codes and reconstructions of
+    ``test``."""
+    model = StackedAutoencoder(layers=[784, 6, 3], maxIter=3, fineTune=True, seed=SEED,
+                               dtype="float64", blockSize=64).fit(train)
+    model.write().overwrite().save(path)
+    return {"weights": model.weights.toArray(), "history": model.history,
+            "errors": model.reconstructionErrors, "fine_tune_error": model.fineTuneError,
+            **_codes(model, test)}
+
+
+def _codes(model, test):
+    from pyspark.ml.functions import vector_to_array
+    decoded = model.decode(model.transform(test)).select(
+        vector_to_array("encoded").alias("c"), vector_to_array("decoded").alias("d")).collect()
+    return {"codes": np.array([r.c for r in decoded]), "decoded": np.array([r.d for r in decoded]),
+            "test_error": model.reconstructionError(test)}
+
+
 @pytest.fixture(scope="module")
-def classic(spark):
+def classic(spark, tmp_path_factory):
     """Everything the tests compare with, computed in the classic session."""
     train, test = _frames(spark)
     out = {"fits": {}}
@@ -83,6 +104,8 @@ def classic(spark):
     weighted = _weighted_estimator().fit(_weighted(train))
     out["weighted"] = (weighted.weights.toArray(), weighted.evaluate(_weighted(test)).accuracy,
                        weighted.summary.objectiveHistory)
+    out["autoencoder_path"] = str(tmp_path_factory.mktemp("classic") / "autoencoder")
+    out["autoencoder"] = _autoencoder_run(train, test, out["autoencoder_path"])
     return out
 
 
@@ -143,6 +166,28 @@ def test_fit_gives_the_classic_model(classic, remote_frames, solver):
     np.testing.assert_allclose(_probabilities(model.transform(test)), probability, rtol=0,
                                atol=1e-9)
     assert len(model.summary.objectiveHistory) >= 1
+
+
+def test_stacked_autoencoder_gives_the_classic_model_codes_and_files(classic, remote_frames,
+                                                                    tmp_path):
+    train, test = remote_frames
+    expected = classic["autoencoder"]
+    got = _autoencoder_run(train, test, str(tmp_path / "autoencoder"))
+    np.testing.assert_allclose(got["weights"], expected["weights"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got["history"], expected["history"], rtol=1e-9)
+    np.testing.assert_allclose(got["errors"], expected["errors"], rtol=1e-9)
+    assert got["fine_tune_error"] == pytest.approx(expected["fine_tune_error"], rel=1e-9)
+    for key in ("codes", "decoded"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-9)
+    assert got["test_error"] == pytest.approx(expected["test_error"], rel=1e-9)
+    # files written by either session load in this one and give the same numbers
+    for path in (str(tmp_path / "autoencoder"), classic["autoencoder_path"]):
+        loaded = StackedAutoencoderModel.load(path)
+        np.testing.assert_array_equal(loaded.weights.toArray(), got["weights"]
+                                      if path.startswith(str(tmp_path)) else expected["weights"])
+        again = _codes(loaded, test)
+        np.testing.assert_allclose(again["codes"], expected["codes"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(again["decoded"], expected["decoded"], rtol=0, atol=1e-9)
 
 
 def test_weight_column_gives_the_classic_model_and_metrics(classic, remote_frames):
