@@ -203,3 +203,31 @@ def test_encoder_that_does_not_start_the_network_is_refused():
             MLPClassifier(init=enc, max_iter=1, **params).fit(X, y)
     with pytest.raises(ValueError, match="init must be one of"):
         MLPClassifier(init=object(), max_iter=1).fit(X, y)
+
+
+def test_autoencoder_saves_and_loads(tmp_path):
+    import json
+
+    from sparkann import ModelFileError, model_file
+    X = unit_data()
+    ae = fitted(max_iter=3, fine_tune=True)
+    ae.save(tmp_path / "ae")
+    again = load(tmp_path / "ae")
+    assert isinstance(again, Autoencoder) and again.get_params() == ae.get_params()
+    np.testing.assert_array_equal(again.weights_, ae.weights_)
+    np.testing.assert_array_equal(again.transform(X), ae.transform(X))
+    codes = ae.transform(X)
+    np.testing.assert_array_equal(again.inverse_transform(codes), ae.inverse_transform(codes))
+    for name in ("layer_loss_curves_", "layer_reconstruction_errors_", "fine_tune_loss_curve_",
+                 "reconstruction_error_", "sizes_", "n_iter_"):
+        assert getattr(again, name) == getattr(ae, name), name
+    assert repr(again.encoder_) == repr(ae.encoder_)
+    # the saved stack must be the one the hyperparameters describe (the digest is redone, so
+    # only the consistency check can refuse it)
+    path = tmp_path / "ae" / model_file.META_FILE
+    meta = json.loads(path.read_text())
+    meta["params"]["hidden_layer_sizes"] = [6, 2]
+    meta[model_file.DIGEST_KEY] = model_file.meta_digest(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"not the stack of sizes \[12, 6, 2\]"):
+        load(tmp_path / "ae")

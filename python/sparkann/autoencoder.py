@@ -11,7 +11,7 @@ trained by the same loop as :class:`sparkann.MLPRegressor`, in the native engine
 """
 import numpy as np
 
-from sparkann import stacking
+from sparkann import model_file, stacking
 from sparkann.estimator import MLPRegressor, _activation, _MLPBase, _validate
 from sparkann.hyperparams import is_int
 from sparkann.layers import get_loss
@@ -94,7 +94,7 @@ class Autoencoder(TransformerMixin, BaseEstimator):
                  n_threads=None):
         vars(self).update({name: value for name, value in locals().items() if name != "self"})
 
-    def _check_params(self):
+    def _validate_params(self):
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if is_int(sizes) else sizes
         try:
@@ -117,7 +117,7 @@ class Autoencoder(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Pretrain layer by layer on the rows of X (y is ignored), then fine-tune if asked."""
-        hidden, act = self._check_params()
+        hidden, act = self._validate_params()
         X = _validate(self, X, dtype=(np.float64, np.float32), reset=True)
         if self.data_in_01:
             outside = (X < 0) | (X > 1)
@@ -149,13 +149,74 @@ class Autoencoder(TransformerMixin, BaseEstimator):
             net.fit(X, X)
             self.fine_tune_loss_curve_ = list(net.loss_curve_)
             weights = net.weights_.astype(np.float64)
-        self.sizes_ = sizes
-        self.n_features_in_ = sizes[0]
-        self.weights_ = weights.astype(dtype)
-        self.encoder_ = stacking.Encoder(sizes, act, stacking.split_weights(weights, sizes)[0])
+        self._set_weights(sizes, act, weights.astype(dtype))
         self.reconstruction_error_ = float(np.mean((self.inverse_transform(self.transform(X))
                                                     - X) ** 2))
         return self
+
+    def _set_weights(self, sizes, activation, weights):
+        self.sizes_ = sizes
+        self.n_features_in_ = sizes[0]
+        self.weights_ = weights
+        self.encoder_ = stacking.Encoder(sizes, activation,
+                                         stacking.split_weights(weights, sizes)[0])
+
+    # ------------------------------------------------------------------- persistence
+    # model_file writes what it reads from MLPClassifier/MLPRegressor; an autoencoder's
+    # network is its whole stack (input to reconstruction) and its history its curves
+
+    def _check_fitted(self):
+        check_is_fitted(self, "weights_")
+
+    @property
+    def topology_(self):
+        return stacking.reconstruction_topology(self.sizes_, self.encoder_.activation,
+                                                self.data_in_01)
+
+    @property
+    def n_outputs_(self):
+        return self.sizes_[0]
+
+    @property
+    def n_iter_(self):
+        """Epochs trained over all networks (every layer's, then the fine-tuning's)."""
+        return sum(map(len, self.layer_loss_curves_)) + len(self.fine_tune_loss_curve_)
+
+    @property
+    def history_(self):
+        return _Curves(self.layer_loss_curves_, self.layer_reconstruction_errors_,
+                       self.fine_tune_loss_curve_, self.reconstruction_error_)
+
+    def save(self, path):
+        """Save the fitted autoencoder to the directory ``path`` (``model.json`` and
+        ``weights.npz``, as the other estimators); :func:`sparkann.load` reads it back."""
+        return model_file.save(self, path, {"Autoencoder": Autoencoder})
+
+    def _restore(self, topology, weights, n_iter, history, classes=None):
+        """Set the fitted state of a saved autoencoder (:func:`sparkann.persist.load`)."""
+        hidden, act = self._validate_params()
+        sizes = [topology.n_in] + hidden
+        expected = stacking.reconstruction_topology(sizes, act, self.data_in_01)
+        if topology.to_dict() != expected.to_dict():
+            raise ValueError(f"the saved network {topology.layers} is not the stack of "
+                             f"sizes {sizes}, activation {act!r}, data_in_01="
+                             f"{self.data_in_01} its hyperparameters describe")
+        if len(history.layer_loss_curves) != len(hidden) or \
+                len(history.layer_reconstruction_errors) != len(hidden):
+            raise ValueError(f"the history holds {len(history.layer_loss_curves)} layer "
+                             f"curves for {len(hidden)} layers")
+        self._set_weights(sizes, act, weights)
+        self.layer_loss_curves_ = history.layer_loss_curves
+        self.layer_reconstruction_errors_ = history.layer_reconstruction_errors
+        self.fine_tune_loss_curve_ = history.fine_tune_loss_curve
+        self.reconstruction_error_ = history.reconstruction_error
+        if self.n_iter_ != n_iter:
+            raise ValueError(f"'n_iter' is {n_iter}, the curves hold {self.n_iter_} epochs")
+
+    @classmethod
+    def _history_from_dict(cls, d):
+        return _Curves.from_dict(d)
+
 
     def transform(self, X):
         """The codes of the rows of X, shape (n_samples, hidden_layer_sizes[-1])."""
@@ -181,3 +242,36 @@ class Autoencoder(TransformerMixin, BaseEstimator):
                                block_size=max(1, min(self.block_size, len(Z))))
         decoder = stacking.split_weights(self.weights_, self.sizes_)[1]
         return net.forward(np.ascontiguousarray(decoder), np.ascontiguousarray(Z), raw=True)
+
+
+class _Curves:
+    """What a fitted :class:`Autoencoder` records about its training, as saved in
+    ``model.json``'s ``history``."""
+
+    _LISTS = ("layer_loss_curves", "layer_reconstruction_errors", "fine_tune_loss_curve")
+
+    def __init__(self, layer_loss_curves, layer_reconstruction_errors, fine_tune_loss_curve,
+                 reconstruction_error):
+        self.layer_loss_curves = [[float(v) for v in c] for c in layer_loss_curves]
+        self.layer_reconstruction_errors = [float(v) for v in layer_reconstruction_errors]
+        self.fine_tune_loss_curve = [float(v) for v in fine_tune_loss_curve]
+        self.reconstruction_error = float(reconstruction_error)
+
+    def to_dict(self):
+        return {name: getattr(self, name) for name in (*self._LISTS, "reconstruction_error")}
+
+    @classmethod
+    def from_dict(cls, d):
+        def numbers(x):
+            return isinstance(x, list) and all(isinstance(v, (int, float))
+                                               and not isinstance(v, bool) for v in x)
+
+        ok = (isinstance(d, dict) and set(d) == set(cls._LISTS) | {"reconstruction_error"}
+              and isinstance(d["layer_loss_curves"], list)
+              and all(numbers(c) for c in d["layer_loss_curves"])
+              and numbers(d["layer_reconstruction_errors"]) and numbers(d["fine_tune_loss_curve"])
+              and numbers([d["reconstruction_error"]]))
+        if not ok:
+            raise ValueError(f"'history' of an Autoencoder needs the lists {list(cls._LISTS)} "
+                             f"and the number 'reconstruction_error', received {str(d)[:200]}")
+        return cls(**d)

@@ -96,7 +96,7 @@ def save(estimator, path, classes):
     """
     name = type(estimator).__name__
     if classes.get(name) is not type(estimator):
-        raise ValueError(f"save: expected an MLPClassifier or MLPRegressor, received {name}")
+        raise ValueError(f"save: expected an {' or '.join(classes)}, received {name}")
     estimator._check_fitted()
     weights = np.ascontiguousarray(estimator.weights_)
     meta = {

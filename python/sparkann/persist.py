@@ -1,4 +1,5 @@
-"""Saving and loading single-machine estimators (``MLPClassifier``, ``MLPRegressor``).
+"""Saving and loading single-machine estimators (``MLPClassifier``, ``MLPRegressor``,
+``Autoencoder``).
 
 The files, their checks and :class:`ModelFileError` are those of :mod:`sparkann.model_file`.
 """
@@ -6,6 +7,7 @@ import os
 
 
 from sparkann import model_file
+from sparkann.autoencoder import Autoencoder
 from sparkann.estimator import ESTIMATORS
 from sparkann.layers import SigmoidCrossEntropy
 from sparkann.model_file import (META_FILE, WEIGHTS_FILE, ModelFileError, params_from_json,
@@ -15,13 +17,17 @@ from sparkann.topology import Topology
 
 __all__ = ["ModelFileError", "load", "save"]
 
+#: the classes whose models save and load here, by the name model.json records
+CLASSES = {**ESTIMATORS, "Autoencoder": Autoencoder}
+
 
 def save(estimator, path):
-    """Save a fitted ``MLPClassifier`` or ``MLPRegressor`` to the directory ``path``.
+    """Save a fitted ``MLPClassifier``, ``MLPRegressor`` or ``Autoencoder`` to the directory
+    ``path``.
 
     The directory is created if needed; existing model files in it are replaced.
     """
-    return model_file.save(estimator, path, ESTIMATORS)
+    return model_file.save(estimator, path, CLASSES)
 
 
 def load(path):
@@ -36,7 +42,7 @@ def load(path):
         pickled object, or disagree with each other.
     """
     meta = read_meta(path)
-    classes = ESTIMATORS
+    classes = CLASSES
     cls = classes.get(meta["class"])
     if cls is None:
         raise ModelFileError(f"{META_FILE}: unknown estimator class {meta['class']!r}; expected "
@@ -45,7 +51,7 @@ def load(path):
         estimator = cls(**params_from_json(meta["params"], cls))
         estimator._validate_params()  # dtype, block_size...: refused now, not at predict
         topology = Topology.from_dict(meta["topology"])
-        history = History.from_dict(meta["history"])
+        history = getattr(cls, "_history_from_dict", History.from_dict)(meta["history"])
     except ModelFileError:
         raise
     except (ValueError, TypeError, AttributeError, MemoryError) as e:
