@@ -253,7 +253,8 @@ def test_explicit_levels_and_their_errors():
 def expected_reduce_scatter(m, n, partitions, p=THETA):
     """The reduce-scatter written out: one more stage, K + 1 reduce tasks in waves, each
     slice's reducer fetching P slices of Gb / K bytes, and the driver's K float64 sums."""
-    k = min(partitions, math.ceil(m.n_weights / 2 ** 18))
+    # up to 4 partitions (no treeAggregate level either) one slice, as for a small vector
+    k = 1 if partitions <= 4 else min(partitions, math.ceil(m.n_weights / 2 ** 18))
     if k == 1:      # one slice: the driver fetches and adds the P partials
         return partitions * (p.latency + m.partial_bytes / p.bandwidth)
     slice_g = p.latency + m.partial_bytes / k / p.bandwidth
@@ -263,8 +264,9 @@ def expected_reduce_scatter(m, n, partitions, p=THETA):
 
 @pytest.mark.parametrize("layers, n, partitions, slices", [
     ([784, 256, 128, 10], 2, 2, 1), ([784, 256, 128, 10], 2, 8, 1),
-    ([784, 1024, 1024, 10], 2, 4, 4), ([784, 1024, 1024, 10], 2, 8, 8),
-    (ULANOV_LAYERS, 2, 2, 2), (ULANOV_LAYERS, 2, 8, 8), (ULANOV_LAYERS, 3, 8, 8),
+    ([784, 1024, 1024, 10], 2, 4, 1), ([784, 1024, 1024, 10], 2, 5, 5),
+    ([784, 1024, 1024, 10], 2, 8, 8),
+    (ULANOV_LAYERS, 2, 2, 1), (ULANOV_LAYERS, 2, 8, 8), (ULANOV_LAYERS, 3, 8, 8),
 ])
 def test_reduce_scatter_is_one_shuffle_of_slices(layers, n, partitions, slices):
     m = model(layers=layers, params=THETA, bytes_per_weight=4, aggregation="reduce-scatter")
@@ -285,11 +287,15 @@ def test_traffic_per_iteration_of_both_ways_of_summing():
     assert rs.traffic(2, 8) == {"stages": 2, "slices": 8, "map_out_bytes": gb,
                                 "worker_in_bytes": 4 * gb, "driver_in_bytes": 8.0 * w,
                                 "messages": 4 * 8 + 9}
-    # two stages whatever the partition count (past one); the driver reads the float64 sum
-    for p in (2, 4, 16):
+    # two stages whatever the partition count past 4; the driver reads the float64 sum
+    for p in (5, 8, 16):
         assert rs.traffic(2, p)["stages"] == 2
         assert rs.traffic(2, p)["driver_in_bytes"] == 8.0 * w
     tree = model(bytes_per_weight=4)
+    # up to 4 partitions, where the tree has no level, no shuffle either: the same traffic
+    for p in (2, 4):
+        assert rs.traffic(2, p) == dict(replace(tree, aggregation="tree").traffic(2, p),
+                                        slices=1)
     # PySpark's tree at 8 partitions: one level of 2 reducers, each fetching 4 partials
     assert tree.traffic(2, 8) == {"stages": 2, "slices": 0, "map_out_bytes": gb,
                                   "worker_in_bytes": 4 * gb, "driver_in_bytes": 2 * gb,

@@ -408,10 +408,10 @@ class CachedBlocks:
         Every task emits its partition's vector in ``K`` slices keyed by slice, plus one row
         of its own scalars; a shuffle by slice brings slice ``k`` of every partition to one
         task, which adds them (in partition order, so sums do not depend on which task
-        finished first); the driver reads the ``K`` summed slices and the scalar rows. A
-        vector of one slice skips the shuffle: the driver adds the partials (see
-        :func:`summed_slices`). The cost per iteration is in ``sparkann.scaling`` (its
-        ``reduce-scatter`` aggregation).
+        finished first); the driver reads the ``K`` summed slices and the scalar rows. One
+        slice (a small vector, or at most 4 partitions: ``slice_count``) skips the shuffle:
+        the driver adds the partials (see :func:`summed_slices`). The cost per iteration is
+        in ``sparkann.scaling`` (its ``reduce-scatter`` aggregation).
 
         Parameters
         ----------
