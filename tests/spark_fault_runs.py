@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 
-def make_session(master, tmp, locality_wait="30s"):
+def make_session(master, tmp):
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
@@ -40,9 +40,11 @@ def make_session(master, tmp, locality_wait="30s"):
     os.makedirs(local, exist_ok=True)
     builder = (SparkSession.builder.master(master).appName("sparkann-faults")
                .config("spark.local.dir", local)
-               # Tasks wait for the executor that holds their stacked file, even on a busy
-               # machine, rather than compute their partition again from the source.
-               .config("spark.locality.wait", locality_wait)
+               # Spark's default: a task waits 3 s for the executor that holds its stacked
+               # file, then runs elsewhere (its partition is computed again there). Where tasks
+               # run changes neither the weights (kill) nor which files a fit must leave behind
+               # (hygiene: none); 30 s made a fit after a lost executor take 40-70 s, not 13-24.
+               .config("spark.locality.wait", "3s")
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.ui.enabled", "false")
@@ -58,15 +60,23 @@ def make_session(master, tmp, locality_wait="30s"):
 def make_data(spark, partitions=4):
     """A DataFrame from a parallelized list: recomputing a lost partition gives the same rows
     in the same order (no shuffle), so a recomputed block sums exactly as before."""
-    from pyspark.ml.linalg import VectorUDT, Vectors
+    return spark.createDataFrame(spark.sparkContext.parallelize(vector_rows(), partitions),
+                                 vector_schema())
+
+
+def vector_schema():
+    """features (ML vector), label (double)."""
+    from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import types as T
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(480, 10))
-    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int) + (X[:, 3] > 0.5)
-    rows = [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
-    schema = T.StructType([T.StructField("features", VectorUDT()),
-                           T.StructField("label", T.DoubleType())])
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), schema)
+    return T.StructType([T.StructField("features", VectorUDT()),
+                         T.StructField("label", T.DoubleType())])
+
+
+def vector_rows():
+    """The rows of ``training_arrays`` as (ML vector, float label) pairs."""
+    from pyspark.ml.linalg import Vectors
+    X, y = training_arrays()
+    return [(Vectors.dense(X[i]), float(y[i])) for i in range(len(y))]
 
 
 def fit(df, solver, max_iter, faults=None, **params):
@@ -158,10 +168,7 @@ def kill(out, tmp):
     """An executor JVM killed with SIGKILL in the middle of a training job, for gd, l-bfgs
     and adam, on data from dataframe_from_numpy and from Parquet; and two undisturbed runs."""
     from sparkann.spark.data import dataframe_from_numpy
-    # After the kill, tasks that preferred the lost executor would sit out a long locality
-    # wait (40-70 s a fit here against 13-24 s with 3 s); where they run does not change the
-    # weights, which is what this scenario checks.
-    spark = make_session("local-cluster[2,1,1024]", tmp, locality_wait="3s")
+    spark = make_session("local-cluster[2,1,1024]", tmp)
     try:
         X, y = training_arrays()
         path = os.path.join(tmp, "data.parquet")
@@ -222,19 +229,18 @@ def slow_data(spark, seconds):
 
 
 def bad_data(spark, kind):
-    """480 rows where one row of partition 2 is refused (label 7, a NaN, 9 features)."""
+    """The 480 training rows where row 300 is refused (label 7, a NaN, 9 features)."""
     from pyspark.ml.linalg import Vectors
-    from sparkann.spark.data import dataframe_from_numpy
-    df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4)
-    rows = df.collect()
-    X, y = [r.features for r in rows], [r.label for r in rows]
+    rows = vector_rows()
+    features, label = rows[300]
     if kind == 0:
-        y[300] = 7.0
+        label = 7.0
     elif kind == 1:
-        X[300] = Vectors.dense([float("nan")] * 10)
+        features = Vectors.dense([float("nan")] * 10)
     else:
-        X[300] = Vectors.dense([1.0] * 9)
-    return spark.createDataFrame(list(zip(X, y)), df.schema).coalesce(4)
+        features = Vectors.dense([1.0] * 9)
+    rows[300] = (features, label)
+    return spark.createDataFrame(rows, vector_schema()).coalesce(4)
 
 
 def training_arrays():
@@ -260,21 +266,30 @@ def interrupt_when(condition, deadline=120):
 
 
 def hygiene(out, tmp):
-    """Failed, interrupted and good fits on local-cluster leave no stacked file anywhere;
+    """Refused, interrupted and good fits on local-cluster leave no stacked file anywhere;
     the driver's memory stays flat over 20 good fits."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from rss import rss_bytes
     from sparkann.spark.data import dataframe_from_numpy
     spark = make_session("local-cluster[2,1,1024]", tmp)
-    report = {"left": {}, "errors": [], "interrupted": []}
+    report = {"left": {}, "errors": [], "interrupted": [], "phase_seconds": {}}
+    started = time.monotonic()
+
+    def phase(name):  # seconds since the previous phase ended
+        nonlocal started
+        now = time.monotonic()
+        report["phase_seconds"][name] = round(now - started, 1)
+        started = now
+
     try:
-        for kind in range(5):
+        for kind in range(3):
             try:
-                fit(bad_data(spark, kind % 3), "gd", 2)
+                fit(bad_data(spark, kind), "gd", 2)
                 report["errors"].append(None)
             except ValueError as error:
                 report["errors"].append(str(error))
         report["left"]["failed"] = sparkann_files(tmp)
+        phase("failed")
         # Ctrl-C while stacking: once a partition's file is open.
         for _ in range(2):
             tmp_open = lambda: any(f.endswith(".tmp") for f in sparkann_files(tmp))  # noqa
@@ -285,6 +300,7 @@ def hygiene(out, tmp):
             except KeyboardInterrupt:
                 report["interrupted"].append("stacking")
             watcher.join(5)
+        phase("interrupted while stacking")
         # Ctrl-C while training: a gradient task of iteration 2 holds on (fault hook).
         df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4).cache()
         pidfile = os.path.join(tmp, "training.pid")
@@ -298,6 +314,7 @@ def hygiene(out, tmp):
             report["interrupted"].append("training")
         watcher.join(5)
         report["left"]["interrupted"] = sparkann_files(tmp)
+        phase("interrupted while training")
         rss = []
         for i in range(20):
             fit(df, "gd", 1)
@@ -306,6 +323,7 @@ def hygiene(out, tmp):
                 report["left"]["good"] = sparkann_files(tmp)
         report["rss_mib"] = [round(r / 2**20, 1) for r in rss]
         report["left"]["end"] = sparkann_files(tmp)
+        phase("good")
     finally:
         spark.stop()
     return {}, report
