@@ -55,10 +55,10 @@ def main(argv=None):
     Xt, yt = load_fashion_mnist(kind="test", dtype="float32")
     print(f"bfloat16 here: {ann_core.capabilities()['bf16']}", flush=True)
     if args.spark:
-        from pyspark.sql import SparkSession
-
         from sparkann.spark.data import dataframe_from_numpy
-        spark = SparkSession.builder.master(args.spark).appName("bf16-accuracy").getOrCreate()
+        from sparkann.spark.session import script_session
+        # 1 GiB, Spark's default driver heap, cannot hold both cached splits
+        spark = script_session("bf16-accuracy", master=args.spark, driver_memory="6g")
         frames = (dataframe_from_numpy(spark, X, y, num_partitions=2).cache(),
                   dataframe_from_numpy(spark, Xt, yt, num_partitions=2).cache())
         run = lambda hidden, dtype, seed: on_spark(hidden, dtype, seed, args.epochs, frames)  # noqa: E731
