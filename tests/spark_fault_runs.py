@@ -1,13 +1,15 @@
-"""Training runs with injected faults, each in its own Spark application.
+"""Training runs with injected faults, in a Spark application of their own.
 
 Run by tests/test_reliability_spark.py as a subprocess, because the master URL (``local[2,4]``
 for task retries, ``local-cluster[2,1,1024]`` for real executor processes) is fixed when a
 SparkContext starts and the test session already has one::
 
-    python tests/spark_fault_runs.py retry|kill|hygiene OUT_DIR
+    python tests/spark_fault_runs.py SCENARIO[,SCENARIO...] OUT_DIR
 
-Writes ``OUT_DIR/result.npz`` (weights of every run, bitwise) and ``OUT_DIR/result.json``
-(fault counts, iterations, executor pids).
+Scenarios: ``retry`` (``local[2,4]``), ``kill`` and ``hygiene`` (``local-cluster``). Scenarios
+named together run one after the other in one application (they must share a master), which
+starts the cluster once. Writes ``OUT_DIR/SCENARIO.npz`` (weights of every run, bitwise) and
+``OUT_DIR/SCENARIO.json`` (fault counts, iterations, executor pids) for each.
 """
 import json
 import os
@@ -101,20 +103,16 @@ def count_lines(path):
         return sum(1 for _ in f)
 
 
-def retry(out, tmp):
+def retry(spark, tmp):
     """Task failures at several iterations and partitions under local[2,4] (adam with
     dropout)."""
-    spark = make_session("local[2,4]", tmp)
-    try:
-        plans = {
-            "gd": ("gd", 8, dict(stepSize=0.5), [(0, 0), (3, 1), (3, 2), (7, 3)]),
-            "lbfgs": ("l-bfgs", 8, {}, [(1, 0), (4, 3)]),
-            # dropout on the input and the hidden layer: a retried task draws the same masks
-            "adam": ("adam", 4, dict(stepSize=0.01, dropout=[0.2, 0.5]), [(0, 2), (3, 1)]),
-        }
-        return fit_with_failures(make_data(spark).cache(), plans, tmp)
-    finally:
-        spark.stop()
+    plans = {
+        "gd": ("gd", 8, dict(stepSize=0.5), [(0, 0), (3, 1), (3, 2), (7, 3)]),
+        "lbfgs": ("l-bfgs", 8, {}, [(1, 0), (4, 3)]),
+        # dropout on the input and the hidden layer: a retried task draws the same masks
+        "adam": ("adam", 4, dict(stepSize=0.01, dropout=[0.2, 0.5]), [(0, 2), (3, 1)]),
+    }
+    return fit_with_failures(make_data(spark).cache(), plans, tmp)
 
 
 def fit_with_failures(df, plans, tmp):
@@ -169,40 +167,35 @@ def fit_killed(df, solver, max_iter, tmp, name, at=3, **params):
 KILLED = {"numpy": ("gd", "lbfgs", "adam"), "parquet": ("gd", "adam")}
 
 
-def kill(out, tmp):
+def kill(spark, tmp):
     """An executor JVM killed with SIGKILL in the middle of a training job (``KILLED``: gd,
     l-bfgs and adam on data from dataframe_from_numpy, gd and adam from Parquet); and two
     undisturbed runs."""
     from sparkann.spark.data import dataframe_from_numpy
-    spark = make_session("local-cluster[2,1,1024]", tmp)
-    try:
-        X, y = training_arrays()
-        path = os.path.join(tmp, "data.parquet")
-        dataframe_from_numpy(spark, X, y, num_partitions=4).write.parquet(path)
-        sources = {"numpy": dataframe_from_numpy(spark, X, y, num_partitions=4),
-                   "parquet": spark.read.parquet(path)}
-        plans = {"gd": ("gd", 5, dict(stepSize=0.5)), "lbfgs": ("l-bfgs", 5, {}),
-                 "adam": ("adam", 4, dict(stepSize=0.01))}
-        weights, report = {}, {}
-        for source, df in sources.items():
-            for name in KILLED[source]:
-                solver, iters, params = plans[name]
-                key = f"{source}_{name}"
-                started = time.monotonic()
-                clean = fit(df, solver, iters, **params)
-                clean_seconds = time.monotonic() - started
-                if name == "gd":
-                    weights[key + "_again"] = fit(df, solver, iters, **params)._weights
-                started = time.monotonic()
-                killed, info = fit_killed(df, solver, iters, tmp, key, **params)
-                info["seconds"] = [round(clean_seconds, 1), round(time.monotonic() - started, 1)]
-                weights[key + "_clean"], weights[key + "_killed"] = clean._weights, \
-                    killed._weights
-                info.update(iterations=len(killed.history), planned=len(clean.history),
-                            history_equal=clean.history == killed.history)
-                report[key] = info
-    finally:
-        spark.stop()
+    X, y = training_arrays()
+    path = os.path.join(tmp, "data.parquet")
+    dataframe_from_numpy(spark, X, y, num_partitions=4).write.parquet(path)
+    sources = {"numpy": dataframe_from_numpy(spark, X, y, num_partitions=4),
+               "parquet": spark.read.parquet(path)}
+    plans = {"gd": ("gd", 5, dict(stepSize=0.5)), "lbfgs": ("l-bfgs", 5, {}),
+             "adam": ("adam", 4, dict(stepSize=0.01))}
+    weights, report = {}, {}
+    for source, df in sources.items():
+        for name in KILLED[source]:
+            solver, iters, params = plans[name]
+            key = f"{source}_{name}"
+            started = time.monotonic()
+            clean = fit(df, solver, iters, **params)
+            clean_seconds = time.monotonic() - started
+            if name == "gd":
+                weights[key + "_again"] = fit(df, solver, iters, **params)._weights
+            started = time.monotonic()
+            killed, info = fit_killed(df, solver, iters, tmp, key, **params)
+            info["seconds"] = [round(clean_seconds, 1), round(time.monotonic() - started, 1)]
+            weights[key + "_clean"], weights[key + "_killed"] = clean._weights, killed._weights
+            info.update(iterations=len(killed.history), planned=len(clean.history),
+                        history_equal=clean.history == killed.history)
+            report[key] = info
     return weights, report
 
 
@@ -272,13 +265,12 @@ def interrupt_when(condition, deadline=120):
     return thread
 
 
-def hygiene(out, tmp):
+def hygiene(spark, tmp):
     """Refused, interrupted and good fits on local-cluster leave no stacked file anywhere;
     the driver's memory stays flat over 20 good fits."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from rss import rss_bytes
     from sparkann.spark.data import dataframe_from_numpy
-    spark = make_session("local-cluster[2,1,1024]", tmp)
     report = {"left": {}, "errors": [], "interrupted": [], "phase_seconds": {}}
     started = time.monotonic()
 
@@ -288,66 +280,78 @@ def hygiene(out, tmp):
         report["phase_seconds"][name] = round(now - started, 1)
         started = now
 
-    try:
-        for kind in range(3):
-            try:
-                fit(bad_data(spark, kind), "gd", 2)
-                report["errors"].append(None)
-            except ValueError as error:
-                report["errors"].append(str(error))
-        report["left"]["failed"] = sparkann_files(tmp)
-        phase("failed")
-        # Ctrl-C while stacking: once a partition's file is open.
-        for _ in range(2):
-            tmp_open = lambda: any(f.endswith(".tmp") for f in sparkann_files(tmp))  # noqa
-            watcher = interrupt_when(tmp_open)
-            try:
-                fit(slow_data(spark, 2.0), "gd", 2)
-                report["interrupted"].append("finished")
-            except KeyboardInterrupt:
-                report["interrupted"].append("stacking")
-            watcher.join(5)
-        phase("interrupted while stacking")
-        # Ctrl-C while training: a gradient task of iteration 2 holds on (fault hook).
-        df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4).cache()
-        pidfile = os.path.join(tmp, "training.pid")
-        watcher = interrupt_when(lambda: os.path.exists(pidfile))
+    for kind in range(3):
         try:
-            fit(df, "gd", 10, stepSize=0.5,
-                faults=f"kill_executor:iteration=2,partition=1,attempt=0,pidfile={pidfile},"
-                       f"wait=5")
+            fit(bad_data(spark, kind), "gd", 2)
+            report["errors"].append(None)
+        except ValueError as error:
+            report["errors"].append(str(error))
+    report["left"]["failed"] = sparkann_files(tmp)
+    phase("failed")
+    # Ctrl-C while stacking: once a partition's file is open.
+    for _ in range(2):
+        tmp_open = lambda: any(f.endswith(".tmp") for f in sparkann_files(tmp))  # noqa
+        watcher = interrupt_when(tmp_open)
+        try:
+            fit(slow_data(spark, 2.0), "gd", 2)
             report["interrupted"].append("finished")
         except KeyboardInterrupt:
-            report["interrupted"].append("training")
+            report["interrupted"].append("stacking")
         watcher.join(5)
-        report["left"]["interrupted"] = sparkann_files(tmp)
-        phase("interrupted while training")
-        rss = []
-        for i in range(20):
-            fit(df, "gd", 1)
-            rss.append(rss_bytes())
-            if i == 4:
-                report["left"]["good"] = sparkann_files(tmp)
-        report["rss_mib"] = [round(r / 2**20, 1) for r in rss]
-        report["left"]["end"] = sparkann_files(tmp)
-        phase("good")
-    finally:
-        spark.stop()
+    phase("interrupted while stacking")
+    # Ctrl-C while training: a gradient task of iteration 2 holds on (fault hook).
+    df = dataframe_from_numpy(spark, *training_arrays(), num_partitions=4).cache()
+    pidfile = os.path.join(tmp, "training.pid")
+    watcher = interrupt_when(lambda: os.path.exists(pidfile))
+    try:
+        fit(df, "gd", 10, stepSize=0.5,
+            faults=f"kill_executor:iteration=2,partition=1,attempt=0,pidfile={pidfile},"
+                   f"wait=5")
+        report["interrupted"].append("finished")
+    except KeyboardInterrupt:
+        report["interrupted"].append("training")
+    watcher.join(5)
+    report["left"]["interrupted"] = sparkann_files(tmp)
+    phase("interrupted while training")
+    rss = []
+    for i in range(20):
+        fit(df, "gd", 1)
+        rss.append(rss_bytes())
+        if i == 4:
+            report["left"]["good"] = sparkann_files(tmp)
+    report["rss_mib"] = [round(r / 2**20, 1) for r in rss]
+    report["left"]["end"] = sparkann_files(tmp)
+    df.unpersist()
+    phase("good")
     return {}, report
+
+
+# Each scenario's master: scenarios run together only where they agree.
+MASTERS = {"retry": "local[2,4]", "kill": "local-cluster[2,1,1024]",
+           "hygiene": "local-cluster[2,1,1024]"}
+SCENARIOS = {"retry": retry, "kill": kill, "hygiene": hygiene}
 
 
 def main():
     import faulthandler
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: where a stuck run waits
-    scenario, out = sys.argv[1], sys.argv[2]
+    scenarios, out = sys.argv[1].split(","), sys.argv[2]
+    masters = {MASTERS[name] for name in scenarios}
+    if len(masters) != 1:
+        sys.exit(f"scenarios {scenarios} need different masters {sorted(masters)}")
     tmp = tempfile.mkdtemp(prefix="sparkann-faults-")
     try:
-        start = time.perf_counter()
-        weights, report = {"retry": retry, "kill": kill, "hygiene": hygiene}[scenario](out, tmp)
-        report["seconds"] = round(time.perf_counter() - start, 1)
-        np.savez(os.path.join(out, "result.npz"), **weights)
-        with open(os.path.join(out, "result.json"), "w") as f:
-            json.dump(report, f)
+        spark = make_session(masters.pop(), tmp)
+        try:
+            for name in scenarios:
+                start = time.perf_counter()
+                weights, report = SCENARIOS[name](spark, tmp)
+                report["seconds"] = round(time.perf_counter() - start, 1)
+                np.savez(os.path.join(out, f"{name}.npz"), **weights)
+                with open(os.path.join(out, f"{name}.json"), "w") as f:
+                    json.dump(report, f)
+        finally:
+            spark.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

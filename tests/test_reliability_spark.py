@@ -77,18 +77,31 @@ def test_fault_spec_typos_fail_on_the_driver(monkeypatch, spec, fragment):
         faults.active_spec()
 
 
-def _run(scenario, tmp_path, timeout):
+def _run(scenarios, tmp_path, timeout):
+    """Run ``scenarios`` of spark_fault_runs.py in one application; ``{scenario: (weights,
+    report)}``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     env.pop(faults.ENV, None)
     env.pop("SPARK_CONNECT_MODE_ENABLED", None)  # set while this module's Connect session is open
-    run = subprocess.run([sys.executable, str(HERE / "spark_fault_runs.py"), scenario,
+    run = subprocess.run([sys.executable, str(HERE / "spark_fault_runs.py"), ",".join(scenarios),
                           str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=timeout)
     assert run.returncode == 0, run.stderr[-4000:]
-    with open(tmp_path / "result.json") as f:
-        report = json.load(f)
-    print(f"\n{scenario}: {report}")
-    return np.load(tmp_path / "result.npz"), report
+    results = {}
+    for scenario in scenarios:
+        with open(tmp_path / f"{scenario}.json") as f:
+            report = json.load(f)
+        print(f"\n{scenario}: {report}")
+        results[scenario] = np.load(tmp_path / f"{scenario}.npz"), report
+    return results
+
+
+@pytest.fixture(scope="module")
+def cluster_runs(tmp_path_factory):
+    """The local-cluster scenarios, in one application (the cluster starts once): the
+    hygiene runs first, so that no file a killed executor could not remove is counted as
+    theirs."""
+    return _run(["hygiene", "kill"], tmp_path_factory.mktemp("cluster-faults"), 2400)
 
 
 @pytest.mark.slow
@@ -97,7 +110,7 @@ def test_injected_task_failures_give_the_undisturbed_weights(tmp_path):
     """local[2,4]: tasks fail on their first attempt at chosen iterations and partitions;
     gd, l-bfgs and adam with dropout (input 0.2, hidden 0.5) end with bitwise the weights of
     an undisturbed run."""
-    weights, report = _run("retry", tmp_path, 900)
+    weights, report = _run(["retry"], tmp_path, 900)["retry"]
     for name in ("gd", "lbfgs", "adam"):
         assert report[name]["injected"] == report[name]["planned"] > 0, report
         assert report[name]["history_equal"], name
@@ -125,14 +138,14 @@ def test_injected_task_failures_under_spark_connect_give_the_undisturbed_weights
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
+def test_killed_executor_gives_the_undisturbed_weights(cluster_runs):
     """local-cluster[2,1,1024]: the executor JVM running a training task is SIGKILLed; its
     stacked blocks are rebuilt from lineage and the task is retried elsewhere: gd, l-bfgs and
     adam on data from dataframe_from_numpy, gd and adam on data from Parquet (both kinds of
     training job on both sources) end with bitwise the weights of an undisturbed run (a row
     counted twice, lost or summed in another order would change them); two undisturbed runs
     are bitwise equal."""
-    weights, report = _run("kill", tmp_path, 1200)
+    weights, report = cluster_runs["kill"]
     killed = {"numpy": ("gd", "lbfgs", "adam"), "parquet": ("gd", "adam")}
     assert sorted(report) == sorted([f"{source}_{solver}" for source, solvers in killed.items()
                                      for solver in solvers] + ["seconds"]), report
@@ -151,13 +164,13 @@ def test_killed_executor_gives_the_undisturbed_weights(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_no_stacked_file_outlives_a_fit(tmp_path):
+def test_no_stacked_file_outlives_a_fit(cluster_runs):
     """local-cluster[2,1,1024]: 3 fits refused for a bad row in one partition (a label out
     of range, a NaN, a short vector: each refused by its own check), 3 fits
     interrupted by SIGINT (twice while stacking, once while training) and 20 good fits leave
     no sparkann file in the driver's or any executor's local directory; the driver's memory
     does not grow over the 20 good fits."""
-    _, report = _run("hygiene", tmp_path, 1200)
+    report = cluster_runs["hygiene"][1]
     assert len(report["errors"]) == 3, report
     assert all(e and "partition" in e for e in report["errors"]), report["errors"]
     assert report["interrupted"] == ["stacking", "stacking", "training"], report
