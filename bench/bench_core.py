@@ -3,9 +3,10 @@
 For each topology (A, B, C), block size, thread count and dtype, one "gradient" is the summed
 loss and its gradient over the Fashion-MNIST training images (sigmoid hidden layers, softmax
 output), computed block by block with gradients accumulated and no weight update. Contenders
-run alternately in this one process with the same threads, dtype, block size, weights and data;
-medians of several runs are printed with the ratios to PyTorch and to the GEMM rate of the BLAS
-in use.
+run in this one process with the same threads, dtype, block size, weights and data, in rounds
+that time each of them once (a load that drifts over minutes weighs on all alike); the medians
+over the rounds are printed with the GEMM rate of the BLAS in use, and each contender's speed
+against PyTorch as the median of its per-round ratios.
 
 With --caffe PATH (a `caffe` binary or its build directory, see bench/caffe/build_caffe.sh),
 the bench instead times one batch's forward and backward pass, float32, per network, batch
@@ -71,6 +72,33 @@ def median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_times(contenders, repeats):
+    """Seconds of each contender's runs, taken in rounds that run every contender once, so a
+    load that drifts over minutes weighs on all of them alike. ``contenders`` maps a label to
+    (setup, run): setup (threads, backend) is not timed. Each run is warmed up first."""
+    for setup, run in contenders.values():
+        setup()
+        run()
+    times = {label: [] for label in contenders}
+    for _ in range(repeats):
+        for label, (setup, run) in contenders.items():
+            setup()
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+    return times
+
+
+def round_ratio(numerator, denominator):
+    """Median over the rounds of numerator's seconds over denominator's (same round)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def use_backend(name, threads):
+    ann_core.set_backend(name)
+    ann_core.set_blas_threads(threads)
 
 
 def spark_init(sizes, dtype, seed=0):
@@ -161,6 +189,11 @@ def gemm_rate(dtype, repeats):
     A, B = (rng.random((2048, 2048)).astype(dtype) for _ in range(2))
     C = np.empty((2048, 2048), dtype)
     return 2 * 2048 ** 3 / median_time(lambda: gemm(A, B, C), repeats) / 1e9
+
+
+def torch_threads_set(n):
+    import torch
+    torch.set_num_threads(n)
 
 
 @contextlib.contextmanager
@@ -306,20 +339,26 @@ def _with_torch_threads(threads, run, calls):
 
 
 def bf16_speedups(table):
-    """Each bfloat16 row against the fastest float32 sparkann row and PyTorch's autocast."""
+    """Each bfloat16 row against the fastest float32 sparkann row (ratio of medians: float32
+    runs in other rounds) and PyTorch's autocast (median of the ratios of the same rounds)."""
     rows = [(key, times) for key, times in table.items()
             if any(d == "bfloat16" and c.startswith("sparkann") for d, c in times)]
     if not rows:
         return
     print(f"\n{'topo':4} {'thr':>3} {'block':>5} {'bf16 s':>8} {'fp32 s':>8} {'x fp32':>7} "
           f"{'torch bf16 s':>12} {'x torch bf16':>12}")
+    nan = [float("nan")]
     for (topo, threads, block), times in rows:
-        ours = min(t for (d, c), t in times.items() if d == "bfloat16" and c.startswith("sparkann"))
-        fp32 = [t for (d, c), t in times.items() if d == "float32" and c.startswith("sparkann")]
-        torch_bf16 = times.get(("bfloat16", "pytorch"), float("nan"))
+        ours = min((t for (d, c), t in times.items()
+                    if d == "bfloat16" and c.startswith("sparkann")), key=statistics.median)
+        fp32 = [statistics.median(t) for (d, c), t in times.items()
+                if d == "float32" and c.startswith("sparkann")]
+        torch_bf16 = times.get(("bfloat16", "pytorch"), nan * len(ours))
+        ours_s = statistics.median(ours)
         fp32_s = min(fp32) if fp32 else float("nan")
-        print(f"{topo:4} {threads:>3} {block:>5} {ours:8.3f} {fp32_s:8.3f} {fp32_s / ours:7.2f} "
-              f"{torch_bf16:12.3f} {torch_bf16 / ours:12.2f}", flush=True)
+        print(f"{topo:4} {threads:>3} {block:>5} {ours_s:8.3f} {fp32_s:8.3f} "
+              f"{fp32_s / ours_s:7.2f} {statistics.median(torch_bf16):12.3f} "
+              f"{round_ratio(torch_bf16, ours):12.2f}", flush=True)
 
 
 def main(argv=None):
@@ -387,33 +426,30 @@ def main(argv=None):
                 for block in map(int, args.blocks.split(",")):
                     if threads == 1 and block != 1024 and topo != "A":
                         continue  # one thread: block 1024 only (and A at 128): a short run
-                    results = {}
+                    contenders = {}   # label -> (untimed setup, one gradient)
                     if have_torch:
-                        with torch_threads(threads):
-                            results["pytorch"] = median_time(
-                                torch_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                        contenders["pytorch"] = (
+                            lambda: torch_threads_set(threads),
+                            torch_gradient(sizes, dtype, block, X, y, w))
                     # bfloat16 GEMMs are oneDNN's whichever BLAS is chosen: one row
                     for name in backends[:1] if bf16 else backends:
-                        ann_core.set_backend(name)
-                        ann_core.set_blas_threads(threads)
                         label = "sparkann-onednn" if probe.precision == "bfloat16" else \
                             f"sparkann-{name}"
-                        results[label] = \
-                            median_time(sparkann_gradient(sizes, dtype, block, X, y, w),
-                                        args.repeats)
+                        contenders[label] = (lambda name=name: use_backend(name, threads),
+                                             sparkann_gradient(sizes, dtype, block, X, y, w))
                     if not args.no_numpy and threads == 2 and not bf16:
-                        ann_core.set_backend("openblas")
-                        ann_core.set_blas_threads(threads)
-                        results["numpy"] = median_time(
-                            numpy_gradient(sizes, dtype, block, X, y, w), args.repeats)
+                        contenders["numpy"] = (lambda: use_backend("openblas", threads),
+                                               numpy_gradient(sizes, dtype, block, X, y, w))
+                    rounds = interleaved_times(contenders, args.repeats)
+                    results = {c: statistics.median(t) for c, t in rounds.items()}
                     table.setdefault((topo, threads, block), {}).update(
-                        {(dtype, c): t for c, t in results.items()})
+                        {(dtype, c): t for c, t in rounds.items()})
                     for contender, seconds in results.items():
                         scale = 60000 / n
                         ex_s = n / seconds
                         backend = "mkl" if contender.endswith("mkl") else "openblas"
-                        vs_torch = (results["pytorch"] / seconds if "pytorch" in results
-                                    else float("nan"))
+                        vs_torch = (round_ratio(rounds["pytorch"], rounds[contender])
+                                    if "pytorch" in rounds else float("nan"))
                         pct = (100 * actual * ex_s / 1e9 / rates[backend]
                                if contender.startswith("sparkann") and not bf16
                                else float("nan"))
