@@ -44,6 +44,7 @@ cdef extern from "ann_dnnl.h" nogil:
         void *primitive_execute
         void *stream_wait
     int ann_dnnl_install(const ann_dnnl_api *api)
+    void ann_dnnl_set_threads(int threads)
     int ann_dnnl_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, const uint16_t *A,
                            int lda, const uint16_t *B, int ldb, int accumulate,
                            const float *bias, float *C, int ldc)
@@ -80,6 +81,7 @@ cdef void local_threads(int threads) noexcept nogil:
     (GNU OpenMP's count is a setting of each thread)."""
     if _omp_set_num_threads != NULL and threads >= 1:
         _omp_set_num_threads(threads)
+        ann_dnnl_set_threads(threads)
 
 
 def _lib_dirs():

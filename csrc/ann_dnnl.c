@@ -4,9 +4,10 @@
 
 #include "ann_dnnl.h"
 
-/* What identifies a primitive: everything its descriptors are made from. */
+/* What identifies a primitive: everything its descriptors are made from, and the thread
+ * count it was made for (oneDNN splits the work for the count set at creation). */
 typedef struct {
-    int trans_a, trans_b, m, n, k, lda, ldb, ldc, accumulate, has_bias;
+    int trans_a, trans_b, m, n, k, lda, ldb, ldc, accumulate, has_bias, threads;
 } gemm_key;
 
 typedef struct {
@@ -27,6 +28,12 @@ static ann_dnnl_api api;
 static int installed = 0;
 static ann_dnnl_handle engine = NULL;
 static __thread thread_cache *cache = NULL;
+static __thread int thread_count = 1;
+
+void ann_dnnl_set_threads(int threads)
+{
+    thread_count = threads;
+}
 
 int ann_dnnl_install(const ann_dnnl_api *functions)
 {
@@ -142,6 +149,7 @@ int ann_dnnl_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, const uint
     key.ldc = ldc;
     key.accumulate = accumulate != 0;
     key.has_bias = bias != NULL;
+    key.threads = thread_count;
     e = find_entry(&key);
     if (e == NULL)
         return ANN_ERR_BACKEND;

@@ -68,6 +68,10 @@ typedef struct ann_dnnl_api {
  * Creates the CPU engine; returns ANN_OK or ANN_ERR_BACKEND. Call before any GEMM. */
 int ann_dnnl_install(const ann_dnnl_api *api);
 
+/* The calling thread's GEMMs run on `threads` OpenMP threads from now on (the caller sets
+ * OpenMP's count too): primitives are made and kept per count. */
+void ann_dnnl_set_threads(int threads);
+
 /* C (m, n), float32, row-major with row stride ldc:
  *     C = op(A) @ op(B) + bias   (accumulate = 0; bias (n,) float32, or NULL)
  *     C += op(A) @ op(B)         (accumulate = 1; bias must be NULL)
