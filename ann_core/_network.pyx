@@ -82,6 +82,10 @@ cdef struct stage_ctx_t:
     uint16_t **xb      # per dense stage: its input of the block, rounded (kept for backward)
     const uint16_t *wb  # the call's weights rounded (dense W only), indexed like the weights
     uint16_t *db       # a delta of the block, rounded
+    # set by the block loops when the previous pass already wrote them (fused with the
+    # activation): the dense stage's xb (forward) or db and bias gradient (backward)
+    bint input_rounded
+    bint delta_rounded
 
 
 # out[m, n_out] from x[m, n_in] and the parameters w (the stage's own, at s.w_off).
@@ -111,9 +115,10 @@ cdef int _dense_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
     cdef uint16_t *xb
     if ctx.bf16:   # out = bf16(x) @ bf16(W) + b; bf16(x) is kept for the gradient of W
         xb = ctx.xb[s.index]
-        status = ann_f32_to_bf16(<size_t>m * s.n_in, <const float *>x, xb)
-        if status != ANN_OK:
-            return status
+        if not ctx.input_rounded:
+            status = ann_f32_to_bf16(<size_t>m * s.n_in, <const float *>x, xb)
+            if status != ANN_OK:
+                return status
         return bf16_gemm(False, False, m, s.n_out, s.n_in, xb, s.n_in, ctx.wb + s.w_off,
                          s.n_out, False, <const float *>b, <float *>out, s.n_out)
     if ctx.dbl:
@@ -151,16 +156,60 @@ cdef int _dense_backward_bf16(const stage_t *s, const stage_ctx_t *ctx, int m,
                               const float *d_out, float *d_in, float *grad) except -1 nogil:
     # The same three products with bfloat16 operands: d_out is rounded once for both GEMMs,
     # the forward pass kept bf16(x); gW accumulates in float32 (oneDNN's sum post-op).
-    cdef int status = ann_f32_to_bf16(<size_t>m * s.n_out, d_out, ctx.db)
+    cdef int status = ANN_OK
+    if not ctx.delta_rounded:
+        status = ann_f32_to_bf16(<size_t>m * s.n_out, d_out, ctx.db)
+        if status == ANN_OK:
+            status = ann_bias_grad_s(m, s.n_out, d_out,
+                                     grad + s.w_off + <Py_ssize_t>s.n_in * s.n_out)
     if status == ANN_OK:
         status = bf16_gemm(True, False, s.n_in, s.n_out, m, ctx.xb[s.index], s.n_in, ctx.db,
                            s.n_out, True, NULL, grad + s.w_off, s.n_out)
-    if status == ANN_OK:
-        status = ann_bias_grad_s(m, s.n_out, d_out,
-                                 grad + s.w_off + <Py_ssize_t>s.n_in * s.n_out)
     if status == ANN_OK and d_in != NULL:
         status = bf16_gemm(False, True, m, s.n_in, s.n_out, ctx.db, s.n_out, ctx.wb + s.w_off,
                            s.n_out, False, NULL, d_in, s.n_in)
+    return status
+
+
+# The element-wise passes of a bfloat16 dense stage run over slices of this many values, each
+# pass reading the slice the previous one left in cache (instead of the whole block from
+# memory): the activation with the rounding of its output for the next GEMM (forward), the
+# activation's backward with the rounding of the delta and the bias gradient (backward).
+DEF FUSED_SLICE = 16384
+
+
+cdef int _act_forward_rounded(const stage_t *s, size_t n, float *out,
+                              uint16_t *rounded) noexcept nogil:
+    """The activation of s in place on out[:n], and out rounded to bfloat16 into rounded."""
+    cdef size_t at = 0, step
+    cdef int status = ANN_OK
+    while at < n and status == ANN_OK:
+        step = min(<size_t>FUSED_SLICE, n - at)
+        status = ann_act_forward_s(s.act, <float>s.alpha, step, out + at)
+        if status == ANN_OK:
+            status = ann_f32_to_bf16(step, out + at, rounded + at)
+        at += step
+    return status
+
+
+cdef int _act_backward_rounded(const stage_t *s, int m, const float *z, const float *y,
+                               float *delta, uint16_t *rounded, float *gb) noexcept nogil:
+    """The activation's backward of s in place on delta (m, s.n_out), delta rounded to
+    bfloat16 into rounded and its column sums added to gb, a slice of rows at a time."""
+    cdef size_t cols = s.n_out, at, n
+    cdef int r0 = 0, rows = max(1, FUSED_SLICE // s.n_out)
+    cdef int status = ANN_OK
+    while r0 < m and status == ANN_OK:
+        rows = min(rows, m - r0)
+        at = <size_t>r0 * cols
+        n = <size_t>rows * cols
+        status = ann_act_backward_s(s.act, <float>s.alpha, n, z + at if z != NULL else NULL,
+                                    y + at, delta + at)
+        if status == ANN_OK:
+            status = ann_f32_to_bf16(n, delta + at, rounded + at)
+        if status == ANN_OK:
+            status = ann_bias_grad_s(rows, cols, delta + at, gb)
+        r0 += rows
     return status
 
 
@@ -917,14 +966,21 @@ cdef class Network:
         cdef stage_t *s
         cdef const char *prev = x
         cdef size_t n
+        cdef stage_ctx_t local = ctx[0]   # input_rounded: the stage's input is in its xb
+        local.input_rounded = False
         for i in range(self.n_stages):
             s = &self.stages[i]
-            status = STAGE_KINDS[s.kind].forward(s, ctx, w, prev, m, ws.outs[i])
+            status = STAGE_KINDS[s.kind].forward(s, &local, w, prev, m, ws.outs[i])
+            local.input_rounded = False
             if status == ANN_OK and s.act >= 0:
                 n = <size_t>m * s.n_out
                 if s.keeps_input:
                     memcpy(ws.ins[i], ws.outs[i], n * self.isz)
-                if self.dbl:
+                if self._feeds_bf16_dense(i):
+                    status = _act_forward_rounded(s, n, <float *>ws.outs[i],
+                                                  ctx.xb[self.stages[i + 1].index])
+                    local.input_rounded = True
+                elif self.dbl:
                     status = ann_act_forward_d(s.act, s.alpha, n, <double *>ws.outs[i])
                 else:
                     status = ann_act_forward_s(s.act, <float>s.alpha, n, <float *>ws.outs[i])
@@ -932,6 +988,11 @@ cdef class Network:
                 return status
             prev = ws.outs[i]
         return ANN_OK
+
+    cdef bint _feeds_bf16_dense(self, int i) noexcept nogil:
+        """Whether stage i's output is the input of a bfloat16 dense stage."""
+        return (self.bf16 and i + 1 < self.n_stages
+                and self.stages[i + 1].kind == STAGE_DENSE)
 
     cdef int _backward_block(self, workspace_t *ws, const stage_ctx_t *ctx, const char *w,
                              const char *x, int m, char *grad) except -1 nogil:
@@ -943,10 +1004,18 @@ cdef class Network:
         cdef char *delta = ws.delta_a
         cdef char *delta_prev = ws.delta_b
         cdef char *swap
+        cdef stage_ctx_t local = ctx[0]   # delta_rounded: the stage's db and bias grad are done
         for i in range(self.n_stages - 1, self.first_grad_stage - 1, -1):
             s = &self.stages[i]
             prev = x if i == 0 else ws.outs[i - 1]
-            if s.act >= 0:
+            local.delta_rounded = False
+            if s.act >= 0 and ctx.bf16 and s.kind == STAGE_DENSE:
+                status = _act_backward_rounded(
+                    s, m, <const float *>ws.ins[i], <const float *>ws.outs[i],
+                    <float *>delta, ctx.db,
+                    <float *>grad + s.w_off + <Py_ssize_t>s.n_in * s.n_out)
+                local.delta_rounded = True
+            elif s.act >= 0:
                 if self.dbl:
                     status = ann_act_backward_d(s.act, s.alpha, <size_t>m * s.n_out,
                                                 <const double *>ws.ins[i],
@@ -959,7 +1028,7 @@ cdef class Network:
             # d loss / d data is never computed.
             if status == ANN_OK:
                 status = STAGE_KINDS[s.kind].backward(
-                    s, ctx, w, prev, ws.outs[i], m, delta,
+                    s, &local, w, prev, ws.outs[i], m, delta,
                     delta_prev if i > self.first_grad_stage else NULL, grad)
             if status != ANN_OK:
                 return status
@@ -971,7 +1040,7 @@ cdef class Network:
     cdef stage_ctx_t _stage_ctx(self, workspace_t *ws, bint training, uint64_t seed,
                                 Py_ssize_t r0) noexcept nogil:
         return stage_ctx_t(self.dbl, training, seed, r0, ws.masks, self.bf16, ws.xb, ws.wb,
-                           ws.db)
+                           ws.db, False, False)
 
     cdef int _round_weights(self, workspace_t *ws, const char *w) noexcept nogil:
         """The dense stages' W rounded to bfloat16 into ws.wb, once per call and share."""

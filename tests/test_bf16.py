@@ -110,8 +110,10 @@ def rounded_operand_gradient(sizes, w, X, y, block):
 
 
 @needs_bf16
-def test_bf16_gradient_is_float32_accumulation_of_rounded_operands():
-    sizes = [40, 64, 32, 10]
+# a layer of 3000 units: the fused element-wise passes run over several row slices per block,
+# the last one short, in the forward and the backward pass
+@pytest.mark.parametrize("sizes", [[40, 64, 32, 10], [30, 3000, 10]])
+def test_bf16_gradient_is_float32_accumulation_of_rounded_operands(sizes):
     X, y, w = _problem(sizes)
     net = ann_core.Network(sizes[0], _layers(sizes), dtype="bfloat16", block_size=128)
     assert net.precision == "bfloat16" and net.dtype == np.float32
