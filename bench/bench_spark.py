@@ -24,10 +24,14 @@ second Spark driver started by this script. MLlib's job times come from Spark's 
 ``--connect`` runs (a) only, in both session kinds side by side: each of ``--repeats`` rounds
 starts one driver process with a classic ``local[2]`` session and one with a Spark Connect
 session (``SparkSession.builder.remote("local[2]")``: a local Connect server in front of the
-same ``local[2]``), in turns; MLlib and ours both run through the session. It prints table (a)
-for each kind (medians over the rounds) and, per configuration, the ratio of our ratio to
-MLlib under Connect to the same ratio in the classic session (1.00: Connect costs us what it
-costs MLlib). ``--rows`` and ``--configs`` narrow the run::
+same ``local[2]``), back to back, classic first in odd rounds and Connect first in even ones;
+MLlib and ours both run through the session. It prints table (a) for each kind (medians over
+the rounds), every round's figures, and per configuration the ratio of our ratio to MLlib
+under Connect to the same ratio in the classic session (1.00: Connect costs us what it costs
+MLlib), as the median of each round's own figure: a round's two sessions ran minutes apart,
+rounds may be far apart on a machine whose load drifts. ``--rows`` and ``--configs`` narrow
+the run; ``--results FILE`` keeps the rounds, so that several shorter runs add up (``--repeats
+0`` prints the tables of the rounds saved)::
 
     python bench/bench_spark.py --connect --repeats 3 --rows 20000 --configs A-128 A-1024 B-1024
 """
@@ -281,30 +285,84 @@ def gradient_section(kind, iters, rows, configs):
 SESSION_KINDS = ("classic", "connect")
 
 
+def round_order(index):
+    """The session kinds of round ``index`` (0-based) in the order they run: classic first in
+    even rounds, Connect first in odd ones, so a load that drifts during a run weighs on both
+    kinds alike over pairs of rounds."""
+    return SESSION_KINDS if index % 2 == 0 else SESSION_KINDS[::-1]
+
+
+def our_ratio(row, dtype):
+    """MLlib's seconds per gradient over ours (``dtype``) in one run of one configuration."""
+    return row["mllib_grad"] / row[f"ours_{dtype}_grad"]
+
+
+def ratio_of_ratios(rounds, key, dtype):
+    """Per round, our ratio to MLlib under Connect over the same ratio in the classic session
+    of that round (1.00: Connect costs us what it costs MLlib); ``rounds`` is a list of
+    ``{"classic": section, "connect": section}``. Each round's two sessions ran back to back,
+    so its figure compares like with like even when the machine's load moves between rounds."""
+    return [our_ratio(r["connect"][key], dtype) / our_ratio(r["classic"][key], dtype)
+            for r in rounds]
+
+
+def run_section(kind, args):
+    """One driver process of table (a) in a ``kind`` session; its results as a dict."""
+    run = subprocess.run([sys.executable, __file__, "--gradient-section", kind,
+                          "--iters", str(args.iters), "--rows", str(args.rows),
+                          "--configs", *args.configs], capture_output=True, text=True)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("SECTION ")]
+    if not lines:
+        sys.stderr.write(run.stdout[-3000:] + run.stderr[-5000:])
+        raise RuntimeError(f"the {kind} driver failed (exit status {run.returncode})")
+    return json.loads(lines[-1][8:])
+
+
+def load_rounds(path, args):
+    """Rounds saved by earlier runs with the same settings (``--results``)."""
+    if not path or not os.path.exists(path):
+        return []
+    rounds = []
+    with open(path) as f:
+        for line in f:
+            saved = json.loads(line)
+            if (saved["rows"], saved["iters"]) == (args.rows, args.iters) and all(
+                    key in saved["classic"] for key in args.configs):
+                rounds.append(saved)
+    return rounds
+
+
 def side_by_side(args):
     """``--connect``: (a) in classic and Connect driver processes, in turns, then the tables."""
-    runs = {kind: [] for kind in SESSION_KINDS}
-    for round_ in range(args.repeats):
-        for kind in SESSION_KINDS:
+    rounds = load_rounds(args.results, args)
+    if rounds:
+        print(f"{len(rounds)} round(s) read from {args.results}", flush=True)
+    for _ in range(args.repeats):
+        index, done = len(rounds), {"rows": args.rows, "iters": args.iters}
+        for kind in round_order(index):
             t = time.perf_counter()
-            run = subprocess.run([sys.executable, __file__, "--gradient-section", kind,
-                                  "--iters", str(args.iters), "--rows", str(args.rows),
-                                  "--configs", *args.configs], capture_output=True, text=True)
-            lines = [ln for ln in run.stdout.splitlines() if ln.startswith("SECTION ")]
-            if not lines:
-                sys.stderr.write(run.stdout[-3000:] + run.stderr[-5000:])
-                raise RuntimeError(f"the {kind} driver failed (exit status {run.returncode})")
-            runs[kind].append(json.loads(lines[-1][8:]))
-            print(f"round {round_ + 1} {kind} ({time.perf_counter() - t:.0f} s): " + "; ".join(
+            done[kind] = run_section(kind, args)
+            print(f"round {index + 1} {kind} ({time.perf_counter() - t:.0f} s): " + "; ".join(
                 f"{key} MLlib {row['mllib_grad']:.3f} f32 {row['ours_float32_grad']:.3f} "
-                f"f64 {row['ours_float64_grad']:.3f}" for key, row in runs[kind][-1].items()),
+                f"f64 {row['ours_float64_grad']:.3f}" for key, row in done[kind].items()),
                 flush=True)
-    medians = {kind: {key: {field: statistics.median(r[key][field] for r in rounds)
-                            for field in rounds[0][key]} for key in args.configs}
-               for kind, rounds in runs.items()}
+        rounds.append(done)
+        if args.results:
+            with open(args.results, "a") as f:
+                f.write(json.dumps(done) + "\n")
+    if not rounds:
+        raise SystemExit("no rounds to report")
+    print_tables(rounds, args)
+
+
+def print_tables(rounds, args):
+    n = len(rounds)
+    medians = {kind: {key: {field: statistics.median(r[kind][key][field] for r in rounds)
+                            for field in rounds[0][kind][key]} for key in args.configs}
+               for kind in SESSION_KINDS}
     for kind in SESSION_KINDS:
         print(f"\n(a) {kind} session: seconds per full-batch gradient evaluation, medians of "
-              f"{args.repeats} driver processes; {args.rows} rows, local[2], MLlib float64 "
+              f"{n} driver processes; {args.rows} rows, local[2], MLlib float64 "
               "with its Java BLAS")
         print(f"{'config':8s} {'MLlib java':>10s} {'ev/it':>6s} {'ours f32':>9s} {'ev/it':>6s} "
               f"{'ours f64':>9s} {'java/f32':>8s} {'java/f64':>8s}")
@@ -313,16 +371,29 @@ def side_by_side(args):
             print(f"{key:8s} {m_grad:10.3f} {row['mllib_evals_per_iter']:6.2f} {f32:9.3f} "
                   f"{row['ours_float32_evals_per_iter']:6.2f} {f64:9.3f} {m_grad / f32:8.2f} "
                   f"{m_grad / f64:8.2f}")
+    print("\nper round (the first kind named ran first): seconds per gradient, MLlib / ours "
+          "float32 / ours float64, and our ratio to MLlib under Connect over the classic one")
+    print(f"{'round':6s} {'config':8s} {'classic':>23s} {'connect':>23s} {'f32':>5s} {'f64':>5s}")
+    for i, r in enumerate(rounds):
+        order = "/".join(round_order(i))
+        for key in args.configs:
+            cells = ["/".join(f"{r[k][key][f]:.3f}" for f in (
+                "mllib_grad", "ours_float32_grad", "ours_float64_grad")) for k in SESSION_KINDS]
+            rr = [our_ratio(r["connect"][key], d) / our_ratio(r["classic"][key], d)
+                  for d in ("float32", "float64")]
+            print(f"{i + 1:<6d} {key:8s} {cells[0]:>23s} {cells[1]:>23s} {rr[0]:5.2f} "
+                  f"{rr[1]:5.2f}  {order}")
     print("\nour ratio to MLlib (MLlib seconds / ours) under Connect over the same ratio in the "
-          "classic session (1.00: Connect costs us what it costs MLlib)")
+          "classic session (1.00: Connect costs us what it costs MLlib); conn/clas is the "
+          f"median over the {n} rounds of each round's own figure")
     print(f"{'config':8s} {'classic f32':>11s} {'connect f32':>11s} {'conn/clas':>9s} "
           f"{'classic f64':>11s} {'connect f64':>11s} {'conn/clas':>9s}")
     for key in args.configs:
         line = f"{key:8s}"
         for dtype in ("float32", "float64"):
-            ratio = [medians[k][key]["mllib_grad"] / medians[k][key][f"ours_{dtype}_grad"]
-                     for k in SESSION_KINDS]
-            line += f" {ratio[0]:11.2f} {ratio[1]:11.2f} {ratio[1] / ratio[0]:9.2f}"
+            ratio = [our_ratio(medians[k][key], dtype) for k in SESSION_KINDS]
+            line += (f" {ratio[0]:11.2f} {ratio[1]:11.2f} "
+                     f"{statistics.median(ratio_of_ratios(rounds, key, dtype)):9.2f}")
         print(line)
 
 
@@ -332,11 +403,14 @@ def main():
     ap.add_argument("--connect", action="store_true",
                     help="(a) only, in classic and Spark Connect sessions side by side")
     ap.add_argument("--repeats", type=int, default=3,
-                    help="--connect: driver processes per session kind")
+                    help="--connect: rounds to run (one driver process per session kind each)")
     ap.add_argument("--rows", type=int, default=60000,
                     help="--connect: the first ROWS training rows")
     ap.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS,
                     help="--connect: network-blockSize configurations")
+    ap.add_argument("--results", metavar="FILE",
+                    help="--connect: append each finished round to FILE (JSON lines) and "
+                         "count the rounds already there with the same --rows and --iters")
     ap.add_argument("--gradient-section", choices=SESSION_KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--mllib-85-iters", type=int, default=100)
     ap.add_argument("--skip-b-time", action="store_true", help="skip (b) for topology B")
