@@ -547,21 +547,37 @@ def add_slices(batches, vector_dtype, n_slices):
         return
     slices = table.column("slice").to_pylist()
     parts = table.column("partition").to_pylist()
-    values = table.column("values").to_pylist()
+    values = binary_values(table.column("values"))
     out_slices, out_parts, out_values = [], [], []
     for k in sorted(set(slices)):
-        rows = sorted((parts[i], values[i]) for i in range(len(slices)) if slices[i] == k)
+        rows = sorted(((parts[i], values[i]) for i in range(len(slices)) if slices[i] == k),
+                      key=lambda row: row[0])
         if k == n_slices:
             for part, value in rows:
-                out_slices.append(k), out_parts.append(part), out_values.append(value)
+                out_slices.append(k), out_parts.append(part)
+                out_values.append(value.to_pybytes())
             continue
-        total = np.zeros(len(rows[0][1]) // np.dtype(vector_dtype).itemsize, np.float64)
+        total = np.zeros(rows[0][1].size // np.dtype(vector_dtype).itemsize, np.float64)
         for _, value in rows:
             total += np.frombuffer(value, vector_dtype)
         out_slices.append(k), out_parts.append(-1), out_values.append(total.tobytes())
     yield pa.RecordBatch.from_arrays(
         [pa.array(out_slices, pa.int32()), pa.array(out_parts, pa.int32()),
          pa.array(out_values, pa.large_binary())], names=["slice", "partition", "values"])
+
+
+def binary_values(column):
+    """The values of an Arrow binary column as buffers over its memory: ``to_pylist`` would
+    copy each partial gradient (megabytes) into a Python bytes object first."""
+    import pyarrow as pa
+    values = []
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        width = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        ends = np.frombuffer(offsets, width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = pa.py_buffer(b"") if data is None else data
+        values += [data.slice(int(a), int(b - a)) for a, b in zip(ends[:-1], ends[1:])]
+    return values
 
 
 def read_slices(table, size, n_slices):
@@ -571,10 +587,10 @@ def read_slices(table, size, n_slices):
     scalars, missing = [], []
     for k, part, value in zip(table.column("slice").to_pylist(),
                               table.column("partition").to_pylist(),
-                              table.column("values").to_pylist()):
+                              binary_values(table.column("values"))):
         if k < n_slices:
             total[bounds[k]:bounds[k + 1]] = np.frombuffer(value, np.float64)
-        elif value:
+        elif value.size:
             scalars.append((part, np.frombuffer(value, np.float64)))
         else:
             missing.append(part)
