@@ -67,18 +67,66 @@ def spark():
     session.stop()
 
 
+class _SharedConnectServer:
+    """One Connect server (``local[2]``) for the Connect sessions of every test module: started
+    when the first module asks for a session, stopped after the last module that uses it."""
+
+    def __init__(self, folder):
+        self.folder, self.server, self.users = folder, None, None
+
+    def get(self):
+        if self.server is not None and not self.server.running():
+            self.stop()     # it died: the next module gets a new one
+        if self.server is None:
+            from connect_server import start_server
+            self.server = start_server(self.folder)
+        return self.server
+
+    def done(self, module, items):
+        """``module``'s tests are over: stop the server unless a later module needs it."""
+        if self.users is None:
+            self.users = {item.module.__name__ for item in items if _uses_shared_connect(item)}
+        self.users.discard(module)
+        if not self.users:
+            self.stop()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def _uses_shared_connect(item):
+    """The item runs in a Connect session from this file's ``connect`` fixture (a module
+    may define its own ``connect``, on another master)."""
+    if not hasattr(item, "module"):
+        return False
+    wants = "connect" in item.fixturenames or _session_kind(item) == "connect"
+    defs = item.session._fixturemanager.getfixturedefs("connect", item) or ()
+    return wants and bool(defs) and defs[-1].func.__module__ == __name__
+
+
+@pytest.fixture(scope="session")
+def _connect_server(tmp_path_factory):
+    shared = _SharedConnectServer(str(tmp_path_factory.mktemp("connect")))
+    yield shared
+    shared.stop()
+
+
 @pytest.fixture(scope="module")
-def connect(tmp_path_factory):
+def connect(request, _connect_server):
     """A Spark Connect session (``local[2]`` behind a Connect server process on loopback),
-    one per test module, stopped with its server at the end of the module.
+    one per test module, stopped at the end of the module; the server is shared by the
+    modules and stopped after the last one that uses it.
 
     While it is open the process speaks Connect only (PySpark picks its function flavour by
     a process-wide setting): a module that compares with the classic ``spark`` session
     computes the classic side in a fixture this one depends on (see ``connect_server``).
     """
-    from connect_server import connect_session
-    with connect_session(str(tmp_path_factory.mktemp("connect"))) as session:
+    from connect_server import server_session
+    with server_session(_connect_server.get()) as session:
         yield session
+    _connect_server.done(request.module.__name__, request.session.items)
 
 
 @pytest.fixture(scope="module", params=["classic", "connect"])

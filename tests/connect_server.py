@@ -199,25 +199,38 @@ def _state(pid):
         return ""
 
 
-@contextlib.contextmanager
-def connect_session(folder, master="local[2]"):
-    """A Connect session to a :class:`ConnectServer` on ``master`` for the tests (tasks fail
-    at once unless ``master`` says otherwise, 4 shuffle partitions), stopped with its server
-    on exit; the test is skipped when pyspark, its Connect client or Java is missing."""
+def start_server(folder, master="local[2]"):
+    """A :class:`ConnectServer` on ``master`` for the tests (tasks fail at once unless
+    ``master`` says otherwise, 4 shuffle partitions); the test is skipped when pyspark, its
+    Connect client or Java is missing."""
     import pytest
     pytest.importorskip("pyspark")
     pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("Java is not installed")
-    server = ConnectServer(folder, master=master,
-                           conf={"spark.task.maxFailures": "1",
-                                 "spark.sql.shuffle.partitions": "4",
-                                 "spark.driver.memory": "2g"})
+    return ConnectServer(folder, master=master,
+                         conf={"spark.task.maxFailures": "1",
+                               "spark.sql.shuffle.partitions": "4",
+                               "spark.driver.memory": "2g"})
+
+
+@contextlib.contextmanager
+def server_session(server):
+    """A Connect session to ``server``, stopped on exit (the server keeps running)."""
+    session = server.session()
     try:
-        session = server.session()
-        try:
+        yield session
+    finally:
+        server.close_session(session)
+
+
+@contextlib.contextmanager
+def connect_session(folder, master="local[2]"):
+    """A Connect session to a :func:`start_server` of its own on ``master``, stopped with its
+    server on exit."""
+    server = start_server(folder, master)
+    try:
+        with server_session(server) as session:
             yield session
-        finally:
-            server.close_session(session)
     finally:
         server.stop()
