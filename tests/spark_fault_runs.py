@@ -38,6 +38,7 @@ def make_session(master, tmp):
                 os.symlink(src, os.path.join(home, name))
         os.environ["SPARK_HOME"] = home
     from pyspark.sql import SparkSession
+    from spark_jvm import CONF
     local = os.path.join(tmp, "local")  # the driver's and the executors' local directories
     os.makedirs(local, exist_ok=True)
     builder = (SparkSession.builder.master(master).appName("sparkann-faults")
@@ -54,6 +55,8 @@ def make_session(master, tmp):
                .config("spark.executor.memory", "512m")
                .config("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path))
                .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable))
+    for key, value in CONF.items():
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("OFF")
     return session

@@ -44,10 +44,11 @@ def test_connect_server_in_front_of_executor_processes(classic, tmp_path):
     pytest.importorskip("grpc", reason="pyspark[connect]'s client needs (grpcio) missing")
     from connect_server import DaemonConnectServer
     from pyspark.sql.connect.session import SparkSession as RemoteSession
+    from spark_jvm import CONF
     server = DaemonConnectServer(str(tmp_path), master="local-cluster[2,1,1024]",
                                  conf={"spark.executor.memory": "512m",
                                        "spark.sql.shuffle.partitions": "4",
-                                       "spark.task.maxFailures": "1"})
+                                       "spark.task.maxFailures": "1", **CONF})
     try:
         session = server.session()
         try:
