@@ -379,8 +379,7 @@ def print_tables(rounds, args):
         for key in args.configs:
             cells = ["/".join(f"{r[k][key][f]:.3f}" for f in (
                 "mllib_grad", "ours_float32_grad", "ours_float64_grad")) for k in SESSION_KINDS]
-            rr = [our_ratio(r["connect"][key], d) / our_ratio(r["classic"][key], d)
-                  for d in ("float32", "float64")]
+            rr = [ratio_of_ratios([r], key, d)[0] for d in ("float32", "float64")]
             print(f"{i + 1:<6d} {key:8s} {cells[0]:>23s} {cells[1]:>23s} {rr[0]:5.2f} "
                   f"{rr[1]:5.2f}  {order}")
     print("\nour ratio to MLlib (MLlib seconds / ours) under Connect over the same ratio in the "
