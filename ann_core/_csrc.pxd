@@ -97,4 +97,4 @@ cdef extern from "ann_dnnl.h" nogil:
     int ann_dnnl_install(const ann_dnnl_api *api)
     int ann_dnnl_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, const uint16_t *A,
                            int lda, const uint16_t *B, int ldb, int accumulate,
-                           const float *bias, float *C, int ldc)
+                           const float *bias, float *C, int ldc, const void *packed)

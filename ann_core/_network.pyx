@@ -32,7 +32,7 @@ from libc.math cimport isfinite
 from ann_core._blas cimport (blas_gemm, prepare_threads, engine_threads, can_split_rows,
                              openblas_one_thread_begin, openblas_threads_restore,
                              mkl_local_threads_begin, mkl_local_threads_end)
-from ann_core._onednn cimport bf16_gemm, local_threads
+from ann_core._onednn cimport bf16_gemm, bf16_pack, bf16_packed_size, local_threads
 from ann_core._csrc cimport *
 
 # Name -> kind of every native activation, from the kernels' own table (csrc/ann_kernels.h).
@@ -68,6 +68,15 @@ cdef struct stage_t:
     double rate        # STAGE_DROPOUT: probability of dropping a unit
 
 
+cdef struct packed_t:
+    # A bfloat16 dense stage's rounded W in the layout oneDNN's forward product reads it in
+    # (the products then skip reordering W, block after block): a buffer of the workspace,
+    # packed once per call of enough rows.
+    void *data
+    size_t size        # bytes of the buffer (0: none)
+    bint ready         # packed for the present call
+
+
 cdef struct stage_ctx_t:
     # What a stage computes with besides its data: the call's mode and random stream.
     bint dbl
@@ -82,6 +91,7 @@ cdef struct stage_ctx_t:
     uint16_t **xb      # per dense stage: its input of the block, rounded (kept for backward)
     const uint16_t *wb  # the call's weights rounded (dense W only), indexed like the weights
     uint16_t *db       # a delta of the block, rounded
+    const packed_t *packed  # per stage: its W in oneDNN's layout for this call
     # set by the block loops when the previous pass already wrote them (fused with the
     # activation): the dense stage's xb (forward) or db and bias gradient (backward)
     bint input_rounded
@@ -120,7 +130,8 @@ cdef int _dense_forward(const stage_t *s, const stage_ctx_t *ctx, const char *w,
             if status != ANN_OK:
                 return status
         return bf16_gemm(False, False, m, s.n_out, s.n_in, xb, s.n_in, ctx.wb + s.w_off,
-                         s.n_out, False, <const float *>b, <float *>out, s.n_out)
+                         s.n_out, False, <const float *>b, <float *>out, s.n_out,
+                         ctx.packed[s.index].data if ctx.packed[s.index].ready else NULL)
     if ctx.dbl:
         status = ann_bias_fill_d(m, s.n_out, <const double *>b, <double *>out)
     else:
@@ -164,10 +175,10 @@ cdef int _dense_backward_bf16(const stage_t *s, const stage_ctx_t *ctx, int m,
                                      grad + s.w_off + <Py_ssize_t>s.n_in * s.n_out)
     if status == ANN_OK:
         status = bf16_gemm(True, False, s.n_in, s.n_out, m, ctx.xb[s.index], s.n_in, ctx.db,
-                           s.n_out, True, NULL, grad + s.w_off, s.n_out)
+                           s.n_out, True, NULL, grad + s.w_off, s.n_out, NULL)
     if status == ANN_OK and d_in != NULL:
         status = bf16_gemm(False, True, m, s.n_in, s.n_out, ctx.db, s.n_out, ctx.wb + s.w_off,
-                           s.n_out, False, NULL, d_in, s.n_in)
+                           s.n_out, False, NULL, d_in, s.n_in, NULL)
     return status
 
 
@@ -336,7 +347,24 @@ cdef struct workspace_t:
     uint16_t **xb
     uint16_t *wb
     uint16_t *db
+    packed_t *packed   # per stage (a bfloat16 dense stage's buffers, else none)
 
+
+# A share of a bfloat16 call with fewer rows than this does not pack its weights for oneDNN:
+# packing costs about as much as rounding them, and the forward products of 1024 rows of
+# C's layers (one thread, in isolation) ran 9-33% faster packed: it pays from a few hundred
+# rows up.
+DEF PACK_MIN_ROWS = 1024
+cdef Py_ssize_t _pack_min_rows = PACK_MIN_ROWS
+
+
+def _set_pack_min_rows(Py_ssize_t rows):
+    """Pack bfloat16 weights from shares of this many rows on (tests and measurements: 1
+    always packs, a huge number never); returns the previous setting."""
+    global _pack_min_rows
+    previous = _pack_min_rows
+    _pack_min_rows = rows
+    return previous
 
 # The most engine threads one call is split among.
 DEF MAX_ENGINE_THREADS = 64
@@ -382,6 +410,7 @@ cdef class _Workspace:
         PyMem_Free(self.ws.ins)
         PyMem_Free(self.ws.masks)
         PyMem_Free(self.ws.xb)
+        PyMem_Free(self.ws.packed)
 
 
 cdef class _Call:
@@ -796,11 +825,19 @@ cdef class Network:
             for i in range(self.n_stages):
                 if self.stages[i].kind == STAGE_DENSE:
                     total += ann_arena_aligned_size(rows * self.stages[i].n_in * 2)
+                    total += ann_arena_aligned_size(self._packed_size(i))
             total += ann_arena_aligned_size(self.n_weights * 2)
             total += ann_arena_aligned_size(rows * widest * 2)
         if with_grad:
             total += ann_arena_aligned_size(self.n_weights * self.isz)
         return total
+
+    cdef size_t _packed_size(self, int i):
+        """Bytes of dense stage i's W in oneDNN's layout for its forward product (0: none).
+        (Packing W for d_in = delta @ W.T too made C's gradient slower: oneDNN 3.2 reorders
+        W.T with a generic kernel, three times slower than W.)"""
+        cdef stage_t *s = &self.stages[i]
+        return bf16_packed_size(False, s.n_out, s.n_in, s.n_out, True)
 
     cdef _Workspace _new_workspace(self):
         cdef _Workspace owner = _Workspace()
@@ -811,7 +848,9 @@ cdef class Network:
         ws.ins = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
         ws.masks = <char **>PyMem_Malloc(self.n_stages * sizeof(char *))
         ws.xb = <uint16_t **>PyMem_Malloc(self.n_stages * sizeof(uint16_t *))
-        if ws.outs == NULL or ws.ins == NULL or ws.masks == NULL or ws.xb == NULL:
+        ws.packed = <packed_t *>PyMem_Malloc(self.n_stages * sizeof(packed_t))
+        if (ws.outs == NULL or ws.ins == NULL or ws.masks == NULL or ws.xb == NULL
+                or ws.packed == NULL):
             raise MemoryError()
         if ann_arena_init(&ws.arena, total) != ANN_OK:
             raise MemoryError(f"cannot allocate the {total / 2**20:.1f} MiB workspace")
@@ -832,11 +871,14 @@ cdef class Network:
         status |= ann_arena_alloc(&ws.arena, rows * self.n_out * self.isz,
                                   <void **>&ws.loss_buf)
         ws.wb = ws.db = NULL
+        memset(ws.packed, 0, self.n_stages * sizeof(packed_t))
         for i in range(self.n_stages):
             ws.xb[i] = NULL
             if self.bf16 and self.stages[i].kind == STAGE_DENSE:
                 status |= ann_arena_alloc(&ws.arena, rows * self.stages[i].n_in * 2,
                                           <void **>&ws.xb[i])
+                ws.packed[i].size = self._packed_size(i)
+                status |= ann_arena_alloc(&ws.arena, ws.packed[i].size, &ws.packed[i].data)
         if self.bf16:
             status |= ann_arena_alloc(&ws.arena, self.n_weights * 2, <void **>&ws.wb)
             status |= ann_arena_alloc(&ws.arena, rows * widest * 2, <void **>&ws.db)
@@ -1040,17 +1082,28 @@ cdef class Network:
     cdef stage_ctx_t _stage_ctx(self, workspace_t *ws, bint training, uint64_t seed,
                                 Py_ssize_t r0) noexcept nogil:
         return stage_ctx_t(self.dbl, training, seed, r0, ws.masks, self.bf16, ws.xb, ws.wb,
-                           ws.db, False, False)
+                           ws.db, ws.packed, False, False)
 
-    cdef int _round_weights(self, workspace_t *ws, const char *w) noexcept nogil:
-        """The dense stages' W rounded to bfloat16 into ws.wb, once per call and share."""
+    cdef int _round_weights(self, workspace_t *ws, const char *w,
+                            Py_ssize_t rows) noexcept nogil:
+        """The dense stages' W rounded to bfloat16 into ws.wb, once per call and share, and
+        for a share of PACK_MIN_ROWS rows or more (see _set_pack_min_rows) packed for the
+        forward products where oneDNN has a layout for them."""
         cdef int i, status = ANN_OK
         cdef stage_t *s
+        cdef packed_t *p
+        cdef bint pack = rows >= _pack_min_rows
         for i in range(self.n_stages):
             s = &self.stages[i]
-            if s.kind == STAGE_DENSE and status == ANN_OK:
-                status = ann_f32_to_bf16(<size_t>s.n_in * s.n_out,
-                                         <const float *>w + s.w_off, ws.wb + s.w_off)
+            if s.kind != STAGE_DENSE or status != ANN_OK:
+                continue
+            status = ann_f32_to_bf16(<size_t>s.n_in * s.n_out,
+                                     <const float *>w + s.w_off, ws.wb + s.w_off)
+            p = &ws.packed[i]
+            # packing failed or not done: the products read ws.wb as stored
+            p.ready = pack and p.size > 0 and status == ANN_OK and bf16_pack(
+                False, s.n_out, s.n_in, ws.wb + s.w_off, s.n_out, True, p.data,
+                p.size) == ANN_OK
         return status
 
     cdef int _loss_grad_rows(self, call_t *c, int k, char *grad) except -1 nogil:
@@ -1063,7 +1116,7 @@ cdef class Network:
         cdef char *last = ws.outs[self.n_stages - 1]
         cdef stage_ctx_t ctx = self._stage_ctx(ws, True, c.seed, r0)
         c.loss[k] = 0.0
-        c.status[k] = self._round_weights(ws, c.w) if self.bf16 else ANN_OK
+        c.status[k] = self._round_weights(ws, c.w, r1 - r0) if self.bf16 else ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
             ctx.row0 = r0
@@ -1101,7 +1154,7 @@ cdef class Network:
         cdef char *last = ws.outs[self.n_stages - 1]
         cdef char *o
         cdef stage_ctx_t ctx = self._stage_ctx(ws, c.training, c.seed, r0)
-        c.status[k] = self._round_weights(ws, c.w) if self.bf16 else ANN_OK
+        c.status[k] = self._round_weights(ws, c.w, r1 - r0) if self.bf16 else ANN_OK
         while r0 < r1 and c.status[k] == ANN_OK:
             m = <int>min(<Py_ssize_t>self.block_size, r1 - r0)
             o = c.out + r0 * row_out

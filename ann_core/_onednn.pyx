@@ -43,11 +43,19 @@ cdef extern from "ann_dnnl.h" nogil:
         void *memory_set_data_handle
         void *primitive_execute
         void *stream_wait
+        void *memory_desc_create_with_tag
+        void *memory_desc_clone
+        void *memory_desc_get_size
+        void *primitive_desc_query_md
+        void *reorder_primitive_desc_create
     int ann_dnnl_install(const ann_dnnl_api *api)
     void ann_dnnl_set_threads(int threads)
     int ann_dnnl_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, const uint16_t *A,
                            int lda, const uint16_t *B, int ldb, int accumulate,
-                           const float *bias, float *C, int ldc)
+                           const float *bias, float *C, int ldc, const void *packed)
+    size_t ann_dnnl_packed_size(int trans_b, int n, int k, int ldb, int has_bias)
+    int ann_dnnl_pack_b(int trans_b, int n, int k, const uint16_t *B, int ldb, int has_bias,
+                        void *packed, size_t capacity)
 
 ctypedef void (*omp_set_fn)(int n) noexcept nogil
 ctypedef int (*isa_fn)() noexcept nogil
@@ -67,9 +75,18 @@ _ISA_NAMES = {0xe7: "avx512_core_bf16", 0x1ef: "avx10_1_512", 0xfef: "avx512_cor
 
 cdef int bf16_gemm(bint trans_a, bint trans_b, int m, int n, int k, const uint16_t *A, int lda,
                    const uint16_t *B, int ldb, bint accumulate, const float *bias, float *C,
-                   int ldc) noexcept nogil:
+                   int ldc, const void *packed) noexcept nogil:
     return ann_dnnl_gemm_bf16(trans_a, trans_b, m, n, k, A, lda, B, ldb, accumulate, bias, C,
-                              ldc)
+                              ldc, packed)
+
+
+cdef size_t bf16_packed_size(bint trans_b, int n, int k, int ldb, bint has_bias) noexcept nogil:
+    return ann_dnnl_packed_size(trans_b, n, k, ldb, has_bias) if _loaded else 0
+
+
+cdef int bf16_pack(bint trans_b, int n, int k, const uint16_t *B, int ldb, bint has_bias,
+                   void *packed, size_t capacity) noexcept nogil:
+    return ann_dnnl_pack_b(trans_b, n, k, B, ldb, has_bias, packed, capacity)
 
 
 cdef bint bf16_loaded() noexcept nogil:
@@ -130,7 +147,9 @@ _API_NAMES = ["engine_create", "stream_create", "memory_desc_create_with_strides
               "primitive_attr_set_post_ops", "post_ops_create", "post_ops_destroy",
               "post_ops_append_sum", "matmul_primitive_desc_create", "primitive_desc_destroy",
               "primitive_create", "memory_create", "memory_set_data_handle",
-              "primitive_execute", "stream_wait"]
+              "primitive_execute", "stream_wait", "memory_desc_create_with_tag",
+              "memory_desc_clone", "memory_desc_get_size", "primitive_desc_query_md",
+              "reorder_primitive_desc_create"]
 
 
 def load():

@@ -11,13 +11,17 @@ for three layers (measured here: 1.2-1.3% on Fashion-MNIST with ReLU). PyTorch's
 rounds the same operands, so its gradient lies within the same bound of ours.
 """
 import importlib
+import os
+import re
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 
 import ann_core
-from ann_core._network import bfloat16_bits
+from ann_core._network import _set_pack_min_rows, bfloat16_bits
 
 # the module (ann_core.capabilities is also the name of its function, exported by ann_core)
 caps = importlib.import_module("ann_core.capabilities")
@@ -123,6 +127,67 @@ def test_bf16_gradient_is_float32_accumulation_of_rounded_operands(sizes):
     # float32 accumulation and float32 deltas: agreement to float32 rounding, far below the
     # bf16 error (2^-8), so every GEMM operand and only those were rounded
     assert np.linalg.norm(grad - ref) / np.linalg.norm(ref) < 2e-5
+
+
+@pytest.fixture
+def pack_rows():
+    """_set_pack_min_rows for the test: the rows from which a call packs its bfloat16
+    weights into oneDNN's layout (restored after)."""
+    previous = _set_pack_min_rows(1)
+    yield _set_pack_min_rows
+    _set_pack_min_rows(previous)
+
+
+@needs_bf16
+@pytest.mark.parametrize("sizes", [[40, 64, 32, 10], [30, 3000, 10]])
+def test_packed_weights_give_the_same_bits(sizes, pack_rows):
+    # the same products on the same rounded operands, W only laid out as oneDNN reads it
+    X, y, w = _problem(sizes)
+    net = ann_core.Network(sizes[0], _layers(sizes), dtype="bfloat16", block_size=128)
+    results = []
+    for rows in (1, 2 ** 40):   # always packed, never packed
+        pack_rows(rows)
+        grad = np.zeros_like(w)
+        loss = net.loss_grad(w, X, y, grad)
+        results.append((loss, grad, net.forward(w, X)))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
+_PACK_SCRIPT = """
+import sys
+import numpy as np
+import ann_core
+from ann_core._network import _set_pack_min_rows
+_set_pack_min_rows(int(sys.argv[1]))
+net = ann_core.Network(30, [("dense", 64), ("activation", "relu"), ("dense", 10),
+                            ("loss", "softmax_cross_entropy")], dtype="bfloat16", block_size=128)
+rng = np.random.default_rng(0)
+net.forward(rng.normal(0, 0.1, net.n_weights).astype(np.float32),
+            rng.random((300, 30), dtype=np.float32))
+"""
+
+
+def _forward_weight_layouts(rows, folder):
+    """The layouts of W in the forward products (those with a bias) of a forward call of
+    300 rows that packs from `rows` rows on, as oneDNN's own log of its calls names them."""
+    log = subprocess.run([sys.executable, "-c", _PACK_SCRIPT, str(rows)], cwd=folder,
+                         env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True,
+                         text=True, check=True).stdout
+    return {m.group(1) for line in log.splitlines()
+            if ",exec," in line and ",matmul," in line and "bia" in line
+            for m in [re.search(r"wei[_:]bf16:[^:]*:blocked:([^:]+):", line)] if m}
+
+
+@needs_bf16
+def test_forward_products_read_the_packed_weights(tmp_path):
+    plain = _forward_weight_layouts(2 ** 40, tmp_path)
+    if not plain:
+        pytest.skip("this oneDNN logs no matmul calls (ONEDNN_VERBOSE)")
+    assert plain == {"ab"}   # W (n_in, n_out) as stored
+    packed = _forward_weight_layouts(1, tmp_path)
+    assert packed and "ab" not in packed
 
 
 def _rel(a, b):

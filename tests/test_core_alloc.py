@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from ann_core import Network
+from ann_core._network import _set_pack_min_rows
 
 CALLS = 1000
 TRACEMALLOC_BOUND = 4 * 1024
@@ -118,6 +119,20 @@ def test_loss_grad_allocates_nothing_per_call(net_dtype, loss, dense):
          else rng.integers(0, 10, n).astype(np.int64))
     grad = np.zeros(net.n_weights, dtype)
     _assert_no_growth(_measure(lambda: net.loss_grad(w, X, y, grad, zero=True)))
+
+
+# (named and parametrized like the bfloat16 cases above, which scripts/asan.sh leaves out)
+@pytest.mark.parametrize("net_dtype", ["bfloat16"])
+def test_packed_weights_call_allocates_nothing_per_call(net_dtype):
+    """bfloat16 weights packed into oneDNN's layout at every call (from the first row on
+    here): the packing's primitives are made on the first call, its buffers are the
+    workspace's."""
+    previous = _set_pack_min_rows(1)
+    try:
+        test_loss_grad_allocates_nothing_per_call(net_dtype, "softmax_cross_entropy", False)
+        test_forward_into_out_allocates_nothing_per_call(net_dtype)
+    finally:
+        _set_pack_min_rows(previous)
 
 
 @pytest.mark.parametrize("net_dtype", ["float32", "float64", "bfloat16"])
