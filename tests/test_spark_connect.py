@@ -4,6 +4,7 @@ broadcast or Py4J): the same numbers as in a classic session.
 The classic side is computed first, in the module's ``classic`` fixture: once the Connect
 session is open this process speaks Connect only (see ``connect_server``).
 """
+import logging
 import os
 
 import numpy as np
@@ -157,15 +158,87 @@ def test_save_and_load_in_a_connect_session(remote, remote_frames, tmp_path, cla
                                rtol=0, atol=1e-9)
 
 
+ONE_QUERY = "fitted in one query"
+
+
 @pytest.mark.parametrize("solver", list(SOLVERS))
-def test_fit_gives_the_classic_model(classic, remote_frames, solver):
+def test_fit_gives_the_classic_model(classic, remote_frames, solver, caplog):
     train, test = remote_frames
-    model = _estimator(solver).fit(train)
+    with caplog.at_level(logging.INFO, logger="sparkann.spark"):
+        model = _estimator(solver).fit(train)
     weights, probability = classic["fits"][solver]
     np.testing.assert_allclose(model.weights.toArray(), weights, rtol=0, atol=1e-9)
     np.testing.assert_allclose(_probabilities(model.transform(test)), probability, rtol=0,
                                atol=1e-9)
     assert len(model.summary.objectiveHistory) >= 1
+    # The full-batch solvers ran whole in one query (the classic fit: a job per gradient).
+    full_batch = solver in ("l-bfgs", "gd")
+    assert (ONE_QUERY in caplog.text) == full_batch
+    if full_batch:
+        assert len(model.gradient_seconds) >= len(model.summary.objectiveHistory)
+
+
+def _trainer_run(train, remove_a_file=False):
+    """l-bfgs by the Trainer over freshly cached blocks; with ``remove_a_file``, a partition's
+    stacked file is deleted first (as if its task ran on another executor)."""
+    from sparkann.spark.data import cache_blocks
+    from sparkann.spark.train import Trainer
+    topology = Topology.from_sizes(LAYERS)
+    blocks = cache_blocks(train, "features", "label", LAYERS[0], LAYERS[-1], dtype="float64",
+                          block_size=64)
+    try:
+        if remove_a_file:
+            os.unlink(next(h for h in blocks.handle_rows if h[2] > 0)[1])
+        trainer = Trainer(blocks, topology, dtype="float64", block_size=64, solver="l-bfgs",
+                          max_iter=4, tol=1e-6, step_size=0.03, reg_param=0.0, seed=SEED,
+                          sync_steps=0, momentum=0.9)
+        return trainer.run(topology.init_weights(seed=SEED, dtype="float64")), trainer.history
+    finally:
+        blocks.unpersist()
+
+
+def test_a_stacked_file_not_found_takes_the_query_per_gradient_path(remote_frames, caplog):
+    train, _ = remote_frames
+    with caplog.at_level(logging.INFO, logger="sparkann.spark"):
+        whole, whole_history = _trainer_run(train)
+        assert ONE_QUERY in caplog.text
+        caplog.clear()
+        away, away_history = _trainer_run(train, remove_a_file=True)
+    assert "one query per gradient instead" in caplog.text and ONE_QUERY not in caplog.text
+    np.testing.assert_allclose(away, whole, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(away_history, whole_history, rtol=1e-12)
+
+
+def test_more_partitions_than_task_slots_take_the_query_per_gradient_path(remote, caplog):
+    X, y, _, _ = _data()
+    df = dataframe_from_numpy(remote, X[:120], y[:120], num_partitions=3)   # local[2]
+    with caplog.at_level(logging.INFO, logger="sparkann.spark"):
+        model = MultilayerPerceptronClassifier(layers=LAYERS, maxIter=2, seed=SEED).fit(df)
+    assert ONE_QUERY not in caplog.text and len(model.gradient_seconds) >= 2
+
+
+def test_divergence_in_one_query_raises_as_a_query_per_gradient_does(remote, remote_frames,
+                                                                       caplog):
+    from sparkann.optim import DivergenceError
+    from sparkann.spark import one_query
+    train, _ = remote_frames
+    est = MultilayerPerceptronClassifier(layers=LAYERS, solver="gd", stepSize=1e30, maxIter=5,
+                                         seed=SEED, blockSize=64, activation="relu")
+    errors = []
+    for per_query in (False, True):
+        if per_query:
+            remote.conf.set(one_query.CONF, "false")
+        try:
+            with caplog.at_level(logging.INFO, logger="sparkann.spark"):
+                with pytest.raises(DivergenceError) as info:
+                    est.fit(train)
+        finally:
+            remote.conf.unset(one_query.CONF)
+        assert (ONE_QUERY in caplog.text) != per_query
+        caplog.clear()
+        errors.append(info.value)
+    assert str(errors[0]) == str(errors[1]) and errors[0].iteration == errors[1].iteration
+    np.testing.assert_array_equal(errors[0].weights, errors[1].weights)
 
 
 def test_stacked_autoencoder_gives_the_classic_model_codes_and_files(classic, remote_frames,

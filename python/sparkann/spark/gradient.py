@@ -113,7 +113,57 @@ def engine_rows(block_size, blocks):
     return max(1, min(int(block_size), most)) if most else int(block_size)
 
 
-class DistributedLossGrad:
+class LossGrad:
+    """Mean loss (+ L2 penalty) and its float64 gradient from the sums over every row that
+    :meth:`sums` returns; subclasses say how the sums are computed.
+
+    Parameters
+    ----------
+    dtype : {"float32", "float64", "bfloat16"}
+        The engine's dtype ("bfloat16": mixed precision); weights are cast to that of its
+        arrays before they travel.
+    reg_param : float
+        L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss
+        (``sparkann.optim.mean_objective``, as on one machine).
+    l2_mask : ndarray or None
+        Which weights the penalty applies to (``Topology.l2_mask()``: not biases); all if None.
+    """
+
+    def __init__(self, dtype, reg_param=0.0, l2_mask=None):
+        self.net_dtype = "bfloat16" if str(dtype) == "bfloat16" else np.dtype(dtype).name
+        self.dtype = array_dtype(self.net_dtype)
+        self.reg_param = float(reg_param)
+        self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
+        self.evaluations = 0
+        self.seconds = []
+
+    def cast(self, weights):
+        """The weights as they travel to the tasks (contiguous, the engine's array dtype)."""
+        w_cast = np.ascontiguousarray(weights, dtype=self.dtype)
+        if not np.isfinite(w_cast).all():
+            raise FloatingPointError(f"the weights hold non-finite values in {self.dtype}")
+        return w_cast
+
+    @staticmethod
+    def check_rows(rows, expected):
+        if rows != expected:  # a lost or retried task must neither drop nor repeat rows
+            raise RuntimeError(f"the gradient job summed {rows} rows, the cached data holds "
+                               f"{expected}")
+
+    def sums(self, weights):
+        """``(loss sum, gradient sum (float64), weight)`` over all rows, no penalty; the
+        weight is the row count, or the rows' weights summed with a weight column."""
+        raise NotImplementedError
+
+    def __call__(self, weights):
+        """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``: the sums divided
+        by the row count, or by the weight sum with a weight column."""
+        loss, grad, weight = self.sums(weights)
+        w = np.asarray(weights, np.float64)
+        return mean_objective(loss, grad, weight, w, self.reg_param, self.l2_mask), grad
+
+
+class DistributedLossGrad(LossGrad):
     """Mean loss and its gradient over cached blocks, one Spark job per call.
 
     Parameters
@@ -121,17 +171,12 @@ class DistributedLossGrad:
     blocks : sparkann.spark.data.CachedBlocks
     topology : sparkann.topology.Topology or Stages
         Builds the engine in each Python worker (``network(dtype, block_size)``).
-    dtype : {"float32", "float64"}
-        The engine's dtype; weights are cast to it before broadcasting.
+    dtype, reg_param, l2_mask
+        As :class:`LossGrad`.
     block_size : int
         The stacking block of ``blocks``. The engine multiplies ``max(block_size,
         GRADIENT_ROWS)`` rows at a time over each partition's stacked rows (at most the
         largest partition's rows).
-    reg_param : float
-        L2 penalty: ``0.5 * reg_param * ||w * l2_mask||^2`` is added to the mean loss
-        (``sparkann.optim.mean_objective``, as on one machine).
-    l2_mask : ndarray or None
-        Which weights the penalty applies to (``Topology.l2_mask()``: not biases); all if None.
     depth : int
         ``treeAggregate`` depth.
 
@@ -143,41 +188,33 @@ class DistributedLossGrad:
 
     def __init__(self, blocks, topology, dtype, block_size, reg_param=0.0, l2_mask=None,
                  depth=2):
+        super().__init__(dtype, reg_param, l2_mask)
         self.blocks = blocks
         self.topology = topology
-        # the engine's dtype ("bfloat16": mixed precision) and that of its arrays
-        self.net_dtype = "bfloat16" if str(dtype) == "bfloat16" else np.dtype(dtype).name
-        self.dtype = array_dtype(self.net_dtype)
         self.block_size = block_size
         self.engine_rows = engine_rows(max(int(block_size), GRADIENT_ROWS), blocks)
-        self.reg_param = float(reg_param)
-        self.l2_mask = None if l2_mask is None else np.asarray(l2_mask, np.float64)
         self.depth = depth
         self.sc = blocks.context   # None on the DataFrame path (Spark Connect)
         # Read once: SparkContext.getConf() copies the whole conf (~20 ms of Py4J calls)
         self.threads = task_cpus(blocks.session)
         self.faults = active_spec(blocks.session)
-        self.evaluations = 0
-        self.seconds = []
 
     def sums(self, weights):
-        """``(loss sum, gradient sum (float64), weight)`` over all rows, no penalty; the
-        weight is the row count, or the rows' weights summed with a weight column."""
         start = time.perf_counter()
-        w_cast = np.ascontiguousarray(weights, dtype=self.dtype)
-        if not np.isfinite(w_cast).all():
-            raise FloatingPointError(f"the weights hold non-finite values in {self.dtype}")
+        w_cast = self.cast(weights)
         if self.blocks.frame:
             loss, grad, rows, weight = self._frame_sums(w_cast)
         else:
             loss, grad, rows, weight = self._rdd_sums(w_cast)
         self.evaluations += 1
         self.seconds.append(time.perf_counter() - start)
-        expected = getattr(self.blocks, "n_rows", rows)
-        if rows != expected:  # a lost or retried task must neither drop nor repeat rows
-            raise RuntimeError(f"the gradient job summed {rows} rows, the cached data holds "
-                               f"{expected}")
+        self.check_rows(rows, getattr(self.blocks, "n_rows", rows))
         return loss, np.asarray(grad, np.float64), weight
+
+    def task_spec(self):
+        """What a task needs to compute its partition's partial gradient (plain values)."""
+        return {"network": (self.topology, self.net_dtype, self.engine_rows, self.threads),
+                "dtype": self.dtype, "reg_param": self.reg_param, "l2_mask": self.l2_mask}
 
     def _task_args(self):
         # Plain values: the task closure must not capture self (or the SparkContext).
@@ -211,10 +248,3 @@ class DistributedLossGrad:
         loss = sum(float(v[0]) for _, v in scalars)
         return (loss, grad, int(sum(v[1] for _, v in scalars)),
                 float(sum(v[2] for _, v in scalars)))
-
-    def __call__(self, weights):
-        """Mean loss (+ L2 penalty) and its float64 gradient at ``weights``: the sums divided
-        by the row count, or by the weight sum with a weight column."""
-        loss, grad, weight = self.sums(weights)
-        w = np.asarray(weights, np.float64)
-        return mean_objective(loss, grad, weight, w, self.reg_param, self.l2_mask), grad

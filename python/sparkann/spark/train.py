@@ -1,7 +1,9 @@
 """Distributed solvers: full-batch (l-bfgs, gd) and mini-batch (adam, sgd) on cached blocks.
 
 Full-batch solvers run on the driver (``sparkann.optim``); each loss/gradient evaluation is
-one Spark job (:class:`~sparkann.spark.gradient.DistributedLossGrad`).
+one Spark job (:class:`~sparkann.spark.gradient.DistributedLossGrad`). In a Spark Connect
+session a fit with nothing to run on the driver between iterations runs whole in one query
+instead (:mod:`sparkann.spark.one_query`).
 
 Mini-batch solvers use local steps with periodic averaging: one round (one ``maxIter``
 iteration) broadcasts the weights and the optimizer state; every partition runs ``syncSteps``
@@ -23,8 +25,8 @@ import numpy as np
 
 from sparkann.optim import Cosine, add_l2_gradient, l2_penalty
 from sparkann.solvers import get_solver, make_optimizer
-from sparkann.spark.checkpointing import (ShiftedSchedule, resume_from_checkpoint,
-                                          save_checkpoint)
+from sparkann.spark import one_query
+from sparkann.spark.checkpointing import resume_from_checkpoint, save_checkpoint
 from sparkann.spark.gradient import DistributedLossGrad, engine_rows, task_network, weights_value
 from sparkann.spark.session import task_cpus
 
@@ -220,25 +222,20 @@ class Trainer:
         self._last = time.perf_counter()
         self._current = w0
 
-        def on_iteration(iteration, w, loss):  # iterations count on from the checkpoint
-            self._on_iteration(start + iteration, w, loss)
-
         try:
-            if start >= self.max_iter:
-                w = w0
-            elif self.solver == "lbfgs":
-                self._lbfgs = optim.LBFGS(self.loss_grad, w0)
-                if opt_state is not None:  # its iterations count on from the checkpoint
-                    self._lbfgs.load_state_dict(opt_state)
-                w = self._lbfgs.minimize(self.max_iter, self.tol,
-                                         callback=self._on_iteration).x
-            elif self.solver == "gd":
-                # Spark MLlib's gradient descent: stepSize / sqrt(iteration).
-                w = optim.gd(self.loss_grad, w0, step_size=self.step_size,
-                             max_iter=self.max_iter - start, tol=self.tol,
-                             callback=on_iteration, schedule=ShiftedSchedule(
-                                 optim.InverseSqrt(), start)).x
-            else:
+            w = w0 if start >= self.max_iter else None
+            if w is None and one_query.usable(self):
+                w = one_query.fit(self, w0)   # None: a partition is away from its file
+            if w is None and self.solver in one_query.SOLVERS:
+                if self.solver == "lbfgs":
+                    self._lbfgs = optim.LBFGS(self.loss_grad, w0)
+                    if opt_state is not None:  # its iterations count on from the checkpoint
+                        self._lbfgs.load_state_dict(opt_state)
+                w = one_query.minimize_full_batch(
+                    self.solver, self.loss_grad, w0, max_iter=self.max_iter, tol=self.tol,
+                    step_size=self.step_size, callback=self._on_iteration, start=start,
+                    lbfgs=self._lbfgs)
+            elif w is None:
                 w = self._run_minibatch(w0, start, opt_state)
         except StopIteration:
             w = self._current
