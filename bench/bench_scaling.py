@@ -74,24 +74,17 @@ def start(master, executor_memory="1024m", driver_memory="1g"):
             .getOrCreate())
 
 
-def cached_partitions(sc, rdd):
-    """Partitions of ``rdd`` held in memory (a partition not held is recomputed each job)."""
-    for info in sc._jsc.sc().getRDDStorageInfo():
-        if info.id() == rdd.id():
-            return info.numCachedPartitions()
-    return 0
-
-
 def cached(spark, layers, dtype, examples, partitions, frame=False):
-    """Random training blocks stacked by the product, checked to be all in memory; with
-    ``frame``, handles in a cached DataFrame (the reduce-scatter path) instead of an RDD."""
+    """Random training blocks stacked by the product, every partition's handle cached
+    (MEMORY_AND_DISK: none is recomputed); with ``frame``, sums by the reduce-scatter
+    instead of ``treeAggregate``."""
     from sparkann.spark.calibration import random_frame
     from sparkann.spark.data import cache_blocks
 
     data = random_frame(spark, layers[0], layers[-1], examples, partitions, seed=7)
     blocks = cache_blocks(data, "features", "label", layers[0], layers[-1], dtype=dtype,
                           block_size=128, frame=frame)
-    held = partitions if frame else cached_partitions(spark.sparkContext, blocks.handles)
+    held = blocks.n_partitions
     if held != partitions or blocks.n_rows != examples:
         blocks.unpersist()
         raise RuntimeError(f"{held} of {partitions} partitions and {blocks.n_rows} of "

@@ -311,23 +311,29 @@ class CachedBlocks:
         The rows of the largest partition: no engine needs a larger workspace.
     weight_sum : float
         The rows' weights summed (``n_rows`` without a weight column).
-    context : pyspark.SparkContext
+    handles : pyspark.sql.DataFrame
+        The cached handles (``resident.HANDLE_SCHEMA``), one row per partition; their rows
+        are ``handle_rows``.
+    context : pyspark.SparkContext or None
+        None when sums use DataFrame operations only (``frame``).
     """
 
-    def __init__(self, handles, source, layout, n_rows, n_blocks, session=None, token=None,
-                 handle_rows=None):
-        self.handles = handles
+    def __init__(self, handles, source, layout, n_rows, n_blocks, session, token, handle_rows,
+                 frame):
+        # A cached DataFrame of handles, one row per partition, with its rows collected once.
+        self.handles, self.handle_rows = handles, handle_rows
         self.session, self.token = session, token
         self._source = source  # the blocks' RDD from the DataFrame, or a function making it
         self.layout = layout
-        # A cached DataFrame of handles (the path of Spark Connect sessions), with its rows
-        # collected once; or an RDD of handles (classic sessions).
-        self.frame = handle_rows is not None
-        self.handle_rows = handle_rows
-        self.context = None if self.frame else handles.context
+        # Sums with DataFrame operations only (Spark Connect), or by treeAggregate over the
+        # handles' RDD (classic sessions; read from the DataFrame's cache, so each task still
+        # runs where its handle, and so its file, is).
+        self.frame = bool(frame)
+        self.handle_rdd = None if self.frame else handles.rdd.map(tuple)
+        self.context = None if self.frame else self.handle_rdd.context
         self.n_rows = n_rows
         self.n_blocks = n_blocks
-        self.n_partitions = len(handle_rows) if self.frame else handles.getNumPartitions()
+        self.n_partitions = len(handle_rows)
         self.n_features = layout.n_features
         self.max_partition_rows = 0
         self.weight_sum = float(n_rows)
@@ -354,7 +360,7 @@ class CachedBlocks:
                                        f"this executor ({handle[1]})")
                 yield from blocks
 
-        return self.handles.mapPartitions(read)
+        return self.handle_rdd.mapPartitions(read)
 
     def tree_aggregate(self, partition_fn, combine, depth=2, whole=False):
         """``treeAggregate`` of one value per partition computed from its blocks.
@@ -391,7 +397,7 @@ class CachedBlocks:
                 return a[0] + b[0], b[1] if a[1] is None else a[1]
             return a[0] + b[0], combine(a[1], b[1])
 
-        missing, value = self.handles.mapPartitions(on_executor).treeAggregate(
+        missing, value = self.handle_rdd.mapPartitions(on_executor).treeAggregate(
             ([], None), add, add, depth=depth)
         if missing:
             log.warning("%d partition(s) ran away from their stacked data; computing them "
@@ -469,9 +475,8 @@ class CachedBlocks:
     def partition_summaries(self):
         """Per partition ``(index, rows, feature sum, label sum)``, and its weight sum when
         the rows are weighted: read from the handles."""
-        handles = self.handle_rows if self.frame else self.handles.collect()
         extra = (lambda h: (h[7],)) if self.layout.weighted else (lambda h: ())
-        return sorted((h[0], h[2], h[4], h[5]) + extra(h) for h in handles)
+        return sorted((h[0], h[2], h[4], h[5]) + extra(h) for h in self.handle_rows)
 
     def unpersist(self):
         """Delete the stacked files and release the handles."""
@@ -749,10 +754,10 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
     empty : str
         What the ValueError raised for a DataFrame without rows says.
     frame : bool or None
-        Keep the handles in a cached DataFrame and sum with DataFrame operations only
-        (:meth:`CachedBlocks.reduce_slices`), as a Spark Connect session needs; False: an
-        RDD of handles summed by ``treeAggregate``. None: a DataFrame under Spark Connect
-        only (the RDD path is the faster one in classic sessions: measured here, local[2],
+        Sum with DataFrame operations only (:meth:`CachedBlocks.reduce_slices`), as a Spark
+        Connect session needs; False: by ``treeAggregate`` over the handles' RDD. None:
+        DataFrame operations under Spark Connect only (``treeAggregate`` is the faster one in
+        classic sessions: measured here, local[2],
         4,000 rows in 2 partitions, float32, median of 5, one gradient of [784,256,128,10]
         0.18 s with ``treeAggregate`` and 0.46 s with the slices, of
         [784,2500,2000,1500,1000,500,10] 2.1 s and 3.3 s; ``bench/bench_connect_paths.py``).
@@ -802,22 +807,16 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         return columns.mapInArrow(to_blocks, BLOCK_SCHEMA).rdd.map(
             lambda row: _to_numpy_block(row, n_features, dtype, y_shape, weighted))
 
-    session, handles, handle_rows = df.sparkSession, None, None
+    session, handles = df.sparkSession, None
     if frame is None:
         frame = is_connect(session)
     try:
         handles = columns.mapInArrow(to_resident, resident.HANDLE_SCHEMA)
-        if frame:
-            # Collecting the handles fills the cache: one job, one small row per partition.
-            handles = handles.persist(StorageLevel.MEMORY_AND_DISK)
-            handle_rows = [tuple(row) for row in handles.collect()]
-            rows, n_blocks, max_rows, refused, weight = functools.reduce(
-                _add_counts, map(_counts, handle_rows), (0, 0, 0, None, 0.0))
-        else:
-            handles = handles.rdd.map(tuple)
-            handles.persist(StorageLevel.MEMORY_AND_DISK)
-            rows, n_blocks, max_rows, refused, weight = handles.map(_counts).fold(
-                (0, 0, 0, None, 0.0), _add_counts)
+        # Collecting the handles fills the cache: one job, one small row per partition.
+        handles = handles.persist(StorageLevel.MEMORY_AND_DISK)
+        handle_rows = [tuple(row) for row in handles.collect()]
+        rows, n_blocks, max_rows, refused, weight = functools.reduce(
+            _add_counts, map(_counts, handle_rows), (0, 0, 0, None, 0.0))
     except BaseException as error:  # failed or interrupted (Ctrl-C): leave no file behind
         if isinstance(error, KeyboardInterrupt):
             cancel_jobs(session)
@@ -835,7 +834,8 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         raise ValueError(f"weight column {weight_col!r}: every row's weight is 0, so there "
                          f"is nothing to train on")
     layout = resident.Layout(n_features, dtype, y_shape, block_size, weighted)
-    blocks = CachedBlocks(handles, source, layout, rows, n_blocks, session, token, handle_rows)
+    blocks = CachedBlocks(handles, source, layout, rows, n_blocks, session, token, handle_rows,
+                          frame)
     blocks.max_partition_rows, blocks.weight_sum = max_rows, float(weight)
     blocks.columns, blocks._stacking = columns, stacking
     return blocks

@@ -45,7 +45,7 @@ def usable(trainer):
     from sparkann.spark.data import _default_parallelism
     from sparkann.spark.session import conf_value, task_cpus
     blocks = trainer.blocks
-    if not (blocks.frame and trainer.solver in SOLVERS and trainer.callback is None
+    if not (trainer.solver in SOLVERS and trainer.callback is None
             and trainer.validation is None and trainer.checkpoint is None
             and trainer.loss_grad.faults is None):
         return False
@@ -109,7 +109,6 @@ def _rebuilt(error):
 
 def barrier_task(batches, w0, spec):
     """Executor side: one task of the barrier stage; partition 0's yields the result."""
-    import pyarrow as pa
     from pyspark import BarrierTaskContext
 
     from sparkann.spark import resident
