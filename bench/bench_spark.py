@@ -17,7 +17,9 @@ MLlib runs twice for (a): with its default pure-Java BLAS (dev.ludovic.netlib Ve
 forced with ``-Ddev.ludovic.netlib.blas.allowNative=false``) in this process, and with a
 native BLAS (the system's libblas.so.3, e.g. ``apt-get install libopenblas0-pthread``) in a
 second Spark driver started by this script. MLlib's job times come from Spark's event log
-(job start/end), ours from the driver (which also counts the weight broadcast). Usage::
+(job start/end); ours are what the fit measured: in the task that runs the solver (weights out
+and partial gradients back included) when the whole fit runs in one query, on the driver
+(the weight broadcast included) when it runs a job per gradient. Usage::
 
     python bench/bench_spark.py [--iters 4] [--skip-b-time] [--mllib-85-iters 100]
 
@@ -29,7 +31,9 @@ MLlib and ours both run through the session. It prints table (a) for each kind (
 the rounds), every round's figures, and per configuration the ratio of our ratio to MLlib
 under Connect to the same ratio in the classic session (1.00: Connect costs us what it costs
 MLlib), as the median of each round's own figure: a round's two sessions ran minutes apart,
-rounds may be far apart on a machine whose load drifts. ``--rows`` and ``--configs`` narrow
+rounds may be far apart on a machine whose load drifts. Each session also fits float32 once
+more with ``spark.sparkann.oneQueryFit=false`` (a job, under Connect a query, per gradient)
+and prints those seconds beside the one-query ones. ``--rows`` and ``--configs`` narrow
 the run; ``--results FILE`` keeps the rounds, so that several shorter runs add up (``--repeats
 0`` prints the tables of the rounds saved)::
 
@@ -51,6 +55,7 @@ A = [784, 256, 128, 10]
 B = [784, 1024, 1024, 10]
 NETWORKS = {"A": A, "B": B}
 CONFIGS = ["A-128", "A-1024", "B-128", "B-1024"]
+ONE_QUERY_CONF = "spark.sparkann.oneQueryFit"
 
 
 def local_session(app, connect=False, **conf):
@@ -212,6 +217,15 @@ def gradient_rows(spark, df, configs, iters):
             row[f"ours_{dtype}_grad"] = statistics.median(model.gradient_seconds)
             row[f"ours_{dtype}_evals_per_iter"] = (len(model.gradient_seconds)
                                                    / max(1, len(model.history)))
+        # The same float32 fit with a job (and under Connect a query) per gradient: the path
+        # every fit took before whole fits ran in one query.
+        spark.conf.set(ONE_QUERY_CONF, "false")
+        try:
+            model = Ours(layers=sizes, blockSize=block, maxIter=iters, tol=0.0,
+                         initialWeights=w0.tolist(), dtype="float32").fit(df)
+        finally:
+            spark.conf.unset(ONE_QUERY_CONF)
+        row["ours_float32_per_query_grad"] = statistics.median(model.gradient_seconds)
         results[key] = row
         print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
     return results
@@ -393,6 +407,28 @@ def print_tables(rounds, args):
             ratio = [our_ratio(medians[k][key], dtype) for k in SESSION_KINDS]
             line += (f" {ratio[0]:11.2f} {ratio[1]:11.2f} "
                      f"{statistics.median(ratio_of_ratios(rounds, key, dtype)):9.2f}")
+        print(line)
+    print_per_query(rounds, args)
+
+
+def print_per_query(rounds, args):
+    """Our float32 seconds per gradient with the whole fit in one query and with a job (a
+    query) per gradient, in the same session; medians of the rounds that have both."""
+    rounds = [r for r in rounds if all("ours_float32_per_query_grad" in r[k][key]
+                                       for k in SESSION_KINDS for key in args.configs)]
+    if not rounds:
+        return
+    print(f"\nours float32, seconds per gradient: the fit in one query / a job (a query) per "
+          f"gradient, same session, medians of {len(rounds)} rounds")
+    print(f"{'config':8s} {'classic':>15s} {'ratio':>6s} {'connect':>15s} {'ratio':>6s}")
+    for key in args.configs:
+        line = f"{key:8s}"
+        for kind in SESSION_KINDS:
+            one = statistics.median(r[kind][key]["ours_float32_grad"] for r in rounds)
+            per = statistics.median(r[kind][key]["ours_float32_per_query_grad"] for r in rounds)
+            ratio = statistics.median(r[kind][key]["ours_float32_per_query_grad"]
+                                      / r[kind][key]["ours_float32_grad"] for r in rounds)
+            line += f" {one:7.3f}/{per:7.3f} {ratio:6.2f}"
         print(line)
 
 

@@ -313,6 +313,31 @@ def test_traffic_per_iteration_of_both_ways_of_summing():
         model(aggregation="allreduce")
 
 
+@pytest.mark.parametrize("layers, n, partitions", [
+    ([784, 256, 128, 10], 2, 2), ([784, 1024, 1024, 10], 4, 3), (ULANOV_LAYERS, 8, 8)])
+def test_exchange_is_a_star_through_the_leader_with_nothing_per_iteration(layers, n,
+                                                                          partitions):
+    p = THETA
+    m = model(layers=layers, params=p, bytes_per_weight=8, partial_bytes_per_weight=4,
+              aggregation="exchange")
+    got = m.breakdown(n, partitions)
+    others = partitions - 1
+    assert got["broadcast"] == pytest.approx(others * (p.latency + m.weight_bytes / p.bandwidth))
+    assert got["aggregate"] == pytest.approx(others * (p.latency + m.partial_bytes / p.bandwidth))
+    assert got["overhead"] == 0
+    # the same work per task as a job's, less starting a task (the tasks stay)
+    tree = replace(m, aggregation="tree").breakdown(n, partitions)
+    assert got["compute"] == pytest.approx(tree["compute"] - p.task)
+    assert m.traffic(n, partitions) == {
+        "stages": 0, "slices": 0, "map_out_bytes": m.partial_bytes,
+        "worker_in_bytes": others * m.partial_bytes, "driver_in_bytes": 0,
+        "messages": 2 * others}
+    with pytest.raises(ValueError, match="slots"):
+        m.breakdown(n, n + 1)
+    best = m.optimum(n_max=64)
+    assert abs(best["n_closed_form"] - best["n_best"]) <= 1 + 0.05 * best["n_best"]
+
+
 def test_the_spark_path_cuts_slices_by_the_model():
     pytest.importorskip("pyspark")
     from sparkann.spark import data

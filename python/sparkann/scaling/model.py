@@ -80,6 +80,23 @@ driver), and the driver's link ``8 W`` bytes. The weights reach the map tasks in
 function, which Spark ships as the task binary, a ``TorrentBroadcast``: the broadcast term is
 unchanged. :meth:`ScalingModel.traffic` gives these figures for either way of summing.
 
+Exchange (``aggregation='exchange'``: a whole fit in one query, ``sparkann.spark.one_query``).
+All ``P <= n`` tasks run for the whole fit; partition 0's task runs the solver, sends the
+weights to the other ``P - 1`` tasks and receives their partials, one after the other over its
+own link, through TCP connections opened once per fit. Per iteration no task starts, no job
+or stage is scheduled, and nothing passes through the driver::
+
+    t_compute   = S * (f / F + d / R) / P        (no c_task: the tasks stay)
+    t_broadcast = (P - 1) * (a + Wb / B)
+    t_aggregate = (P - 1) * (a + Gb / B)
+    t_overhead  = 0
+
+Once per fit come one query, the start of the ``P`` tasks and one barrier ``allGather`` (about a
+second: Spark polls a barrier once a second), which this per-iteration model leaves out. The
+leader's link carries ``(P - 1) * (Wb + Gb)`` bytes per iteration: a star, fine for the few
+partitions of one machine or a small cluster, where ``treeAggregate``'s levels share the sums
+out over a large one.
+
 Overhead. ``t_overhead = c_job``: scheduling the job and the driver's step, independent of n.
 
 Every term is linear in the seven parameters ``theta = (1/F, c_task, 1/B, a, c_stage, c_job,
@@ -116,7 +133,7 @@ BROADCAST_BLOCK_BYTES = 4 * 1024 * 1024     # spark.broadcast.blockSize default 
 # Values per slice of the reduce-scatter, at least: a slice is one row through the shuffle, and
 # fewer, larger rows cost less per value than many small ones.
 SLICE_VALUES = 1 << 18
-AGGREGATIONS = ("tree", "reduce-scatter")
+AGGREGATIONS = ("tree", "reduce-scatter", "exchange")
 
 
 def slice_count(size, partitions):
@@ -262,9 +279,10 @@ class ScalingModel:
     input_bytes_per_example : float or None
         Bytes of one cached training example (features and label) that a task reads;
         defaults to ``n_in * bytes_per_weight + 8`` (an int64 class label).
-    aggregation : {'tree', 'reduce-scatter'}
-        How the partial gradients are summed: ``treeAggregate`` (classic sessions) or the
-        shuffle of slices (Spark Connect sessions); see the module docstring.
+    aggregation : {'tree', 'reduce-scatter', 'exchange'}
+        How the partial gradients are summed: ``treeAggregate`` (a job per gradient in a
+        classic session), the shuffle of slices (a query per gradient in a Spark Connect
+        session) or the exchange of a whole fit in one query; see the module docstring.
     """
 
     layers: list
@@ -336,6 +354,9 @@ class ScalingModel:
         n, p = self._partitions(n, partitions)
         s = self.examples if examples is None else examples
         f = self.flops_per_example if flops_per_example is None else flops_per_example
+        if self.aggregation == "exchange" and levels is None:
+            return self._exchange_features(n, p, s, f, broadcast_bytes, aggregate_bytes,
+                                           parts)
         out = {}
         if "compute" in parts:
             waves = math.ceil(p / n)
@@ -366,6 +387,20 @@ class ScalingModel:
             out["overhead"] = np.array([0, 0, 0, 0, 0, 1, 0], dtype=float)
         return out
 
+    def _exchange_features(self, n, p, s, f, broadcast_bytes, aggregate_bytes, parts):
+        # The tasks stay for the whole fit: no task, stage or job per iteration; the leader
+        # sends the weights to, and receives a partial from, each of the other P - 1 tasks.
+        if p > n:
+            raise ValueError(f"the exchange runs every partition at once: {p} partitions need "
+                             f"{p} task slots, there are {n}")
+        wb = self.weight_bytes if broadcast_bytes is None else float(broadcast_bytes)
+        gb = self.partial_bytes if aggregate_bytes is None else float(aggregate_bytes)
+        rows = {"compute": [f * s / p, 0, 0, 0, 0, 0, self.input_bytes_per_example * s / p],
+                "broadcast": [0, 0, (p - 1) * wb, p - 1, 0, 0, 0],
+                "aggregate": [0, 0, (p - 1) * gb, p - 1, 0, 0, 0],
+                "overhead": [0] * 7}
+        return {part: np.array(rows[part], dtype=float) for part in parts}
+
     def _reduce_scatter_features(self, n, p, wb):
         # One shuffle stage of K + 1 reduce tasks; reducer k fetches slice k of all P partials;
         # the driver reads K float64 sums (8 bytes per value) and the scalar rows.
@@ -383,14 +418,18 @@ class ScalingModel:
         Returns
         -------
         dict
-            ``stages`` (stages of the gradient job), ``slices`` (``K``; 0 for the tree, 1
-            when the reduce-scatter adds at the driver),
+            ``stages`` (stages of the gradient job; 0 for the exchange), ``slices`` (``K``;
+            0 for the tree and the exchange, 1 when the reduce-scatter adds at the driver),
             ``map_out_bytes`` (bytes one map task sends out), ``worker_in_bytes`` (the most
             bytes into one worker's link), ``driver_in_bytes`` (into the driver's link) and
             ``messages`` (fetches, driver's included).
         """
         n, p = self._partitions(n, partitions)
         gb = float(self.partial_bytes)
+        if self.aggregation == "exchange":   # into the leader's link; no stage, no driver
+            return {"stages": 0, "slices": 0, "map_out_bytes": gb,
+                    "worker_in_bytes": (p - 1) * gb, "driver_in_bytes": 0,
+                    "messages": 2 * (p - 1)}
         k = slice_count(self.n_weights, p)
         if self.aggregation == "reduce-scatter" and k == 1:
             return {"stages": 1, "slices": 1, "map_out_bytes": gb, "worker_in_bytes": 0,
@@ -457,6 +496,8 @@ class ScalingModel:
         wb = self.weight_bytes
         m = max(1, math.ceil(wb / self.broadcast_block))
         g = p.latency + self.partial_bytes / p.bandwidth
+        if self.aggregation == "exchange":   # C / n + (n - 1) * (g + a + Wb / B)
+            return max(1.0, math.sqrt(compute / (g + p.latency + wb / p.bandwidth)))
         h = (p.latency + wb / (m * p.bandwidth)) / math.log(2)
         n = (-h + math.sqrt(h * h + 4.0 * g * compute)) / (2.0 * g)
         return max(1.0, n)

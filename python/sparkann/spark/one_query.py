@@ -1,17 +1,18 @@
-"""A whole full-batch fit (l-bfgs or gd) in one Spark query, for Spark Connect sessions.
+"""A whole full-batch fit (l-bfgs or gd) in one Spark query.
 
-In a Spark Connect session every query is planned by the server and answered through the
-client: measured here (60,000 rows, local[2]) 120-270 ms per query beside the job itself,
-and one gradient is one query on the per-query path (:mod:`sparkann.spark.gradient`). Spark
-MLlib's loop runs inside the server and pays none of it. So a fit with nothing to do on the
-driver between iterations (no callback, validation set, checkpoint or fault rule) runs as
-one barrier ``mapInArrow`` over the cached handles: Spark starts a task for every partition
-at once; partition 0's task runs the solver, and every other task computes its partition's
-partial gradient at the weights that task sends it and sends it back. They talk over TCP
-connections opened once per fit: the leader's address and a secret go round in one
-``allGather``, which is too slow to carry the gradients (each ``allGather`` waits about a
-second: Spark polls the barrier once per second). Partial gradients add up in float64 in
-partition order, as the reduce-scatter of the per-query path adds them.
+On the per-query path (:mod:`sparkann.spark.gradient`) every gradient is one Spark job, and
+in a Spark Connect session one query as well, which the server plans and answers through the
+client: measured here (60,000 rows, local[2]) 120-270 ms per gradient beside the job itself.
+Spark MLlib's loop runs inside the server and pays none of the query costs. So a fit with
+nothing to do on the driver between iterations (no callback, validation set, checkpoint or
+fault rule) runs as one barrier ``mapInArrow`` over the cached handles, in both session
+kinds: Spark starts a task for every partition at once; partition 0's task runs the solver,
+and every other task computes its partition's partial gradient at the weights that task
+sends it and sends it back. They talk over TCP connections opened once per fit: the
+leader's address and a secret go round in one ``allGather``, which is too slow to carry the
+gradients (each ``allGather`` waits about a second: Spark polls the barrier once a second).
+Partial gradients add up in float64 in partition order, as the reduce-scatter of the
+per-query path adds them.
 
 A partition whose task runs away from its stacked file, a fit with more partitions than
 the cluster runs at once, or a session with dynamic allocation (barrier stages refuse it)
