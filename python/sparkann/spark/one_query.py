@@ -155,16 +155,15 @@ def barrier_task(batches, w0, spec):
 def _lead(blocks, peers, w0, spec):
     """Run the solver; every evaluation sends the weights to ``peers`` (in partition order)
     and adds their partials to this partition's."""
-    task, record, current = spec["task"], [], {"w": w0}
-    last = [time.perf_counter()]
+    record, last = [], time.perf_counter()
 
     def on_iteration(iteration, w, loss):
+        nonlocal last
         now = time.perf_counter()
-        record.append((iteration, float(loss), now - last[0]))
-        last[0] = now
-        current["w"] = w
+        record.append((iteration, float(loss), now - last))
+        last = now
 
-    loss_grad = ExchangedLossGrad(blocks, peers, task, spec["n_rows"])
+    loss_grad = ExchangedLossGrad(blocks, peers, spec["task"], spec["n_rows"])
     result = {"iterations": record, "gradient_seconds": loss_grad.seconds}
     try:
         result["weights"] = minimize_full_batch(
@@ -175,7 +174,10 @@ def _lead(blocks, peers, w0, spec):
                            getattr(error, "iteration", None))
     finally:
         for peer in peers:
-            _send(peer, _STOP)
+            try:
+                _send(peer, _STOP)
+            except OSError:   # that task already failed; its error is the one Spark reports
+                pass
     return result
 
 
