@@ -553,6 +553,20 @@ def test_cli_prints_curve_and_optimum():
     assert len([ln for ln in text.splitlines() if ln.strip()[:2].strip().isdigit()]) == 10
 
 
+def test_cli_models_the_exchange_of_a_fit_in_one_query():
+    parser = scale_cli.add_arguments(__import__("argparse").ArgumentParser())
+    argv = ["--layers", "784,1024,1024,10", "--examples", "60000", "--bandwidth", "1Gbit",
+            "--flops", "51G", "--max-workers", "6"]
+    tree = scale_cli.run(parser.parse_args(argv), out=io.StringIO())
+    out = io.StringIO()
+    m = scale_cli.run(parser.parse_args(argv + ["--aggregation", "exchange"]), out=out)
+    assert m.aggregation == "exchange" and tree.aggregation == "tree"
+    assert m.breakdown(4)["overhead"] == 0 < tree.breakdown(4)["overhead"]
+    assert f"n* = {m.optimum()['n_best']}" in out.getvalue()
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv + ["--aggregation", "allreduce"])
+
+
 def test_module_entry_point_and_plot(tmp_path):
     png = tmp_path / "curve.png"
     env = dict(os.environ)

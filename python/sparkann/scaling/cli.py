@@ -1,10 +1,11 @@
 """``sparkann scale`` (and ``python -m sparkann.scaling``): the predicted curve and the best
 number of workers, from given or measured machine costs."""
 import argparse
+import dataclasses
 import sys
 
 from sparkann.scaling.fit import ULANOV_BENCHMARK, ulanov_validation
-from sparkann.scaling.model import Parameters, ScalingModel, weights_of
+from sparkann.scaling.model import AGGREGATIONS, Parameters, ScalingModel, weights_of
 from sparkann.scaling.units import parse_bandwidth, parse_duration, parse_flops
 from sparkann.topology import check_weights_fit
 
@@ -31,6 +32,11 @@ def add_arguments(parser):
                              "1GB/s (default: reading is free)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--depth", type=int, default=2, help="treeAggregate depth")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="tree",
+                        help="how the partial gradients are summed: tree (a job per "
+                             "iteration, treeAggregate), reduce-scatter (a query per "
+                             "iteration under Spark Connect), exchange (the whole fit in "
+                             "one query; needs a task slot per partition)")
     parser.add_argument("--partitions-per-worker", type=int, default=1)
     parser.add_argument("--max-workers", type=int, default=None,
                         help="rows of the printed curve (default: 2 x the optimum, >= 8)")
@@ -107,6 +113,8 @@ def run(args, out=None):
     if getattr(args, "ulanov", False):
         return _run_ulanov(args, out)
     model = model_from_args(args)
+    if args.aggregation != model.aggregation:
+        model = dataclasses.replace(model, aggregation=args.aggregation)
     opt = model.optimum()
     p = model.params
     n_max = args.max_workers or model.shown_workers(opt)

@@ -219,6 +219,7 @@ class ExchangedLossGrad(LossGrad):
             grad += values[:-24].view(w_cast.dtype)
             part_loss, part_rows, part_weight = values[-24:].view(np.float64)
             loss, rows, weight = loss + part_loss, rows + int(part_rows), weight + part_weight
+        self.evaluations += 1
         self.seconds.append(time.perf_counter() - start)
         self.check_rows(rows, self.n_rows)
         return loss, grad, weight
