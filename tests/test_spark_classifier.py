@@ -207,3 +207,34 @@ def test_cosine_step_size_schedule_steps_each_round_by_its_factor(spark, fashion
     with pytest.raises(ValueError, match="stepSizeSchedule must be one of"):
         MultilayerPerceptronClassifier(stepSizeSchedule="linear", **common).fit(train)
     train.unpersist()
+
+
+@pytest.mark.parametrize("solver", ["l-bfgs", "gd"])
+def test_one_query_fit_equals_a_job_per_gradient_in_a_classic_session(spark, fashion, solver,
+                                                                       caplog):
+    """A classic session runs an eligible full-batch fit in one barrier query; with
+    ``spark.sparkann.oneQueryFit=false`` (set at run time) it runs a treeAggregate job per
+    gradient: the same model, in float64 to 1e-9."""
+    import logging
+
+    from sparkann.spark import one_query
+    X, y, _, _ = fashion
+    df = dataframe_from_numpy(spark, X[:400], y[:400], num_partitions=2)
+    est = MultilayerPerceptronClassifier(layers=[784, 16, 10], solver=solver, maxIter=5,
+                                         stepSize=0.5, seed=3, dtype="float64")
+    fits = {}
+    for one in (True, False):
+        if not one:
+            spark.conf.set(one_query.CONF, "false")
+        try:
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="sparkann.spark"):
+                fits[one] = est.fit(df)
+        finally:
+            spark.conf.unset(one_query.CONF)
+        assert ("fitted in one query" in caplog.text) == one
+    np.testing.assert_allclose(fits[True].weights.toArray(), fits[False].weights.toArray(),
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fits[True].summary.objectiveHistory,
+                               fits[False].summary.objectiveHistory, rtol=1e-12)
+    assert len(fits[True].gradient_seconds) == len(fits[False].gradient_seconds)

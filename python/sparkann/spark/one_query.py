@@ -51,7 +51,7 @@ def usable(trainer):
             and trainer.loss_grad.faults is None):
         return False
     session = blocks.session
-    if str(conf_value(session, CONF, "true")).lower() == "false":
+    if str(session.conf.get(CONF, "true")).lower() == "false":   # settable at run time
         return False
     if str(conf_value(session, "spark.dynamicAllocation.enabled", "false")).lower() == "true":
         return False
