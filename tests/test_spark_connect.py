@@ -197,19 +197,19 @@ def _trainer_run(train, remove_a_file=False):
         blocks.unpersist()
 
 
-def test_a_stacked_file_not_found_takes_the_query_per_gradient_path(remote_frames, caplog):
+def test_a_stacked_file_not_found_takes_the_job_per_gradient_path(remote_frames, caplog):
     train, _ = remote_frames
     with caplog.at_level(logging.INFO, logger="sparkann.spark"):
         whole, whole_history = _trainer_run(train)
         assert ONE_QUERY in caplog.text
         caplog.clear()
         away, away_history = _trainer_run(train, remove_a_file=True)
-    assert "one query per gradient instead" in caplog.text and ONE_QUERY not in caplog.text
+    assert "a job per gradient instead" in caplog.text and ONE_QUERY not in caplog.text
     np.testing.assert_allclose(away, whole, rtol=0, atol=1e-9)
     np.testing.assert_allclose(away_history, whole_history, rtol=1e-12)
 
 
-def test_more_partitions_than_task_slots_take_the_query_per_gradient_path(remote, caplog):
+def test_more_partitions_than_task_slots_take_the_job_per_gradient_path(remote, caplog):
     X, y, _, _ = _data()
     df = dataframe_from_numpy(remote, X[:120], y[:120], num_partitions=3)   # local[2]
     with caplog.at_level(logging.INFO, logger="sparkann.spark"):
@@ -217,7 +217,7 @@ def test_more_partitions_than_task_slots_take_the_query_per_gradient_path(remote
     assert ONE_QUERY not in caplog.text and len(model.gradient_seconds) >= 2
 
 
-def test_divergence_in_one_query_raises_as_a_query_per_gradient_does(remote, remote_frames,
+def test_divergence_in_one_query_raises_as_a_job_per_gradient_does(remote, remote_frames,
                                                                        caplog):
     from sparkann.optim import DivergenceError
     from sparkann.spark import one_query

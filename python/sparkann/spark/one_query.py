@@ -83,7 +83,7 @@ def fit(trainer, w0):
         raise RuntimeError(f"the one-query fit returned {len(results)} results, expected 1")
     result = results[0]
     if result.get("missing"):
-        log.warning("partition(s) %s ran away from their stacked data; fitting with one query "
+        log.warning("partition(s) %s ran away from their stacked data; fitting with a job "
                     "per gradient instead", result["missing"])
         return None
     log.info("fitted in one query: %d gradients", len(result["gradient_seconds"]))
