@@ -38,6 +38,11 @@ the run; ``--results FILE`` keeps the rounds, so that several shorter runs add u
 0`` prints the tables of the rounds saved)::
 
     python bench/bench_spark.py --connect --repeats 3 --rows 20000 --configs A-128 A-1024 B-1024
+
+``--paths classic`` (or ``connect``) times only that: our float32 fit in one query against a
+job per gradient, alternating, in one session::
+
+    python bench/bench_spark.py --paths classic --repeats 3 --configs A-1024 B-1024
 """
 import argparse
 import glob
@@ -432,6 +437,40 @@ def print_per_query(rounds, args):
         print(line)
 
 
+def one_query_against_a_job_per_gradient(kind, args):
+    """``--paths KIND``: ours float32 with the whole fit in one query and with a job (under
+    Connect a query) per gradient, in one ``kind`` session, the two alternating ``--repeats``
+    times each (which goes first alternates too); prints each fit's median seconds per
+    gradient and the median of the pairs' ratios."""
+    from sparkann.datasets import load_fashion_mnist
+    from sparkann.spark import MultilayerPerceptronClassifier as Ours
+    from sparkann.topology import Topology
+    spark = session(tempfile.mkdtemp(prefix="bench-spark-events-"), connect=kind == "connect")
+    X, y = load_fashion_mnist(kind="train", dtype="float64")
+    df = cached_train(spark, X[:args.rows], y[:args.rows])
+    for key in args.configs:
+        name, block = key.split("-")
+        sizes = NETWORKS[name]
+        w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64").tolist()
+        seconds = {"one query": [], "per gradient": []}
+        for i in range(args.repeats):
+            for way in sorted(seconds, reverse=i % 2 == 1):
+                if way == "per gradient":
+                    spark.conf.set(ONE_QUERY_CONF, "false")
+                try:
+                    model = Ours(layers=sizes, blockSize=int(block), maxIter=args.iters,
+                                 tol=0.0, initialWeights=w0, dtype="float32").fit(df)
+                finally:
+                    spark.conf.unset(ONE_QUERY_CONF)
+                seconds[way].append(statistics.median(model.gradient_seconds))
+        ratios = [p / o for o, p in zip(seconds["one query"], seconds["per gradient"])]
+        print(f"{kind} {key}: seconds per gradient, one query "
+              f"{' '.join(f'{t:.3f}' for t in seconds['one query'])}; a job per gradient "
+              f"{' '.join(f'{t:.3f}' for t in seconds['per gradient'])}; a job per gradient / "
+              f"one query, median of the pairs: {statistics.median(ratios):.2f}", flush=True)
+    spark.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=3, help="L-BFGS iterations per (a) run")
@@ -446,6 +485,9 @@ def main():
     ap.add_argument("--results", metavar="FILE",
                     help="--connect: append each finished round to FILE (JSON lines) and "
                          "count the rounds already there with the same --rows and --iters")
+    ap.add_argument("--paths", choices=SESSION_KINDS,
+                    help="ours float32, the fit in one query against a job per gradient, "
+                         "alternating --repeats times in one session of this kind")
     ap.add_argument("--gradient-section", choices=SESSION_KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--mllib-85-iters", type=int, default=100)
     ap.add_argument("--skip-b-time", action="store_true", help="skip (b) for topology B")
@@ -460,6 +502,8 @@ def main():
         return gradient_section(args.gradient_section, args.iters, args.rows, args.configs)
     if args.connect:
         return side_by_side(args)
+    if args.paths:
+        return one_query_against_a_job_per_gradient(args.paths, args)
 
     import ann_core
     from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
