@@ -757,10 +757,11 @@ def cache_blocks(df, features_col, label_col, n_features, n_out, dtype="float32"
         Sum with DataFrame operations only (:meth:`CachedBlocks.reduce_slices`), as a Spark
         Connect session needs; False: by ``treeAggregate`` over the handles' RDD. None:
         DataFrame operations under Spark Connect only (``treeAggregate`` is the faster one in
-        classic sessions: measured here, local[2],
-        4,000 rows in 2 partitions, float32, median of 5, one gradient of [784,256,128,10]
-        0.18 s with ``treeAggregate`` and 0.46 s with the slices, of
-        [784,2500,2000,1500,1000,500,10] 2.1 s and 3.3 s; ``bench/bench_connect_paths.py``).
+        classic sessions: measured here, local[2], 4,000 rows in 2 partitions, float32,
+        median of 5, one gradient of [784,256,128,10] 0.18 s with ``treeAggregate`` and
+        0.46 s with the slices, of [784,2500,2000,1500,1000,500,10] 2.1 s and 3.3 s;
+        ``bench/bench_connect_paths.py``). Either way the handles are a cached DataFrame, so
+        that a whole fit can run in one query (:mod:`sparkann.spark.one_query`).
     weight_col : str or None
         A column of row weights (finite, >= 0, not null; not all 0), kept with the blocks.
 
