@@ -366,6 +366,7 @@ def _set_pack_min_rows(Py_ssize_t rows):
     _pack_min_rows = rows
     return previous
 
+
 # The most engine threads one call is split among.
 DEF MAX_ENGINE_THREADS = 64
 # Fewer rows than this per engine thread are not worth a thread.
