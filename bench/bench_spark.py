@@ -33,9 +33,12 @@ under Connect to the same ratio in the classic session (1.00: Connect costs us w
 MLlib), as the median of each round's own figure: a round's two sessions ran minutes apart,
 rounds may be far apart on a machine whose load drifts. Each session also fits float32 once
 more with ``spark.sparkann.oneQueryFit=false`` (a job, under Connect a query, per gradient)
-and prints those seconds beside the one-query ones. ``--rows`` and ``--configs`` narrow
-the run; ``--results FILE`` keeps the rounds, so that several shorter runs add up (``--repeats
-0`` prints the tables of the rounds saved)::
+and prints those seconds beside the one-query ones. ``--passes N`` runs MLlib, ours float32
+and ours float64 N times in turn in each session and takes each system's median over all
+its gradients there (a single fit's few gradients swing with the JVM's warm-up and the
+machine's load). ``--rows`` and ``--configs`` narrow the run; ``--results FILE`` keeps the
+rounds, so that several shorter runs add up (``--repeats 0`` prints the tables of the rounds
+saved)::
 
     python bench/bench_spark.py --connect --repeats 3 --rows 20000 --configs A-128 A-1024 B-1024
 
@@ -194,44 +197,55 @@ def job_group(properties):
     return group
 
 
-def gradient_rows(spark, df, configs, iters):
+def gradient_rows(spark, df, configs, iters, passes=1):
     """(a) for each configuration ``"A-128"`` (network, block size): MLlib's fit, then ours
-    in float32 and float64, from the same initial weights. Returns ``{config: row}``; MLlib's
-    gradient seconds are in the event log, under the job group ``mllib-<config>``."""
+    in float32 and float64, from the same initial weights, all of it ``passes`` times over
+    (the systems alternate in every pass). Returns ``{config: row}`` with our median seconds
+    per gradient over the gradients of every pass; MLlib's gradient seconds are in the event
+    log, under the job group ``mllib-<config>`` (all passes)."""
     from pyspark.ml.classification import MultilayerPerceptronClassifier as MLlib
     from sparkann.spark import MultilayerPerceptronClassifier as Ours
     from sparkann.topology import Topology
-    results = {}
-    for key in configs:
-        name, block = key.split("-")
-        sizes, block = NETWORKS[name], int(block)
-        w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64")
-        # MLlib first, then ours, then ours in float64: alternating per configuration
-        tag_jobs(spark, f"mllib-{key}")
-        t = time.perf_counter()
-        m = MLlib(layers=sizes, blockSize=block, maxIter=iters, tol=0.0, seed=1,
-                  initialWeights=w0.tolist()).fit(df)
-        row = {"mllib_wall": time.perf_counter() - t,
-               "mllib_iters": len(m.summary().objectiveHistory) - 1}
-        for dtype in ("float32", "float64"):
-            tag_jobs(spark, f"ours-{dtype}-{key}")
+    seconds = {key: {"float32": [], "float64": [], "per_query": []} for key in configs}
+    results = {key: {"mllib_wall": 0.0, "mllib_iters": 0, "ours_float32_wall": 0.0,
+                     "ours_float64_wall": 0.0, "ours_float32_iters": 0,
+                     "ours_float64_iters": 0} for key in configs}
+    for index in range(passes):
+        for key in configs:
+            name, block = key.split("-")
+            sizes, block, row = NETWORKS[name], int(block), results[key]
+            w0 = Topology.from_sizes(sizes).init_weights(seed=1, dtype="float64").tolist()
+            # MLlib first, then ours, then ours in float64: alternating per configuration
+            tag_jobs(spark, f"mllib-{key}")
             t = time.perf_counter()
-            model = Ours(layers=sizes, blockSize=block, maxIter=iters, tol=0.0,
-                         initialWeights=w0.tolist(), dtype=dtype).fit(df)
-            row[f"ours_{dtype}_wall"] = time.perf_counter() - t
-            row[f"ours_{dtype}_grad"] = statistics.median(model.gradient_seconds)
-            row[f"ours_{dtype}_evals_per_iter"] = (len(model.gradient_seconds)
-                                                   / max(1, len(model.history)))
-        # The same float32 fit with a job (and under Connect a query) per gradient: the path
-        # every fit took before whole fits ran in one query.
-        spark.conf.set(ONE_QUERY_CONF, "false")
-        try:
-            model = Ours(layers=sizes, blockSize=block, maxIter=iters, tol=0.0,
-                         initialWeights=w0.tolist(), dtype="float32").fit(df)
-        finally:
-            spark.conf.unset(ONE_QUERY_CONF)
-        row["ours_float32_per_query_grad"] = statistics.median(model.gradient_seconds)
-        results[key] = row
+            m = MLlib(layers=sizes, blockSize=block, maxIter=iters, tol=0.0, seed=1,
+                      initialWeights=w0).fit(df)
+            row["mllib_wall"] += time.perf_counter() - t
+            row["mllib_iters"] += len(m.summary().objectiveHistory) - 1
+            for dtype in ("float32", "float64"):
+                tag_jobs(spark, f"ours-{dtype}-{key}")
+                t = time.perf_counter()
+                model = Ours(layers=sizes, blockSize=block, maxIter=iters, tol=0.0,
+                             initialWeights=w0, dtype=dtype).fit(df)
+                row[f"ours_{dtype}_wall"] += time.perf_counter() - t
+                row[f"ours_{dtype}_iters"] += max(1, len(model.history))
+                seconds[key][dtype] += model.gradient_seconds
+            if index == 0:
+                # The same float32 fit with a job (and under Connect a query) per gradient:
+                # the path every fit took before whole fits ran in one query.
+                spark.conf.set(ONE_QUERY_CONF, "false")
+                try:
+                    model = Ours(layers=sizes, blockSize=block, maxIter=iters, tol=0.0,
+                                 initialWeights=w0, dtype="float32").fit(df)
+                finally:
+                    spark.conf.unset(ONE_QUERY_CONF)
+                seconds[key]["per_query"] += model.gradient_seconds
+    for key, row in results.items():
+        for dtype in ("float32", "float64"):
+            row[f"ours_{dtype}_grad"] = statistics.median(seconds[key][dtype])
+            row[f"ours_{dtype}_evals_per_iter"] = (len(seconds[key][dtype])
+                                                   / row.pop(f"ours_{dtype}_iters"))
+        row["ours_float32_per_query_grad"] = statistics.median(seconds[key]["per_query"])
         print(key, {k: round(v, 3) for k, v in row.items()}, flush=True)
     return results
 
@@ -289,14 +303,15 @@ def accuracy(topology_sizes, activation, weights, Xt, yt):
     return float(np.mean(p.argmax(1) == yt))
 
 
-def gradient_section(kind, iters, rows, configs):
-    """One driver process of ``--connect``: (a) through a ``kind`` session, as JSON."""
+def gradient_section(kind, iters, rows, configs, passes):
+    """One driver process of ``--connect``: (a) through a ``kind`` session, ``passes`` times
+    over, as JSON."""
     from sparkann.datasets import load_fashion_mnist
     event_dir = tempfile.mkdtemp(prefix="bench-spark-events-")
     spark = session(event_dir, connect=kind == "connect")
     X, y = load_fashion_mnist(kind="train", dtype="float64")
     df = cached_train(spark, X[:rows], y[:rows])
-    results = gradient_rows(spark, df, configs, iters)
+    results = gradient_rows(spark, df, configs, iters, passes)
     spark.stop()
     print("SECTION " + json.dumps(with_mllib_jobs(results, job_seconds(event_dir))), flush=True)
 
@@ -329,6 +344,7 @@ def run_section(kind, args):
     """One driver process of table (a) in a ``kind`` session; its results as a dict."""
     run = subprocess.run([sys.executable, __file__, "--gradient-section", kind,
                           "--iters", str(args.iters), "--rows", str(args.rows),
+                          "--passes", str(args.passes),
                           "--configs", *args.configs], capture_output=True, text=True)
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("SECTION ")]
     if not lines:
@@ -345,7 +361,8 @@ def load_rounds(path, args):
     with open(path) as f:
         for line in f:
             saved = json.loads(line)
-            if (saved["rows"], saved["iters"]) == (args.rows, args.iters) and all(
+            if (saved["rows"], saved["iters"], saved.get("passes", 1)) == (
+                    args.rows, args.iters, args.passes) and all(
                     key in saved["classic"] for key in args.configs):
                 rounds.append(saved)
     return rounds
@@ -357,7 +374,8 @@ def side_by_side(args):
     if rounds:
         print(f"{len(rounds)} round(s) read from {args.results}", flush=True)
     for _ in range(args.repeats):
-        index, done = len(rounds), {"rows": args.rows, "iters": args.iters}
+        index = len(rounds)
+        done = {"rows": args.rows, "iters": args.iters, "passes": args.passes}
         for kind in round_order(index):
             t = time.perf_counter()
             done[kind] = run_section(kind, args)
@@ -478,6 +496,9 @@ def main():
                     help="(a) only, in classic and Spark Connect sessions side by side")
     ap.add_argument("--repeats", type=int, default=3,
                     help="--connect: rounds to run (one driver process per session kind each)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="--connect: times each session runs every system and configuration "
+                         "(alternating); its figures are medians over all passes")
     ap.add_argument("--rows", type=int, default=60000,
                     help="--connect: the first ROWS training rows")
     ap.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS,
@@ -499,7 +520,8 @@ def main():
     if args.mllib_native_only:
         return mllib_native_gradients(args.iters)
     if args.gradient_section:
-        return gradient_section(args.gradient_section, args.iters, args.rows, args.configs)
+        return gradient_section(args.gradient_section, args.iters, args.rows, args.configs,
+                                args.passes)
     if args.connect:
         return side_by_side(args)
     if args.paths:
